@@ -1,0 +1,44 @@
+# Two commands for a newcomer: `make run` (install and start the app) and `make test`.
+# Both build and use .venv at the repository root.
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+PORT   ?= 8501
+
+.PHONY: run test lint chromium samples clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+# Stamps re-run the install when pyproject.toml changes.
+$(VENV)/.installed-run: pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@ $(VENV)/.installed-run
+
+run: $(VENV)/.installed-run
+	$(VENV)/bin/streamlit run app.py --server.port $(PORT)
+
+# The browser test drives Debian's chromium; install it when missing (needs root or sudo).
+chromium:
+	@test -x /usr/bin/chromium || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium >/dev/null; }
+
+lint: $(VENV)/.installed-test
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+test: $(VENV)/.installed-test chromium lint
+	$(PY) -m pytest
+
+# Retrain the bundled sample models (deterministic).
+samples: $(VENV)/.installed-run
+	$(PY) -m sample_models.train
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,163 @@
+"""Command line: ``python -m optimizers apply MODEL [options]``.
+
+Exit status 0 on success, 2 on any bad input (one ``error:`` line on stderr, no traceback, no
+output file written).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from optimizers.clustering import GRANULARITIES as CLUSTER_GRANULARITIES
+from optimizers.clustering import INITS, ClusteringConfig
+from optimizers.keras_io import InputError
+from optimizers.pipeline import OptimizationConfig, config_from_dict, config_to_dict
+from optimizers.pruning import SCOPES, STRUCTURES, PruningConfig
+from optimizers.quantization import BITS, GRANULARITIES, MODES, QuantizationConfig
+
+
+class UsageError(Exception):
+    """Bad command-line input: reported as ``error: ...`` with exit status 2."""
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # argparse's own errors follow the same rule
+        raise UsageError(message)
+
+
+def add_config_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="a .keras or .h5 model")
+    p.add_argument("--data", help=".npz with x (inputs) and optionally y (labels)")
+    p.add_argument("--recipe", help="JSON recipe (as downloaded from the app); flags override it")
+    p.add_argument("--sparsity", type=float, help="fraction of weights to zero, 0 to 0.99")
+    p.add_argument("--structure", choices=STRUCTURES, default="unstructured")
+    p.add_argument("--scope", choices=SCOPES, default="per-layer")
+    p.add_argument("--clusters", type=int, help="number of shared weight values per tensor")
+    p.add_argument("--init", choices=INITS, default="linear", help="cluster initialization")
+    p.add_argument("--cluster-granularity", choices=CLUSTER_GRANULARITIES, default="per-tensor")
+    p.add_argument(
+        "--no-preserve-sparsity",
+        action="store_true",
+        help="let clustering move pruned zeros (by default they stay zero)",
+    )
+    p.add_argument("--bits", type=int, choices=BITS, help="quantization bit width")
+    p.add_argument("--mode", choices=MODES, default="symmetric", help="quantization mode")
+    p.add_argument("--granularity", choices=GRANULARITIES, default="per-channel")
+    p.add_argument("--skip", action="append", default=[], metavar="LAYER", help="leave a layer")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(prog="python -m optimizers", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+    apply = sub.add_parser("apply", help="prune, cluster and quantize a model and measure it")
+    add_config_arguments(apply)
+    apply.add_argument("--output", help="write the optimized model here (.keras)")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> OptimizationConfig:
+    """The recipe file (if any), with the stage flags given on the command line on top."""
+    base = OptimizationConfig()
+    if args.recipe:
+        try:
+            base = config_from_dict(json.loads(Path(args.recipe).read_text()))
+        except FileNotFoundError:
+            raise UsageError(f"{args.recipe}: no such recipe file") from None
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise UsageError(f"{args.recipe} is not valid JSON") from None
+    changes: dict[str, Any] = {}
+    if args.sparsity is not None or args.structure != "unstructured":
+        changes["pruning"] = PruningConfig(
+            0.5 if args.sparsity is None else args.sparsity, args.structure, args.scope
+        )
+    if args.clusters is not None:
+        changes["clustering"] = ClusteringConfig(
+            args.clusters,
+            args.init,
+            preserve_sparsity=not args.no_preserve_sparsity,
+            granularity=args.cluster_granularity,
+        )
+    if args.bits is not None:
+        changes["quantization"] = QuantizationConfig(args.bits, args.mode, args.granularity)
+    if args.skip:
+        changes["skip"] = tuple(args.skip)
+    return replace(base, **changes)
+
+
+def check_output(path: str | None) -> Path | None:
+    if path is None:
+        return None
+    out = Path(path)
+    if out.suffix != ".keras":
+        raise UsageError(f"{out.name}: the output must end in .keras")
+    if not out.parent.exists():
+        raise UsageError(f"{out.parent}: no such folder for the output")
+    return out
+
+
+def apply_command(args: argparse.Namespace) -> dict[str, Any]:
+    from optimizers import explore, keras_io
+
+    config = config_from_args(args)
+    output = check_output(args.output)
+    model = keras_io.load_model(args.model)
+    x, y = keras_io.load_data(args.data, model) if args.data else (None, None)
+    prepared = explore.prepare(model, x, y)
+    baseline = explore.run(prepared, OptimizationConfig())
+    optimized = explore.run(prepared, config)
+    if output is not None:
+        output.write_bytes(explore.optimized_model_bytes(prepared, optimized.weights))
+    return {
+        "model": Path(args.model).name,
+        "config": config_to_dict(config),
+        "baseline": explore.outcome_to_dict(baseline),
+        "optimized": explore.outcome_to_dict(optimized),
+        "output": None if output is None else str(output),
+    }
+
+
+def print_summary(result: dict[str, Any]) -> None:
+    base, opt = result["baseline"], result["optimized"]
+
+    def acc(d: dict[str, Any]) -> str:
+        return "n/a (no labels)" if d["accuracy"] is None else f"{d['accuracy']:.2%}"
+
+    print(f"model      {result['model']}")
+    print(f"accuracy   {acc(base)} -> {acc(opt)}")
+    for key, label in [
+        ("size_bytes", "file"),
+        ("gzip_bytes", "gzip"),
+        ("packed_bytes", "packed"),
+        ("entropy_bytes", "entropy"),
+    ]:
+        ratio = base[key] / opt[key] if opt[key] else float("nan")
+        print(f"{label:<10} {base[key]:>10,} -> {opt[key]:>10,} bytes  ({ratio:.2f}x smaller)")
+    print(f"{'tensor':<40} {'sparsity':>8} {'values':>7} {'bits':>5}")
+    for layer in opt["layers"]:
+        bits = layer["bits"] or "-"
+        print(
+            f"{layer['name']:<40} {layer['sparsity']:>8.1%} {layer['unique_values']:>7} {bits:>5}"
+        )
+    if result["output"]:
+        print(f"wrote {result['output']}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        result = apply_command(args)
+    except (UsageError, InputError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print_summary(result)
+    return 0

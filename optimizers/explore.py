@@ -1,0 +1,134 @@
+"""One answer to one setting: weights, per-tensor report, accuracy and sizes.
+
+``prepare`` does the once-per-model work (read the weights, find the eligible tensors, make one
+evaluation clone, run the original model on the data); ``run`` then applies a config and
+measures it. The app calls ``run`` on every slider change and the CLI once, so both show the
+same figures computed the same way.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from optimizers import evaluate, keras_io
+from optimizers.pipeline import (
+    OptimizationConfig,
+    TensorRef,
+    TensorReport,
+    eligible_tensors,
+    float_reports,
+    optimize_weights,
+)
+from optimizers.size import Sizes, weight_sizes
+
+if TYPE_CHECKING:
+    import keras
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A model made ready for repeated evaluation; treat as read-only (the clone is guarded)."""
+
+    model: keras.Model
+    weights: tuple[np.ndarray, ...]
+    refs: tuple[TensorRef, ...]
+    float_reports: tuple[TensorReport, ...]
+    x: np.ndarray | None
+    y: np.ndarray | None
+    reference_outputs: np.ndarray | None
+    clone: keras.Model
+    lock: threading.Lock = field(default_factory=threading.Lock, compare=False)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """Everything measured for one config."""
+
+    weights: list[np.ndarray]
+    reports: list[TensorReport]  # every tensor: eligible first, then float32 ones
+    accuracy: float | None
+    fidelity: evaluate.Fidelity | None
+    sizes: Sizes
+
+    @property
+    def eligible(self) -> list[TensorReport]:
+        return [r for r in self.reports if r.eligible]
+
+
+def prepare(
+    model: keras.Model, x: np.ndarray | None = None, y: np.ndarray | None = None
+) -> Prepared:
+    """Read ``model`` once for fast repeated ``run`` calls; ``x``/``y`` are optional data."""
+    weights = tuple(model.get_weights())
+    refs = tuple(eligible_tensors(model))
+    paths = [v.path for v in model.weights]
+    layers = [p.rsplit("/", 1)[0] for p in paths]
+    floats = float_reports(weights, paths, layers, {r.index for r in refs})
+    clone = evaluate.evaluation_clone(model)
+    reference = None if x is None else evaluate.predict(model, x)
+    return Prepared(model, weights, refs, tuple(floats), x, y, reference, clone)
+
+
+def run(prepared: Prepared, config: OptimizationConfig, with_file: bool = True) -> Outcome:
+    """Apply ``config`` and measure accuracy (or fidelity) and every size figure.
+
+    ``with_file=False`` skips saving the ``.keras`` file, so ``sizes.file``/``gzip`` are None.
+    """
+    weights, reports = optimize_weights(prepared.weights, prepared.refs, config)
+    reports = reports + list(prepared.float_reports)
+    accuracy = fid = None
+    file_bytes = None
+    if prepared.x is not None or with_file:
+        with prepared.lock:
+            prepared.clone.set_weights(weights)
+            if prepared.x is not None:
+                outputs = evaluate.predict(prepared.clone, prepared.x)
+                if prepared.y is not None:
+                    accuracy = evaluate.accuracy(outputs, prepared.y)
+                fid = evaluate.fidelity(prepared.reference_outputs, outputs)
+            if with_file:
+                file_bytes = keras_io.save_model_bytes(prepared.clone)
+    return Outcome(weights, reports, accuracy, fid, weight_sizes(weights, reports, file_bytes))
+
+
+def optimized_model_bytes(prepared: Prepared, weights: Sequence[np.ndarray]) -> bytes:
+    """The ``.keras`` file of the prepared model carrying ``weights``."""
+    with prepared.lock:
+        prepared.clone.set_weights(list(weights))
+        return keras_io.save_model_bytes(prepared.clone)
+
+
+def outcome_to_dict(outcome: Outcome) -> dict[str, Any]:
+    """JSON-able figures: accuracy, fidelity, sizes (bytes) and the eligible tensors' report."""
+    s = outcome.sizes
+    fid = outcome.fidelity
+    return {
+        "accuracy": outcome.accuracy,
+        "agreement": None if fid is None else fid.agreement,
+        "output_snr_db": None if fid is None else fid.snr_db,
+        "size_bytes": s.file,
+        "gzip_bytes": s.gzip,
+        "float32_bytes": s.float32,
+        "packed_bytes": s.packed,
+        "entropy_bytes": s.entropy,
+        "layers": [
+            {
+                "name": r.path,
+                "layer": r.layer,
+                "shape": list(r.shape),
+                "params": r.params,
+                "techniques": r.techniques,
+                "sparsity": r.sparsity,
+                "unique_values": r.unique_values,
+                "max_channel_values": r.max_channel_values,
+                "bits": r.bits,
+                "sqnr_db": r.sqnr_db,
+            }
+            for r in outcome.eligible
+        ],
+    }

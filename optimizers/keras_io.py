@@ -1,0 +1,207 @@
+"""Safe loading and saving of models and evaluation data.
+
+Models load with Keras ``safe_mode=True`` and ``compile=False``: no code from a file ever runs
+(Lambda layers and custom classes are refused), and the optimizer state is not needed. Data
+loads with ``allow_pickle=False``. Every refusal is an ``InputError`` whose message is one
+sentence naming the file and what is wrong with it.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+if TYPE_CHECKING:
+    import keras
+
+MODEL_SUFFIXES = (".keras", ".h5", ".hdf5")
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+RESAVE_HINT = (
+    "rebuild the model from built-in Keras layers and save it with model.save('model.keras')"
+)
+
+
+class InputError(ValueError):
+    """A file the tool refuses, with a one-sentence reason for the user."""
+
+
+def check_file(path: Path) -> None:
+    if not path.exists():
+        raise InputError(f"{path.name}: no such file")
+    if path.is_dir():
+        if (path / "saved_model.pb").exists():
+            raise InputError(
+                f"{path.name} is a TensorFlow SavedModel, which cannot be loaded safely; "
+                f"load it in TensorFlow and {RESAVE_HINT}"
+            )
+        raise InputError(f"{path.name} is a folder, not a model file")
+    if path.stat().st_size == 0:
+        raise InputError(f"{path.name} is empty")
+
+
+def check_model_container(path: Path) -> None:
+    """Refuse files that are not what their suffix says before Keras sees them."""
+    suffix = path.suffix.lower()
+    if path.name == "saved_model.pb" or suffix == ".pb":
+        raise InputError(
+            f"{path.name} is part of a TensorFlow SavedModel, which cannot be loaded safely; "
+            f"load it in TensorFlow and {RESAVE_HINT}"
+        )
+    if suffix not in MODEL_SUFFIXES:
+        raise InputError(
+            f"{path.name} is not a Keras model file (expected one of {', '.join(MODEL_SUFFIXES)})"
+        )
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if suffix == ".keras":
+        if head[:2] != b"PK":
+            raise InputError(f"{path.name} is not a Keras archive (a .keras file is a zip archive)")
+        try:
+            with zipfile.ZipFile(path) as z:
+                names = set(z.namelist())
+                broken = z.testzip()
+        except (zipfile.BadZipFile, OSError, EOFError):
+            raise InputError(f"{path.name}: the Keras archive is truncated or corrupt") from None
+        if broken is not None:
+            raise InputError(f"{path.name}: the Keras archive is truncated or corrupt")
+        if "config.json" not in names:
+            raise InputError(f"{path.name} is a zip archive but not a Keras model (no config.json)")
+    elif head != HDF5_SIGNATURE:
+        raise InputError(f"{path.name} is not an HDF5 file, so not a Keras .h5 model")
+
+
+def explain_load_error(path: Path, error: Exception) -> str:
+    text = str(error)
+    if "Lambda" in text or "safe_mode" in text:
+        return (
+            f"{path.name} contains a Lambda layer, whose Python code is never run here for "
+            f"safety; {RESAVE_HINT}"
+        )
+    if "Could not locate" in text or "custom_objects" in text or "Unknown layer" in text:
+        return (
+            f"{path.name} needs custom Python classes, which are never loaded here; {RESAVE_HINT}"
+        )
+    first = text.strip().splitlines()[0] if text.strip() else type(error).__name__
+    return f"{path.name} could not be loaded as a Keras model ({first[:200]})"
+
+
+def load_model(path: str | Path) -> keras.Model:
+    """Load a ``.keras``/``.h5`` model safely; raises ``InputError`` with a clear reason."""
+    import keras
+
+    path = Path(path)
+    check_file(path)
+    check_model_container(path)
+    try:
+        model = keras.saving.load_model(path, compile=False, safe_mode=True)
+    except Exception as e:  # Keras raises many types; all become one readable sentence
+        raise InputError(explain_load_error(path, e)) from None
+    if not isinstance(model, keras.Model):
+        raise InputError(f"{path.name} holds a single layer, not a model")
+    for v in model.weights:
+        if not np.all(np.isfinite(np.asarray(v))):
+            raise InputError(f"{path.name}: weight {v.path} holds NaN or Inf values")
+    return model
+
+
+def save_model_bytes(model: keras.Model) -> bytes:
+    """The ``.keras`` file of ``model`` as bytes."""
+    with tempfile.TemporaryDirectory() as tmp:
+        target = Path(tmp) / "model.keras"
+        model.save(target)
+        return target.read_bytes()
+
+
+def load_model_bytes(data: bytes, name: str) -> keras.Model:
+    """Load a model from uploaded bytes; ``name`` gives the suffix and the name in messages."""
+    with tempfile.TemporaryDirectory() as tmp:
+        target = Path(tmp) / Path(name).name
+        target.write_bytes(data)
+        return load_model(target)
+
+
+def model_io_shapes(model: keras.Model) -> tuple[tuple, int]:
+    """The single input's shape (without batch) and the number of output units."""
+    if len(model.inputs) != 1 or len(model.outputs) != 1:
+        raise InputError(
+            f"model {model.name} has {len(model.inputs)} inputs and {len(model.outputs)} "
+            "outputs; only single-input, single-output models can be evaluated"
+        )
+    return tuple(model.inputs[0].shape[1:]), int(model.outputs[0].shape[-1] or 0)
+
+
+def load_data(path: str | Path, model: keras.Model) -> tuple[np.ndarray, np.ndarray | None]:
+    """Load ``x`` (and optional ``y`` labels) from an ``.npz`` and check they fit ``model``.
+
+    ``y`` may be integer class ids or one-hot rows; it is returned as class ids. For a model
+    with one sigmoid output the classes are 0 and 1.
+    """
+    path = Path(path)
+    check_file(path)
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            if not hasattr(archive, "files"):
+                raise InputError(f"{path.name} is a single .npy array; save x and y with np.savez")
+            arrays = {k: archive[k] for k in archive.files}
+    except InputError:
+        raise
+    except ValueError as e:
+        if "pickle" in str(e):
+            raise InputError(
+                f"{path.name} holds pickled Python objects, which are refused for safety"
+            ) from None
+        raise InputError(f"{path.name} is not a readable .npz file ({e})") from None
+    except Exception:
+        raise InputError(f"{path.name} is not a readable .npz file") from None
+    return check_data(path.name, arrays, model)
+
+
+def check_data(
+    name: str, arrays: dict[str, np.ndarray], model: keras.Model
+) -> tuple[np.ndarray, np.ndarray | None]:
+    if "x" not in arrays:
+        raise InputError(f"{name} has no array named x (found: {', '.join(arrays) or 'none'})")
+    x = arrays["x"]
+    if not np.issubdtype(x.dtype, np.number) or x.dtype == np.complex128:
+        raise InputError(f"{name}: x must be numeric, got {x.dtype}")
+    input_shape, classes = model_io_shapes(model)
+    fits = x.ndim == len(input_shape) + 1 and all(
+        want is None or want == got for want, got in zip(input_shape, x.shape[1:], strict=True)
+    )
+    if not fits:
+        expected = "(n, " + ", ".join("?" if d is None else str(d) for d in input_shape) + ")"
+        raise InputError(f"{name}: x has shape {x.shape} but the model expects {expected}")
+    if len(x) == 0:
+        raise InputError(f"{name}: x holds no samples")
+    if not np.all(np.isfinite(x)):
+        raise InputError(f"{name}: x holds NaN or Inf values")
+    y = arrays.get("y")
+    if y is None:
+        return x.astype(np.float32), None
+    if len(y) != len(x):
+        raise InputError(f"{name}: y has {len(y)} labels for {len(x)} samples")
+    if not np.issubdtype(y.dtype, np.number):
+        raise InputError(f"{name}: y must hold numeric class ids, got {y.dtype}")
+    n_classes = 2 if classes == 1 else classes
+    if y.ndim == 2 and y.shape[1] == classes and classes > 1:
+        y = np.argmax(y, axis=1)
+    elif y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim != 1 or not np.all(np.equal(np.mod(y, 1), 0)):
+        raise InputError(
+            f"{name}: y must be integer class ids or one-hot rows of width {classes}, "
+            f"got shape {y.shape} and dtype {y.dtype}"
+        )
+    if y.min() < 0 or y.max() >= n_classes:
+        raise InputError(
+            f"{name}: y holds class {int(y.max()) if y.max() >= n_classes else int(y.min())}, "
+            f"but the model predicts classes 0 to {n_classes - 1}"
+        )
+    return x.astype(np.float32), y.astype(np.int64)

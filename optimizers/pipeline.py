@@ -1,0 +1,332 @@
+"""Collaborative optimization: prune → cluster → quantize every eligible tensor of a model.
+
+Eligible tensors are the weight matrices that carry almost all of a network's parameters: the
+kernels of Dense, Conv1D/2D/3D, DepthwiseConv, SeparableConv (both kernels), ConvTranspose,
+EinsumDense, recurrent layers (kernel and recurrent kernel), and Embedding tables, found in nested
+models too. Biases and normalization parameters are tiny, sensitive, and stay float32.
+
+The work is done on plain numpy arrays (``optimize_weights``), so a caller that keeps a model's
+weights can re-run it without touching Keras; ``optimize_model`` wraps it for a Keras model and
+never mutates its input.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from optimizers.clustering import ClusteringConfig, cluster
+from optimizers.pruning import PruningConfig, global_masks, prune
+from optimizers.quantization import QuantizationConfig, fake_quantize
+from optimizers.tensors import as_channel_columns
+
+if TYPE_CHECKING:
+    import keras
+
+ELIGIBLE_WEIGHT_NAMES = frozenset(
+    {"kernel", "depthwise_kernel", "pointwise_kernel", "recurrent_kernel", "embeddings"}
+)
+NO_TECHNIQUES = "none"
+DEPTHWISE_LAYERS = frozenset({"DepthwiseConv1D", "DepthwiseConv2D"})
+TRANSPOSE_LAYERS = frozenset({"Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose"})
+
+
+@dataclass(frozen=True)
+class Techniques:
+    """The three stages for one tensor; ``None`` turns a stage off."""
+
+    pruning: PruningConfig | None = None
+    clustering: ClusteringConfig | None = None
+    quantization: QuantizationConfig | None = None
+
+    @property
+    def active(self) -> bool:
+        return any(getattr(self, f.name) is not None for f in fields(Techniques))
+
+
+@dataclass(frozen=True)
+class OptimizationConfig(Techniques):
+    """Techniques for every eligible tensor, with per-layer exceptions.
+
+    ``skip`` names layers left untouched; ``overrides`` gives layers their own ``Techniques``.
+
+    >>> OptimizationConfig(pruning=PruningConfig(0.6), skip=("predictions",)).for_layer("dense")
+    Techniques(pruning=PruningConfig(sparsity=0.6, structure='unstructured', scope='per-layer'), clustering=None, quantization=None)
+    """
+
+    skip: tuple[str, ...] = ()
+    overrides: tuple[tuple[str, Techniques], ...] = field(default=())
+
+    def for_layer(self, layer: str) -> Techniques:
+        if layer in self.skip:
+            return Techniques()
+        return dict(self.overrides).get(
+            layer, Techniques(self.pruning, self.clustering, self.quantization)
+        )
+
+
+@dataclass(frozen=True)
+class TensorRef:
+    """Where an eligible tensor lives: its index in ``model.get_weights()`` and its names."""
+
+    index: int
+    path: str
+    layer: str
+    layer_type: str
+    shape: tuple[int, ...]
+    channel_axes: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class TensorReport:
+    """What the pipeline did to one tensor (``eligible=False``: left float32 by design).
+
+    ``scales`` counts the float parameters a quantized tensor stores beside its codes (one
+    scale per channel, twice that with zero points).
+    """
+
+    index: int
+    path: str
+    layer: str
+    shape: tuple[int, ...]
+    params: int
+    eligible: bool
+    techniques: str
+    sparsity: float
+    unique_values: int
+    max_channel_values: int
+    bits: int | None
+    scales: int
+    sqnr_db: float | None
+
+    @property
+    def transformed(self) -> bool:
+        """Whether any technique changed how this tensor is stored."""
+        return self.eligible and self.techniques != NO_TECHNIQUES
+
+
+def channel_axes(layer_type: str, weight_name: str) -> tuple[int, ...]:
+    """Axes of a kernel that index output channels, as LiteRT quantizes them per channel."""
+    if layer_type in DEPTHWISE_LAYERS or weight_name == "depthwise_kernel":
+        return (-2, -1)  # input channel x depth multiplier
+    if layer_type in TRANSPOSE_LAYERS:
+        return (-2,)  # Keras stores transposed kernels as (..., out, in)
+    return (-1,)
+
+
+def eligible_tensors(model: keras.Model) -> list[TensorRef]:
+    """The eligible tensors of ``model``, in ``model.weights`` order; shared weights once."""
+    index = {id(v): i for i, v in enumerate(model.weights)}
+    refs: dict[int, TensorRef] = {}
+    # Keras 3 has no public recursive walk; _flatten_layers is what Layer.weights itself uses.
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if list(layer._flatten_layers(include_self=False, recursive=False)):
+            continue  # a container: its leaves are visited on their own
+        for v in layer.weights:
+            i = index.get(id(v))
+            if i is None or i in refs or v.name not in ELIGIBLE_WEIGHT_NAMES or len(v.shape) < 2:
+                continue
+            layer_type = type(layer).__name__
+            refs[i] = TensorRef(
+                i, v.path, layer.name, layer_type, tuple(v.shape), channel_axes(layer_type, v.name)
+            )
+    return [refs[i] for i in sorted(refs)]
+
+
+def distinct_per_channel(w: np.ndarray, axes: tuple[int, ...]) -> int:
+    """The largest number of distinct values in any one output channel."""
+    columns, _ = as_channel_columns(w, axes)
+    if columns.size == 0:
+        return 0
+    ordered = np.sort(columns, axis=0)
+    return int((np.diff(ordered, axis=0) != 0).sum(axis=0).max() + 1)
+
+
+def sqnr_db(original: np.ndarray, optimized: np.ndarray) -> float | None:
+    """Signal-to-quantization-noise ratio in dB; ``None`` when nothing changed."""
+    noise = float(np.sum((original.astype(np.float64) - optimized) ** 2))
+    if noise == 0:
+        return None
+    signal = float(np.sum(original.astype(np.float64) ** 2))
+    return float(10 * np.log10(signal / noise)) if signal > 0 else float("-inf")
+
+
+def describe(t: Techniques) -> str:
+    """Short text of the stages applied, e.g. ``"prune 60% → 16 clusters → int4"``."""
+    parts = []
+    if t.pruning:
+        p = t.pruning
+        parts.append("prune 2:4" if p.structure == "2:4" else f"prune {p.sparsity:.0%}")
+    if t.clustering:
+        parts.append(f"{t.clustering.clusters} clusters")
+    if t.quantization:
+        parts.append(f"int{t.quantization.bits}")
+    return " → ".join(parts) or NO_TECHNIQUES
+
+
+def report_tensor(
+    index: int,
+    path: str,
+    layer: str,
+    original: np.ndarray,
+    optimized: np.ndarray,
+    techniques: Techniques | None,
+    axes: tuple[int, ...] = (-1,),
+) -> TensorReport:
+    size = int(optimized.size)
+    zeros = size - int(np.count_nonzero(optimized))
+    eligible = techniques is not None
+    q = techniques.quantization if eligible else None
+    scales = 0
+    if q is not None:
+        scales = (
+            1 if q.granularity == "per-tensor" else as_channel_columns(optimized, axes)[0].shape[1]
+        )
+        scales *= 2 if q.mode == "asymmetric" else 1
+    return TensorReport(
+        index=index,
+        path=path,
+        layer=layer,
+        shape=tuple(optimized.shape),
+        params=size,
+        eligible=eligible,
+        techniques=describe(techniques) if eligible else "float32 (not eligible)",
+        sparsity=zeros / size if size else 0.0,
+        unique_values=int(np.unique(optimized).size),
+        max_channel_values=distinct_per_channel(optimized, axes) if eligible else 0,
+        bits=q.bits if q else None,
+        scales=scales,
+        sqnr_db=sqnr_db(original, optimized),
+    )
+
+
+def optimize_weights(
+    weights: Sequence[np.ndarray], refs: Sequence[TensorRef], config: OptimizationConfig
+) -> tuple[list[np.ndarray], list[TensorReport]]:
+    """Apply ``config`` to the eligible ``refs`` of ``weights`` (a model's ``get_weights()``).
+
+    Returns new weights (untouched tensors are the same objects, never modified) and a report
+    for every tensor: eligible ones first in model order, then the float32 ones.
+    """
+    out = list(weights)
+    plan = {r.index: (r, config.for_layer(r.layer)) for r in refs}
+    for r, _ in plan.values():
+        if not np.all(np.isfinite(weights[r.index])):
+            raise ValueError(f"tensor {r.path} holds NaN or Inf values; fix the model first")
+    # Global pruning: one threshold across every tensor that shares the same global config.
+    masks: dict[int, np.ndarray] = {}
+    groups: dict[PruningConfig, list[int]] = {}
+    for i, (_, t) in plan.items():
+        if t.pruning and t.pruning.scope == "global" and t.pruning.structure == "unstructured":
+            groups.setdefault(t.pruning, []).append(i)
+    for p, members in groups.items():
+        masks.update(
+            zip(members, global_masks([weights[i] for i in members], p.sparsity), strict=True)
+        )
+
+    reports = []
+    for i, (r, t) in plan.items():
+        w = weights[i]
+        if t.pruning:
+            w = np.where(masks[i], w, np.zeros((), w.dtype)) if i in masks else prune(w, t.pruning)
+        if t.clustering:
+            w = cluster(w, t.clustering, r.channel_axes)
+        if t.quantization:
+            w = fake_quantize(w, t.quantization, r.channel_axes)
+        out[i] = w
+        reports.append(report_tensor(i, r.path, r.layer, weights[i], w, t, r.channel_axes))
+    return out, reports
+
+
+def float_reports(
+    weights: Sequence[np.ndarray], paths: Sequence[str], layers: Sequence[str], skip: set[int]
+) -> list[TensorReport]:
+    """Reports for the tensors the pipeline leaves in float32 (biases, normalization, ...)."""
+    return [
+        report_tensor(i, paths[i], layers[i], w, w, None)
+        for i, w in enumerate(weights)
+        if i not in skip
+    ]
+
+
+def optimize_model(
+    model: keras.Model, config: OptimizationConfig
+) -> tuple[keras.Model, list[TensorReport]]:
+    """A new model with ``config`` applied, and the per-tensor report (float tensors included).
+
+    >>> new_model, report = optimize_model(model, OptimizationConfig(pruning=PruningConfig(0.5)))
+    ... # doctest: +SKIP
+    """
+    import keras
+
+    refs = eligible_tensors(model)
+    weights = model.get_weights()
+    new_weights, reports = optimize_weights(weights, refs, config)
+    clone = keras.models.clone_model(model)
+    clone.set_weights(new_weights)
+    layers = [v.path.rsplit("/", 1)[0] for v in model.weights]
+    paths = [v.path for v in model.weights]
+    reports += float_reports(weights, paths, layers, {r.index for r in refs})
+    return clone, reports
+
+
+# --- recipes: the config as plain JSON-able data (the CLI's --recipe and the app's download) ---
+
+STAGES: Mapping[str, type] = {
+    "pruning": PruningConfig,
+    "clustering": ClusteringConfig,
+    "quantization": QuantizationConfig,
+}
+
+
+def techniques_to_dict(t: Techniques) -> dict[str, Any]:
+    return {name: None if getattr(t, name) is None else asdict(getattr(t, name)) for name in STAGES}
+
+
+def techniques_from_dict(data: Mapping[str, Any]) -> Techniques:
+    unknown = set(data) - set(STAGES)
+    if unknown:
+        raise ValueError(f"unknown recipe keys {sorted(unknown)}; expected {sorted(STAGES)}")
+    return Techniques(
+        **{
+            name: None if data.get(name) is None else cls(**data[name])
+            for name, cls in STAGES.items()
+        }
+    )
+
+
+def config_to_dict(config: OptimizationConfig) -> dict[str, Any]:
+    """The config as JSON-able data; ``config_from_dict`` reads it back."""
+    return {
+        **techniques_to_dict(config),
+        "skip": list(config.skip),
+        "overrides": {layer: techniques_to_dict(t) for layer, t in config.overrides},
+    }
+
+
+def config_from_dict(data: Mapping[str, Any]) -> OptimizationConfig:
+    """Parse a recipe; raises ``ValueError`` naming what is wrong."""
+    if not isinstance(data, Mapping):
+        raise ValueError("a recipe must be a JSON object")
+    data = dict(data)
+    skip = data.pop("skip", [])
+    overrides = data.pop("overrides", {})
+    if not isinstance(skip, list) or not all(isinstance(s, str) for s in skip):
+        raise ValueError("recipe 'skip' must be a list of layer names")
+    if not isinstance(overrides, Mapping):
+        raise ValueError("recipe 'overrides' must map layer names to stage settings")
+    try:
+        base = techniques_from_dict(data)
+        pairs = tuple((str(k), techniques_from_dict(v)) for k, v in overrides.items())
+    except TypeError as e:
+        raise ValueError(f"recipe has an unknown setting: {e}") from None
+    return replace(
+        OptimizationConfig(skip=tuple(skip), overrides=pairs), **techniques_to_kwargs(base)
+    )
+
+
+def techniques_to_kwargs(t: Techniques) -> dict[str, Any]:
+    return {name: getattr(t, name) for name in STAGES}

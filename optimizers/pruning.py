@@ -1,0 +1,161 @@
+"""Magnitude pruning: set the smallest-magnitude weights to exactly zero.
+
+Three flavours, all deterministic:
+
+* ``unstructured`` + ``per-layer``: each tensor gets exactly ``target_zeros(sparsity, n)``
+  zeros: ``ceil(sparsity * n)``, the fewest that reach the target (``round`` would leave a
+  864-weight kernel at 59.95% for a 60% target).
+* ``unstructured`` + ``global``: one magnitude threshold across all tensors, so that exactly
+  ``target_zeros(sparsity, N)`` of the ``N`` eligible weights are zero; layers with many small
+  weights lose more of them.
+* ``2:4`` (N:M structured): in every group of 4 consecutive weights along the input dimension,
+  the 2 smallest are zeroed (50% sparsity, the pattern sparse tensor cores and TFLite's block
+  sparsity can exploit). ``sparsity`` is ignored for structured pruning.
+
+Ties at the threshold are broken by position: among equal magnitudes, the weight with the lower
+flat (C-order) index is pruned first. Existing zeros count towards the target.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal, get_args
+
+import numpy as np
+
+from optimizers.tensors import check_finite
+
+Structure = Literal["unstructured", "2:4"]
+Scope = Literal["per-layer", "global"]
+STRUCTURES: tuple[Structure, ...] = get_args(Structure)
+SCOPES: tuple[Scope, ...] = get_args(Scope)
+
+STRUCTURE_LABELS: dict[Structure, str] = {
+    "unstructured": "Unstructured: any weight may be removed",
+    "2:4": "2:4 structured: 2 of every 4 input weights are removed (50%)",
+}
+SCOPE_LABELS: dict[Scope, str] = {
+    "per-layer": "Per layer: every tensor reaches the same sparsity",
+    "global": "Global: one magnitude threshold across all layers",
+}
+
+
+@dataclass(frozen=True)
+class PruningConfig:
+    """What to prune.
+
+    >>> PruningConfig(sparsity=0.6)
+    PruningConfig(sparsity=0.6, structure='unstructured', scope='per-layer')
+    """
+
+    sparsity: float = 0.5
+    structure: Structure = "unstructured"
+    scope: Scope = "per-layer"
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.sparsity < 1.0:
+            raise ValueError(f"sparsity must be in [0, 1), got {self.sparsity!r}")
+        if self.structure not in STRUCTURES:
+            raise ValueError(f"structure must be one of {STRUCTURES}, got {self.structure!r}")
+        if self.scope not in SCOPES:
+            raise ValueError(f"scope must be one of {SCOPES}, got {self.scope!r}")
+
+    @property
+    def effective_sparsity(self) -> float:
+        """The fraction of weights this config removes (0.5 for 2:4)."""
+        return 0.5 if self.structure == "2:4" else self.sparsity
+
+
+def target_zeros(sparsity: float, n: int) -> int:
+    """Zeros needed for ``sparsity`` of ``n`` weights: ``ceil``, after rounding away float noise
+    (0.6 * 10 is 6.000000000000001 in binary floating point)."""
+    return math.ceil(round(sparsity * n, 6))
+
+
+def smallest_mask(magnitudes: np.ndarray, count: int) -> np.ndarray:
+    """Boolean mask (flat) of exactly ``count`` smallest entries, ties to the lower index.
+
+    O(n): one ``np.partition`` finds the threshold, and only the entries equal to it are ranked
+    by position.
+    """
+    flat = magnitudes.ravel()
+    if count <= 0:
+        return np.zeros(flat.size, dtype=bool)
+    if count >= flat.size:
+        return np.ones(flat.size, dtype=bool)
+    threshold = np.partition(flat, count - 1)[count - 1]
+    mask = flat < threshold
+    missing = count - int(np.count_nonzero(mask))
+    mask[np.flatnonzero(flat == threshold)[:missing]] = True
+    return mask
+
+
+def magnitude_mask(w: np.ndarray, sparsity: float) -> np.ndarray:
+    """Keep-mask (True = kept) with exactly ``target_zeros(sparsity, w.size)`` False entries."""
+    check_finite(w)
+    count = target_zeros(sparsity, w.size)
+    return ~smallest_mask(np.abs(w), count).reshape(w.shape)
+
+
+def input_axis(ndim: int) -> int:
+    """The input-dimension axis of a Keras kernel: 0 for Dense/1-D, -2 for convolutions."""
+    return 0 if ndim <= 2 else ndim - 2
+
+
+def n_m_mask(w: np.ndarray, n: int = 2, m: int = 4) -> np.ndarray:
+    """Keep-mask that keeps the ``n`` largest of every ``m`` consecutive input weights.
+
+    A trailing group shorter than ``m`` keeps ``min(len, n)`` weights. Ties keep the lower index.
+    """
+    check_finite(w)
+    axis = input_axis(w.ndim)
+    moved = np.moveaxis(np.abs(w), axis, -1)
+    length = moved.shape[-1]
+    padded_len = -(-length // m) * m
+    # Pad with -1, below every magnitude: padding is pruned first, so a short trailing group of
+    # t weights keeps exactly min(t, n) of them.
+    padded = np.full(moved.shape[:-1] + (padded_len,), -1.0, dtype=np.float64)
+    padded[..., :length] = moved
+    groups = padded.reshape(moved.shape[:-1] + (padded_len // m, m))
+    # Rank within each group; the stable sort puts the lower index first among equals, so it is
+    # the one pruned.
+    ranks = np.argsort(np.argsort(groups, axis=-1, kind="stable"), axis=-1, kind="stable")
+    keep = (ranks >= m - n).reshape(padded.shape)[..., :length]
+    return np.moveaxis(keep, -1, axis)
+
+
+def prune(w: np.ndarray, config: PruningConfig) -> np.ndarray:
+    """Return a pruned copy of ``w`` (same shape and dtype); ``w`` is not modified.
+
+    >>> prune(np.array([0.1, -0.4, 0.3, 0.2]), PruningConfig(sparsity=0.5))
+    array([ 0. , -0.4,  0.3,  0. ])
+    """
+    mask = n_m_mask(w) if config.structure == "2:4" else magnitude_mask(w, config.sparsity)
+    return np.where(mask, w, np.zeros((), dtype=w.dtype))
+
+
+def global_masks(tensors: Sequence[np.ndarray], sparsity: float) -> list[np.ndarray]:
+    """Keep-masks for one magnitude threshold across ``tensors``.
+
+    Exactly ``target_zeros(sparsity, total)`` weights are pruned; ties break by tensor order,
+    then by position.
+    """
+    for w in tensors:
+        check_finite(w)
+    sizes = [w.size for w in tensors]
+    if not sizes:
+        return []
+    magnitudes = np.concatenate([np.abs(w).ravel() for w in tensors])
+    pruned = smallest_mask(magnitudes, target_zeros(sparsity, magnitudes.size))
+    bounds = np.cumsum(sizes)[:-1]
+    return [~p.reshape(w.shape) for p, w in zip(np.split(pruned, bounds), tensors, strict=True)]
+
+
+def prune_global(tensors: Sequence[np.ndarray], sparsity: float) -> list[np.ndarray]:
+    """Prune ``tensors`` jointly with one global magnitude threshold (see ``global_masks``)."""
+    masks = global_masks(tensors, sparsity)
+    return [
+        np.where(m, w, np.zeros((), dtype=w.dtype)) for m, w in zip(masks, tensors, strict=True)
+    ]

@@ -1,0 +1,128 @@
+"""Uniform b-bit weight quantization, on the same grid LiteRT's quantizer writes to a file.
+
+| mode       | scale                                  | codes                        | zero point          |
+|------------|----------------------------------------|------------------------------|---------------------|
+| symmetric  | max|w| / (2^(b-1) - 1)                 | [-(2^(b-1) - 1), 2^(b-1) - 1] | 0 (zero stays zero) |
+| asymmetric | (max(w, 0) - min(w, 0)) / (2^b - 1)     | [-2^(b-1), 2^(b-1) - 1]       | rint(qmin - lo/scale) |
+
+``w ≈ (codes - zero_point) * scale``. Codes are rounded half-to-even (``np.rint``) and the
+arithmetic is done in the weights' own float type, exactly as ``ai_edge_quantizer`` does, so a
+preview on this grid equals the exported file. The range always includes zero, so zero maps
+exactly to zero in both modes. Per-channel granularity gives each output channel its own scale
+(LiteRT's default for weights); per-tensor uses one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, get_args
+
+import numpy as np
+
+from optimizers.tensors import as_channel_columns, check_finite
+
+Mode = Literal["symmetric", "asymmetric"]
+Granularity = Literal["per-channel", "per-tensor"]
+MODES: tuple[Mode, ...] = get_args(Mode)
+GRANULARITIES: tuple[Granularity, ...] = get_args(Granularity)
+BITS: tuple[int, ...] = (2, 3, 4, 5, 6, 7, 8, 16)
+
+MODE_LABELS: dict[Mode, str] = {
+    "symmetric": "Symmetric: levels centred on zero (what LiteRT uses for weights)",
+    "asymmetric": "Asymmetric: levels span the min..max range with a zero point",
+}
+GRANULARITY_LABELS: dict[Granularity, str] = {
+    "per-channel": "Per channel: each output channel gets its own scale",
+    "per-tensor": "Per tensor: one scale for the whole tensor",
+}
+
+
+@dataclass(frozen=True)
+class QuantizationConfig:
+    """How to quantize.
+
+    >>> QuantizationConfig(bits=4)
+    QuantizationConfig(bits=4, mode='symmetric', granularity='per-channel')
+    """
+
+    bits: int = 8
+    mode: Mode = "symmetric"
+    granularity: Granularity = "per-channel"
+
+    def __post_init__(self) -> None:
+        if self.bits not in BITS:
+            raise ValueError(f"bits must be one of {BITS}, got {self.bits!r}")
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if self.granularity not in GRANULARITIES:
+            raise ValueError(
+                f"granularity must be one of {GRANULARITIES}, got {self.granularity!r}"
+            )
+
+
+@dataclass(frozen=True)
+class Quantized:
+    """Integer codes with their per-channel (or single) scale and zero point.
+
+    ``codes`` has the weights' shape; ``scale`` and ``zero_point`` have one entry per output
+    channel (one in all for per-tensor). ``values`` is the dequantized float tensor.
+    """
+
+    codes: np.ndarray
+    scale: np.ndarray
+    zero_point: np.ndarray
+    values: np.ndarray
+
+
+def code_range(bits: int, mode: Mode) -> tuple[int, int]:
+    """The integer codes a ``bits``-bit tensor may use (narrow range when symmetric)."""
+    qmax = 2 ** (bits - 1) - 1
+    return (-qmax, qmax) if mode == "symmetric" else (-qmax - 1, qmax)
+
+
+def scale_and_zero_point(
+    lo: np.ndarray, hi: np.ndarray, config: QuantizationConfig
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-column scale and zero point for columns with minimum ``lo`` and maximum ``hi``."""
+    qmin, qmax = code_range(config.bits, config.mode)
+    tiny = np.asarray(1e-9, dtype=lo.dtype)  # ai_edge_quantizer's floor: avoids a zero scale
+    if config.mode == "symmetric":
+        bound = np.maximum(np.maximum(np.abs(lo), np.abs(hi)), tiny)
+        return bound / np.asarray(qmax, lo.dtype), np.zeros(lo.shape, np.int64)
+    lo0 = np.minimum(lo, 0)
+    bound = np.maximum(np.maximum(hi, 0) - lo0, tiny)
+    scale = bound / np.asarray(qmax - qmin, lo.dtype)
+    return scale, np.rint(qmin - lo0 / scale).astype(np.int64)
+
+
+def quantize(
+    w: np.ndarray, config: QuantizationConfig, channel_axes: tuple[int, ...] = (-1,)
+) -> Quantized:
+    """Quantize ``w`` (not modified) to ``config.bits`` bits.
+
+    >>> q = quantize(np.array([[-1.0, 0.5], [0.25, 0.0]], np.float32), QuantizationConfig(bits=2))
+    >>> q.codes.tolist(), q.values.tolist()
+    ([[-1, 1], [0, 0]], [[-1.0, 0.5], [0.0, 0.0]])
+    """
+    check_finite(w)
+    if config.granularity == "per-tensor":
+        columns, restore = w.reshape(-1, 1), lambda cols: cols.reshape(w.shape)
+    else:
+        columns, restore = as_channel_columns(w, channel_axes)
+    if columns.size == 0:
+        return Quantized(np.zeros(w.shape, np.int8), np.ones(1, w.dtype), np.zeros(1, np.int64), w)
+    scale, zero_point = scale_and_zero_point(columns.min(axis=0), columns.max(axis=0), config)
+    qmin, qmax = code_range(config.bits, config.mode)
+    # Same order of operations as ai_edge_quantizer: divide, add the zero point, round, clip.
+    zp = zero_point.astype(columns.dtype)  # keep float32 math in float32
+    codes = np.clip(np.rint(columns / scale + zp), qmin, qmax)
+    values = ((codes - zp) * scale).astype(w.dtype)
+    code_dtype = np.int8 if config.bits <= 8 else np.int16
+    return Quantized(restore(codes.astype(code_dtype)), scale, zero_point, restore(values))
+
+
+def fake_quantize(
+    w: np.ndarray, config: QuantizationConfig, channel_axes: tuple[int, ...] = (-1,)
+) -> np.ndarray:
+    """The dequantized floats of ``quantize``: what the quantized model computes with."""
+    return quantize(w, config, channel_axes).values
