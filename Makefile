@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 PORT   ?= 8501
 
-.PHONY: run test lint chromium samples clean
+.PHONY: run test lint chromium samples clean bench bench-smoke
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -42,3 +42,10 @@ samples: $(VENV)/.installed-run
 
 clean:
 	rm -rf $(VENV) .pytest_cache
+
+# Benchmarks (not timed tests): full run writes bench/results/latest.json and prints a table.
+bench: $(VENV)/.installed-test
+	$(PY) -m bench.bench
+
+bench-smoke: $(VENV)/.installed-test
+	$(PY) -m bench.bench --smoke --out /tmp/bench-smoke.json

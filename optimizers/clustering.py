@@ -1,11 +1,11 @@
 """Weight clustering (weight sharing): replace each weight by the nearest of ``k`` centroids.
 
-1-D k-means (Lloyd) that is O(n) per pass over the data: the weights are first reduced to at
-most ``MAX_POINTS`` weighted points (the distinct values with their counts when there are few,
-otherwise the exact means of fine histogram bins), Lloyd runs on those points, and a final pass
-assigns every weight to its nearest centroid and sets each centroid to the exact mean of its
-members. So the result has at most ``k`` distinct values and every value is the mean of the
-weights it replaced.
+1-D k-means (Lloyd) whose cost on the data is a few O(n) passes in all: the weights are
+reduced to at most ``MAX_POINTS`` weighted points (the distinct values with their counts for
+small tensors, otherwise the exact means of fine histogram bins), Lloyd runs on those points,
+and a final assignment sends every weight to its nearest centroid and sets each centroid to the
+exact mean of its members. So the result has at most ``k`` distinct values and every value is
+the mean of the weights it replaced.
 
 Initializations (``Init``):
 
@@ -70,22 +70,33 @@ class ClusteringConfig:
             )
 
 
-def weighted_points(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Reduce 1-D ``x`` to sorted points with weights (counts), at most ``MAX_POINTS`` of them.
+@dataclass(frozen=True)
+class Histogram:
+    """Equal-width bins over ``[lo, lo + width * len(counts))`` with each bin's count and sum."""
 
-    Exact (distinct values) when ``x`` has few enough; otherwise the means of equal-width bins,
-    computed in one pass with ``bincount``.
-    """
-    if x.size <= MAX_POINTS:
-        return np.unique(x, return_counts=True)
-    lo, hi = float(x.min()), float(x.max())
-    if lo == hi:
-        return np.array([lo]), np.array([x.size])
-    bins = np.minimum(((x - lo) * (MAX_POINTS / (hi - lo))).astype(np.intp), MAX_POINTS - 1)
-    counts = np.bincount(bins, minlength=MAX_POINTS)
-    sums = np.bincount(bins, weights=x, minlength=MAX_POINTS)
-    used = counts > 0
-    return sums[used] / counts[used], counts[used]
+    bins: np.ndarray  # bin index of every value
+    lo: float
+    width: float
+    counts: np.ndarray
+    sums: np.ndarray
+
+    @property
+    def points(self) -> tuple[np.ndarray, np.ndarray]:
+        """The non-empty bins as weighted points: (exact mean of the bin, count)."""
+        used = self.counts > 0
+        return self.sums[used] / self.counts[used], self.counts[used]
+
+
+def histogram(x: np.ndarray, n_bins: int = MAX_POINTS) -> Histogram:
+    """Bin 1-D ``x`` (not constant) in a few O(n) passes, in ``x``'s own float type."""
+    lo, hi = x.min(), x.max()
+    t = x - lo
+    t *= x.dtype.type(n_bins / (float(hi) - float(lo)))
+    bins = t.astype(np.int32)
+    np.minimum(bins, n_bins - 1, out=bins)
+    counts = np.bincount(bins, minlength=n_bins)
+    sums = np.bincount(bins, weights=x, minlength=n_bins)
+    return Histogram(bins, float(lo), (float(hi) - float(lo)) / n_bins, counts, sums)
 
 
 def initial_centroids(
@@ -118,44 +129,80 @@ def assign(values: np.ndarray, centroids: np.ndarray) -> np.ndarray:
 
 
 def lloyd(points: np.ndarray, counts: np.ndarray, centroids: np.ndarray) -> np.ndarray:
-    """Weighted 1-D Lloyd iterations until assignments stop changing. Returns sorted centroids.
+    """Weighted 1-D Lloyd on sorted ``points`` until the clusters stop changing.
 
-    An empty cluster is dropped rather than re-seeded: fewer values is always allowed.
+    In 1-D a cluster is a run of sorted points, so each iteration only finds ``k`` cut positions
+    by binary search and reads the sums from prefix sums: O(k log n), not O(n). An empty cluster
+    is dropped rather than re-seeded (fewer values is always allowed). Returns sorted centroids.
     """
-    labels = None
+    weight = np.concatenate([[0.0], np.cumsum(counts, dtype=np.float64)])
+    moment = np.concatenate([[0.0], np.cumsum(counts * points, dtype=np.float64)])
+    cuts = None
     for _ in range(MAX_ITERATIONS):
         centroids = np.unique(centroids)
-        new_labels = assign(points, centroids)
-        if labels is not None and np.array_equal(new_labels, labels):
+        midpoints = (centroids[1:] + centroids[:-1]) / 2
+        # Cluster j holds the points in (midpoint[j-1], midpoint[j]], as ``assign`` labels them.
+        new_cuts = np.concatenate([[0], np.searchsorted(points, midpoints, "right"), [points.size]])
+        if cuts is not None and np.array_equal(new_cuts, cuts):
             break
-        labels = new_labels
-        size = np.bincount(labels, weights=counts, minlength=centroids.size)
-        total = np.bincount(labels, weights=counts * points, minlength=centroids.size)
+        cuts = new_cuts
+        size = np.diff(weight[cuts])
         keep = size > 0
-        centroids = total[keep] / size[keep]
+        centroids = np.diff(moment[cuts])[keep] / size[keep]
     return np.unique(centroids)
 
 
 def cluster_values(x: np.ndarray, k: int, init: Init = "linear", seed: int = 0) -> np.ndarray:
     """Cluster 1-D ``x`` into at most ``k`` values; returns the clustered copy (same dtype).
 
-    If ``x`` has at most ``k`` distinct values it is returned unchanged.
+    Every value goes to its nearest centroid, and every centroid is the exact mean of its
+    members. If ``x`` has at most ``k`` distinct values it is returned unchanged.
     """
-    if x.size == 0:
-        return x.copy()
-    points, counts = weighted_points(x.astype(np.float64, copy=False))
-    if points.size <= k:
-        if x.size <= MAX_POINTS:  # the points are the distinct values: nothing to merge
+    if x.size <= MAX_POINTS:
+        points, counts = np.unique(x, return_counts=True)
+        if points.size <= k:
             return x.copy()
+        points = points.astype(np.float64)
+        centroids = lloyd(points, counts, initial_centroids(points, counts, k, init, seed))
+        labels = assign(x, centroids)
+        size = np.bincount(labels, minlength=centroids.size)
+        total = np.bincount(labels, weights=x, minlength=centroids.size)
+        return (total / np.maximum(size, 1))[labels].astype(x.dtype)
+    if x.min() == x.max():
+        return x.copy()
+    return cluster_histogram(x, histogram(x), k, init, seed)
+
+
+def cluster_histogram(x: np.ndarray, h: Histogram, k: int, init: Init, seed: int) -> np.ndarray:
+    """Large-tensor clustering: Lloyd on the bins, then a lookup table from bin to value.
+
+    A bin that straddles the midpoint between two centroids cannot be labelled as a whole: only
+    its members (about ``k / MAX_POINTS`` of the data) are assigned one by one. Centroid means
+    come from the bins' sums plus those members, so no further pass over ``x`` is needed.
+    """
+    points, counts = h.points
+    if points.size <= k:
         centroids = points
     else:
         centroids = lloyd(points, counts, initial_centroids(points, counts, k, init, seed))
-    # Final exact pass on the real weights: each centroid becomes the mean of its members.
-    labels = assign(x, centroids)
-    size = np.bincount(labels, minlength=centroids.size)
-    total = np.bincount(labels, weights=x, minlength=centroids.size)
-    exact = np.where(size > 0, total / np.maximum(size, 1), centroids)
-    return exact[labels].astype(x.dtype)
+    midpoints = (centroids[1:] + centroids[:-1]) / 2
+    left = h.lo + h.width * np.arange(h.counts.size)
+    # A margin of 1% of a bin absorbs the float rounding of the bin index computation.
+    first = np.searchsorted(midpoints, left - 0.01 * h.width)
+    last = np.searchsorted(midpoints, left + 1.01 * h.width)
+    straddles = first != last
+    members = np.flatnonzero(straddles[h.bins])
+    member_labels = np.searchsorted(midpoints, x[members])
+    whole = ~straddles
+    n = centroids.size
+    size = np.bincount(first[whole], weights=h.counts[whole], minlength=n)
+    size += np.bincount(member_labels, minlength=n)
+    total = np.bincount(first[whole], weights=h.sums[whole], minlength=n)
+    total += np.bincount(member_labels, weights=x[members], minlength=n)
+    means = np.where(size > 0, total / np.maximum(size, 1), centroids).astype(x.dtype)
+    out = means[first][h.bins]
+    out[members] = means[member_labels]
+    return out
 
 
 def cluster_flat(x: np.ndarray, config: ClusteringConfig) -> np.ndarray:

@@ -101,6 +101,8 @@ class TensorReport:
     bits: int | None
     scales: int
     sqnr_db: float | None
+    channel_axes: tuple[int, ...] = (-1,)
+    per_channel: bool = False  # quantized with one scale per output channel
 
     @property
     def transformed(self) -> bool:
@@ -136,13 +138,26 @@ def eligible_tensors(model: keras.Model) -> list[TensorRef]:
     return [refs[i] for i in sorted(refs)]
 
 
+def channel_value_counts(w: np.ndarray, axes: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """How often each distinct value occurs in each output channel, without a Python loop.
+
+    Returns ``(channel, count)`` arrays with one entry per (channel, distinct value) pair.
+    """
+    columns, _ = as_channel_columns(w, axes)
+    ordered = np.sort(columns, axis=0).T  # one row per channel, sorted
+    starts = np.ones(ordered.shape, dtype=bool)
+    starts[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
+    flat_starts = np.flatnonzero(starts.ravel())
+    counts = np.diff(np.append(flat_starts, ordered.size))
+    return flat_starts // max(ordered.shape[1], 1), counts
+
+
 def distinct_per_channel(w: np.ndarray, axes: tuple[int, ...]) -> int:
     """The largest number of distinct values in any one output channel."""
-    columns, _ = as_channel_columns(w, axes)
-    if columns.size == 0:
+    if w.size == 0:
         return 0
-    ordered = np.sort(columns, axis=0)
-    return int((np.diff(ordered, axis=0) != 0).sum(axis=0).max() + 1)
+    channels, _ = channel_value_counts(w, axes)
+    return int(np.bincount(channels).max())
 
 
 def sqnr_db(original: np.ndarray, optimized: np.ndarray) -> float | None:
@@ -200,6 +215,8 @@ def report_tensor(
         bits=q.bits if q else None,
         scales=scales,
         sqnr_db=sqnr_db(original, optimized),
+        channel_axes=axes,
+        per_channel=q is not None and q.granularity == "per-channel",
     )
 
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from optimizers.pipeline import TensorReport
+from optimizers.pipeline import TensorReport, channel_value_counts
 
 FLOAT_BITS = 32
 
@@ -75,12 +75,18 @@ def packed_bits(w: np.ndarray, report: TensorReport) -> int:
 
 
 def entropy_bits(w: np.ndarray, report: TensorReport) -> float:
-    """Shannon bound for a transformed tensor's values, ``n x H(values)`` (side data such as
-    codebooks and scales not counted); 32 bits a weight for a float tensor."""
+    """Shannon bound for a transformed tensor, side data (codebooks, scales) excluded: ``n x H``
+    of its values, or of each channel's values when it is quantized per channel (the decoder
+    knows the channel); 32 bits a weight for a float tensor."""
     if not report.transformed or w.size == 0:
         return float(FLOAT_BITS * w.size)
-    _, counts = np.unique(w, return_counts=True)
-    return float(-(counts * np.log2(counts / w.size)).sum())
+    if report.per_channel:
+        channels, counts = channel_value_counts(w, report.channel_axes)
+        totals = np.bincount(channels, weights=counts)[channels]
+    else:
+        _, counts = np.unique(w, return_counts=True)
+        totals = w.size
+    return float(-(counts * np.log2(counts / totals)).sum())
 
 
 def weight_sizes(

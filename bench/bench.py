@@ -1,0 +1,224 @@
+"""Benchmarks: the live loop, scaling against a memory-copy floor, tfmot, and export.
+
+    python -m bench.bench                # full run (make bench): JSON + markdown table
+    python -m bench.bench --smoke        # a few seconds, keeps the code working (make bench-smoke)
+
+Every figure is the median of ``--repeats`` runs. Ratios are against a baseline measured in
+the same run: the copy floor is one numpy copy of all eligible weights of that model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np  # noqa: E402
+
+from optimizers import explore  # noqa: E402
+from optimizers.clustering import ClusteringConfig, cluster  # noqa: E402
+from optimizers.pipeline import OptimizationConfig, eligible_tensors, optimize_weights  # noqa: E402
+from optimizers.pruning import PruningConfig, prune  # noqa: E402
+from optimizers.quantization import QuantizationConfig, fake_quantize  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+ARCHS = ("MobileNetV3Small", "MobileNetV2", "EfficientNetB0", "ResNet50")
+PRUNE = PruningConfig(0.5)
+CLUSTER = ClusteringConfig(16, init="kmeans++")
+QUANT = QuantizationConfig(4)
+FULL = OptimizationConfig(pruning=PruningConfig(0.6), clustering=ClusteringConfig(16), quantization=QUANT)
+# The slider settings the live loop cycles through (each a fresh, uncached computation).
+LIVE_SETTINGS = (
+    OptimizationConfig(pruning=PruningConfig(0.5)),
+    OptimizationConfig(pruning=PruningConfig(0.5), clustering=ClusteringConfig(16)),
+    FULL,
+    OptimizationConfig(quantization=QuantizationConfig(8)),
+    OptimizationConfig(pruning=PruningConfig(0.8), quantization=QuantizationConfig(2)),
+)
+
+
+def median_seconds(fn: Callable[[], object], repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def live_loop(repeats: int, samples: list) -> list[dict]:
+    """One slider change: transformed weights, report, sizes (with the saved file), accuracy,
+    and the histogram data the app draws."""
+    from optimizers import keras_io
+
+    rows = []
+    for sample in samples:
+        model = keras_io.load_model(sample.model_path)
+        x, y = keras_io.load_data(sample.data_path, model)
+        prepared = explore.prepare(model, x, y)
+
+        def change(with_file: bool, prepared=prepared) -> None:
+            for config in LIVE_SETTINGS:
+                outcome = explore.run(prepared, config, with_file=with_file)
+                values = np.concatenate([outcome.weights[r.index].ravel() for r in prepared.refs])
+                np.histogram(values, bins=120)
+
+        n = len(LIVE_SETTINGS)
+        rows.append(
+            {
+                "model": sample.name,
+                "params": int(sum(w.size for w in prepared.weights)),
+                "samples": int(len(x)),
+                "ms_with_file": 1000 * median_seconds(lambda c=change: c(True), repeats) / n,
+                "ms_without_file": 1000 * median_seconds(lambda c=change: c(False), repeats) / n,
+            }
+        )
+    return rows
+
+
+def build(arch: str):
+    import keras
+
+    keras.utils.set_random_seed(0)
+    return getattr(keras.applications, arch)(weights=None)
+
+
+def scaling(archs: tuple[str, ...], repeats: int) -> list[dict]:
+    rows = []
+    for arch in archs:
+        model = build(arch)
+        weights = model.get_weights()
+        refs = eligible_tensors(model)
+        kernels = [weights[r.index] for r in refs]
+        n = sum(w.size for w in kernels)
+        jobs = {
+            "copy": lambda: [w.copy() for w in kernels],
+            "prune": lambda: [prune(w, PRUNE) for w in kernels],
+            "cluster": lambda: [cluster(w, CLUSTER, r.channel_axes) for w, r in zip(kernels, refs)],
+            "quantize": lambda: [fake_quantize(w, QUANT, r.channel_axes) for w, r in zip(kernels, refs)],
+            "pipeline": lambda: optimize_weights(weights, refs, FULL),
+        }
+        row: dict = {"arch": arch, "eligible_weights": int(n)}
+        for name, job in jobs.items():
+            row[f"{name}_s"] = median_seconds(job, repeats)
+        for name in ("prune", "cluster", "quantize", "pipeline"):
+            row[f"{name}_x_copy"] = row[f"{name}_s"] / row["copy_s"]
+        row["pipeline_ns_per_weight"] = 1e9 * row["pipeline_s"] / n
+        rows.append(row)
+        del model
+    return rows
+
+
+def peer(archs: tuple[str, ...], repeats: int) -> list[dict]:
+    env = {**os.environ, "TF_USE_LEGACY_KERAS": "1"}
+    rows = []
+    for arch in archs:
+        done = subprocess.run(
+            [sys.executable, str(ROOT / "bench" / "tfmot_peer.py"), arch, str(repeats)],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=1800,
+        )
+        lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+        if lines:
+            rows.append(json.loads(lines[-1]))
+        else:
+            rows.append({"arch": arch, "error": done.stderr.strip().splitlines()[-1:]})
+    return rows
+
+
+def export_times(repeats: int, samples: list) -> list[dict]:
+    try:
+        from optimizers import export
+    except ImportError:
+        return []
+    from optimizers import keras_io
+
+    models = [(s.name, keras_io.load_model(s.model_path), keras_io.load_data(s.data_path, keras_io.load_model(s.model_path))[0]) for s in samples]
+    mobilenet = build("MobileNetV2")
+    models.append(("MobileNetV2", mobilenet, np.random.default_rng(0).random((8, 224, 224, 3), np.float32)))
+    rows = []
+    for name, model, x in models:
+        row = {"model": name}
+        for fmt in export.FORMATS:
+            try:
+                row[fmt] = median_seconds(lambda f=fmt, m=model, x=x: export.export_bytes(m, f, x), repeats)
+            except Exception as e:  # record, don't drop the row
+                row[fmt] = f"failed: {type(e).__name__}"
+        rows.append(row)
+    return rows
+
+
+def markdown(result: dict) -> str:
+    out = [f"Machine: {result['machine']}", ""]
+    out += ["| live loop | params | ms per slider change (with .keras file) | without file |", "|---|---|---|---|"]
+    for r in result["live"]:
+        out.append(f"| {r['model']} | {r['params']:,} | {r['ms_with_file']:.1f} | {r['ms_without_file']:.1f} |")
+    out += ["", "| model | eligible weights | copy floor s | prune | cluster k=16 | quantize 4-bit | pipeline | pipeline s | ns/weight |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in result["scaling"]:
+        out.append(
+            f"| {r['arch']} | {r['eligible_weights']:,} | {r['copy_s']:.4f} | {r['prune_x_copy']:.1f}x | "
+            f"{r['cluster_x_copy']:.1f}x | {r['quantize_x_copy']:.1f}x | {r['pipeline_x_copy']:.1f}x | "
+            f"{r['pipeline_s']:.3f} | {r['pipeline_ns_per_weight']:.1f} |"
+        )
+    if result["peer"]:
+        ours = {r["arch"]: r for r in result["scaling"]}
+        out += ["", "| model | tfmot cluster s | ours s | speed-up | tfmot left unclustered | tfmot prune |", "|---|---|---|---|---|---|"]
+        for p in result["peer"]:
+            c, pr = p.get("cluster", {}), p.get("prune", {})
+            mine = ours.get(p["arch"], {}).get("cluster_s")
+            if "seconds" in c and mine:
+                cells = f"{c['seconds']:.2f} | {mine:.3f} | {c['seconds'] / mine:.0f}x | {c['unclustered_kernels']} of {c['kernels']} kernels"
+            else:
+                cells = f"failed: {c.get('error', p.get('error'))} | {mine or '-'} | - | -"
+            prune_cell = f"{pr['seconds']:.2f} s" if "seconds" in pr else f"failed: {pr.get('error', '')[:80]}"
+            out.append(f"| {p['arch']} | {cells} | {prune_cell} |")
+    if result["export"]:
+        fmts = [k for k in result["export"][0] if k != "model"]
+        out += ["", "| export s | " + " | ".join(fmts) + " |", "|---" * (len(fmts) + 1) + "|"]
+        for r in result["export"]:
+            cells = [f"{r[f]:.2f}" if isinstance(r[f], float) else r[f] for f in fmts]
+            out.append(f"| {r['model']} | " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--smoke", action="store_true", help="tiny run that only checks it works")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--no-peer", action="store_true", help="skip tfmot")
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "latest.json"))
+    args = parser.parse_args(argv)
+    import sample_models
+
+    samples = list(sample_models.SAMPLES)
+    if args.smoke:
+        archs, repeats, samples = ("MobileNetV3Small",), 1, samples[:1]
+    else:
+        archs, repeats = ARCHS, args.repeats
+    result = {
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, numpy {np.__version__}",
+        "repeats": repeats,
+        "live": live_loop(repeats, samples),
+        "scaling": scaling(archs, repeats),
+        "peer": [] if args.smoke or args.no_peer else peer(archs, 3),
+        "export": [] if args.smoke else export_times(3, samples),
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2))
+    print(markdown(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
