@@ -35,7 +35,9 @@ ARCHS = ("MobileNetV3Small", "MobileNetV2", "EfficientNetB0", "ResNet50")
 PRUNE = PruningConfig(0.5)
 CLUSTER = ClusteringConfig(16, init="kmeans++")
 QUANT = QuantizationConfig(4)
-FULL = OptimizationConfig(pruning=PruningConfig(0.6), clustering=ClusteringConfig(16), quantization=QUANT)
+FULL = OptimizationConfig(
+    pruning=PruningConfig(0.6), clustering=ClusteringConfig(16), quantization=QUANT
+)
 # The slider settings the live loop cycles through (each a fresh, uncached computation).
 LIVE_SETTINGS = (
     OptimizationConfig(pruning=PruningConfig(0.5)),
@@ -92,30 +94,31 @@ def build(arch: str):
     return getattr(keras.applications, arch)(weights=None)
 
 
+def scaling_row(arch: str, repeats: int) -> dict:
+    model = build(arch)
+    weights = model.get_weights()
+    refs = eligible_tensors(model)
+    kernels = [weights[r.index] for r in refs]
+    n = sum(w.size for w in kernels)
+    pairs = list(zip(kernels, refs, strict=True))
+    jobs = {
+        "copy": lambda: [w.copy() for w in kernels],
+        "prune": lambda: [prune(w, PRUNE) for w in kernels],
+        "cluster": lambda: [cluster(w, CLUSTER, r.channel_axes) for w, r in pairs],
+        "quantize": lambda: [fake_quantize(w, QUANT, r.channel_axes) for w, r in pairs],
+        "pipeline": lambda: optimize_weights(weights, refs, FULL),
+    }
+    row: dict = {"arch": arch, "eligible_weights": int(n)}
+    for name, job in jobs.items():
+        row[f"{name}_s"] = median_seconds(job, repeats)
+    for name in ("prune", "cluster", "quantize", "pipeline"):
+        row[f"{name}_x_copy"] = row[f"{name}_s"] / row["copy_s"]
+    row["pipeline_ns_per_weight"] = 1e9 * row["pipeline_s"] / n
+    return row
+
+
 def scaling(archs: tuple[str, ...], repeats: int) -> list[dict]:
-    rows = []
-    for arch in archs:
-        model = build(arch)
-        weights = model.get_weights()
-        refs = eligible_tensors(model)
-        kernels = [weights[r.index] for r in refs]
-        n = sum(w.size for w in kernels)
-        jobs = {
-            "copy": lambda: [w.copy() for w in kernels],
-            "prune": lambda: [prune(w, PRUNE) for w in kernels],
-            "cluster": lambda: [cluster(w, CLUSTER, r.channel_axes) for w, r in zip(kernels, refs)],
-            "quantize": lambda: [fake_quantize(w, QUANT, r.channel_axes) for w, r in zip(kernels, refs)],
-            "pipeline": lambda: optimize_weights(weights, refs, FULL),
-        }
-        row: dict = {"arch": arch, "eligible_weights": int(n)}
-        for name, job in jobs.items():
-            row[f"{name}_s"] = median_seconds(job, repeats)
-        for name in ("prune", "cluster", "quantize", "pipeline"):
-            row[f"{name}_x_copy"] = row[f"{name}_s"] / row["copy_s"]
-        row["pipeline_ns_per_weight"] = 1e9 * row["pipeline_s"] / n
-        rows.append(row)
-        del model
-    return rows
+    return [scaling_row(arch, repeats) for arch in archs]
 
 
 def peer(archs: tuple[str, ...], repeats: int) -> list[dict]:
@@ -144,15 +147,26 @@ def export_times(repeats: int, samples: list) -> list[dict]:
         return []
     from optimizers import keras_io
 
-    models = [(s.name, keras_io.load_model(s.model_path), keras_io.load_data(s.data_path, keras_io.load_model(s.model_path))[0]) for s in samples]
+    models = [
+        (
+            s.name,
+            keras_io.load_model(s.model_path),
+            keras_io.load_data(s.data_path, keras_io.load_model(s.model_path))[0],
+        )
+        for s in samples
+    ]
     mobilenet = build("MobileNetV2")
-    models.append(("MobileNetV2", mobilenet, np.random.default_rng(0).random((8, 224, 224, 3), np.float32)))
+    models.append(
+        ("MobileNetV2", mobilenet, np.random.default_rng(0).random((8, 224, 224, 3), np.float32))
+    )
     rows = []
     for name, model, x in models:
         row = {"model": name}
         for fmt in export.FORMATS:
             try:
-                row[fmt] = median_seconds(lambda f=fmt, m=model, x=x: export.export_bytes(m, f, x), repeats)
+                row[fmt] = median_seconds(
+                    lambda f=fmt, m=model, x=x: export.export_bytes(m, f, x), repeats
+                )
             except Exception as e:  # record, don't drop the row
                 row[fmt] = f"failed: {type(e).__name__}"
         rows.append(row)
@@ -161,10 +175,19 @@ def export_times(repeats: int, samples: list) -> list[dict]:
 
 def markdown(result: dict) -> str:
     out = [f"Machine: {result['machine']}", ""]
-    out += ["| live loop | params | ms per slider change (with .keras file) | without file |", "|---|---|---|---|"]
+    out += [
+        "| live loop | params | ms per slider change (with .keras file) | without file |",
+        "|---|---|---|---|",
+    ]
     for r in result["live"]:
-        out.append(f"| {r['model']} | {r['params']:,} | {r['ms_with_file']:.1f} | {r['ms_without_file']:.1f} |")
-    out += ["", "| model | eligible weights | copy floor s | prune | cluster k=16 | quantize 4-bit | pipeline | pipeline s | ns/weight |", "|---|---|---|---|---|---|---|---|---|"]
+        out.append(
+            f"| {r['model']} | {r['params']:,} | {r['ms_with_file']:.1f} | {r['ms_without_file']:.1f} |"
+        )
+    out += [
+        "",
+        "| model | eligible weights | copy floor s | prune | cluster k=16 | quantize 4-bit | pipeline | pipeline s | ns/weight |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in result["scaling"]:
         out.append(
             f"| {r['arch']} | {r['eligible_weights']:,} | {r['copy_s']:.4f} | {r['prune_x_copy']:.1f}x | "
@@ -173,7 +196,11 @@ def markdown(result: dict) -> str:
         )
     if result["peer"]:
         ours = {r["arch"]: r for r in result["scaling"]}
-        out += ["", "| model | tfmot cluster s | ours s | speed-up | tfmot left unclustered | tfmot prune |", "|---|---|---|---|---|---|"]
+        out += [
+            "",
+            "| model | tfmot cluster s | ours s | speed-up | tfmot left unclustered | tfmot prune |",
+            "|---|---|---|---|---|---|",
+        ]
         for p in result["peer"]:
             c, pr = p.get("cluster", {}), p.get("prune", {})
             mine = ours.get(p["arch"], {}).get("cluster_s")
@@ -181,7 +208,11 @@ def markdown(result: dict) -> str:
                 cells = f"{c['seconds']:.2f} | {mine:.3f} | {c['seconds'] / mine:.0f}x | {c['unclustered_kernels']} of {c['kernels']} kernels"
             else:
                 cells = f"failed: {c.get('error', p.get('error'))} | {mine or '-'} | - | -"
-            prune_cell = f"{pr['seconds']:.2f} s" if "seconds" in pr else f"failed: {pr.get('error', '')[:80]}"
+            prune_cell = (
+                f"{pr['seconds']:.2f} s"
+                if "seconds" in pr
+                else f"failed: {pr.get('error', '')[:80]}"
+            )
             out.append(f"| {p['arch']} | {cells} | {prune_cell} |")
     if result["export"]:
         fmts = [k for k in result["export"][0] if k != "model"]

@@ -1,6 +1,7 @@
-"""Command line: ``python -m optimizers apply MODEL [options]``.
+"""Command line: ``python -m optimizers {apply,export} MODEL [options]``.
 
-Exit status 0 on success, 2 on any bad input (one ``error:`` line on stderr, no traceback, no
+``apply`` measures a setting (and may write the optimized ``.keras`` file); ``export`` writes the
+optimized model in a deployable format and verifies the file by running it on the data. Exit status 0 on success, 2 on any bad input (one ``error:`` line on stderr, no traceback, no
 output file written).
 """
 
@@ -16,6 +17,7 @@ from typing import Any
 
 from optimizers.clustering import GRANULARITIES as CLUSTER_GRANULARITIES
 from optimizers.clustering import INITS, ClusteringConfig
+from optimizers.export import FORMAT_SUFFIXES, FORMATS
 from optimizers.keras_io import InputError
 from optimizers.pipeline import OptimizationConfig, config_from_dict, config_to_dict
 from optimizers.pruning import SCOPES, STRUCTURES, PruningConfig
@@ -59,6 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
     apply = sub.add_parser("apply", help="prune, cluster and quantize a model and measure it")
     add_config_arguments(apply)
     apply.add_argument("--output", help="write the optimized model here (.keras)")
+    export = sub.add_parser(
+        "export", help="write the optimized model as .keras or LiteRT and verify the file"
+    )
+    add_config_arguments(export)
+    export.add_argument("--format", required=True, choices=FORMATS, help="file format")
+    export.add_argument("--output", required=True, help="the file to write")
     return parser
 
 
@@ -70,6 +78,10 @@ def config_from_args(args: argparse.Namespace) -> OptimizationConfig:
             base = config_from_dict(json.loads(Path(args.recipe).read_text()))
         except FileNotFoundError:
             raise UsageError(f"{args.recipe}: no such recipe file") from None
+        except IsADirectoryError:
+            raise UsageError(f"{args.recipe} is a folder, not a recipe file") from None
+        except OSError as e:
+            raise UsageError(f"{args.recipe} cannot be read ({e.strerror})") from None
         except (json.JSONDecodeError, UnicodeDecodeError):
             raise UsageError(f"{args.recipe} is not valid JSON") from None
     changes: dict[str, Any] = {}
@@ -91,25 +103,35 @@ def config_from_args(args: argparse.Namespace) -> OptimizationConfig:
     return replace(base, **changes)
 
 
-def check_output(path: str | None) -> Path | None:
+def check_output(path: str | None, suffix: str = ".keras") -> Path | None:
+    """The output path, refused before any work if it cannot be written as asked."""
     if path is None:
         return None
     out = Path(path)
-    if out.suffix != ".keras":
-        raise UsageError(f"{out.name}: the output must end in .keras")
+    if out.suffix != suffix:
+        raise UsageError(f"{out.name}: the output must end in {suffix}")
+    if out.is_dir():
+        raise UsageError(f"{out} is a folder; give a file name for the output")
     if not out.parent.exists():
         raise UsageError(f"{out.parent}: no such folder for the output")
     return out
 
 
-def apply_command(args: argparse.Namespace) -> dict[str, Any]:
+def prepared_model(args: argparse.Namespace) -> Any:
+    """The model of ``args`` with its data, ready for ``explore.run``."""
     from optimizers import explore, keras_io
+
+    model = keras_io.load_model(args.model)
+    x, y = keras_io.load_data(args.data, model) if args.data else (None, None)
+    return explore.prepare(model, x, y)
+
+
+def apply_command(args: argparse.Namespace) -> dict[str, Any]:
+    from optimizers import explore
 
     config = config_from_args(args)
     output = check_output(args.output)
-    model = keras_io.load_model(args.model)
-    x, y = keras_io.load_data(args.data, model) if args.data else (None, None)
-    prepared = explore.prepare(model, x, y)
+    prepared = prepared_model(args)
     baseline = explore.run(prepared, OptimizationConfig())
     optimized = explore.run(prepared, config)
     if output is not None:
@@ -120,6 +142,23 @@ def apply_command(args: argparse.Namespace) -> dict[str, Any]:
         "baseline": explore.outcome_to_dict(baseline),
         "optimized": explore.outcome_to_dict(optimized),
         "output": None if output is None else str(output),
+    }
+
+
+def export_command(args: argparse.Namespace) -> dict[str, Any]:
+    from optimizers import explore
+
+    config = config_from_args(args)
+    output = check_output(args.output, FORMAT_SUFFIXES[args.format])
+    prepared = prepared_model(args)
+    exported = explore.export_file(prepared, explore.run(prepared, config, False), args.format)
+    assert output is not None
+    output.write_bytes(exported.data)
+    return {
+        "model": Path(args.model).name,
+        "config": config_to_dict(config),
+        **explore.exported_to_dict(exported),
+        "output": str(output),
     }
 
 
@@ -149,15 +188,30 @@ def print_summary(result: dict[str, Any]) -> None:
         print(f"wrote {result['output']}")
 
 
+def print_export(result: dict[str, Any]) -> None:
+    def acc(key: str) -> str:
+        return "n/a (no labels)" if result[key] is None else f"{result[key]:.2%}"
+
+    print(f"model      {result['model']} -> {result['output']} ({result['format']})")
+    print(f"accuracy   preview {acc('preview_accuracy')}, file {acc('file_accuracy')}")
+    print(f"size       {result['size_bytes']:,} bytes, {result['gzip_bytes']:,} gzipped")
+    if result["departs_from_preview"]:
+        print("warning    the file's accuracy departs from the preview's by more than 0.5 points")
+
+
+COMMANDS = {"apply": (apply_command, print_summary), "export": (export_command, print_export)}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
-        result = apply_command(args)
+        command, summary = COMMANDS[args.command]
+        result = command(args)
     except (UsageError, InputError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if args.json:
         print(json.dumps(result))
     else:
-        print_summary(result)
+        summary(result)
     return 0

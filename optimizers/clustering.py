@@ -25,7 +25,7 @@ from typing import Literal, get_args
 
 import numpy as np
 
-from optimizers.tensors import as_channel_columns, check_finite
+from optimizers.tensors import as_channel_columns, check_finite, is_whole_number
 
 Init = Literal["linear", "density", "kmeans++"]
 Granularity = Literal["per-tensor", "per-channel"]
@@ -36,6 +36,10 @@ INIT_LABELS: dict[Init, str] = {
     "linear": "Linear: evenly spaced between the smallest and largest weight",
     "density": "Density: evenly spaced quantiles, more centroids where weights are dense",
     "kmeans++": "k-means++: randomized spread-out seeding (fixed seed)",
+}
+GRANULARITY_LABELS: dict[Granularity, str] = {
+    "per-tensor": "Per tensor: at most k values shared by the whole tensor",
+    "per-channel": "Per channel: each output channel gets its own k values",
 }
 
 MAX_POINTS = 1 << 14  # weighted points Lloyd runs on; finer than any k ≤ 256 needs
@@ -58,10 +62,19 @@ class ClusteringConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if not MIN_CLUSTERS <= self.clusters <= MAX_CLUSTERS:
+        if not is_whole_number(self.clusters) or not MIN_CLUSTERS <= self.clusters <= MAX_CLUSTERS:
             raise ValueError(
-                f"clusters must be in [{MIN_CLUSTERS}, {MAX_CLUSTERS}], got {self.clusters!r}"
+                f"clusters must be a whole number in [{MIN_CLUSTERS}, {MAX_CLUSTERS}], "
+                f"got {self.clusters!r}"
             )
+        if not is_whole_number(self.seed) or self.seed < 0:
+            raise ValueError(f"seed must be a non-negative whole number, got {self.seed!r}")
+        if not isinstance(self.preserve_sparsity, bool):
+            raise ValueError(
+                f"preserve_sparsity must be true or false, got {self.preserve_sparsity!r}"
+            )
+        object.__setattr__(self, "clusters", int(self.clusters))  # numpy ints are not JSON-able
+        object.__setattr__(self, "seed", int(self.seed))
         if self.init not in INITS:
             raise ValueError(f"init must be one of {INITS}, got {self.init!r}")
         if self.granularity not in GRANULARITIES:

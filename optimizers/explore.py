@@ -24,7 +24,7 @@ from optimizers.pipeline import (
     float_reports,
     optimize_weights,
 )
-from optimizers.size import Sizes, weight_sizes
+from optimizers.size import Sizes, gzip_size, weight_sizes
 
 if TYPE_CHECKING:
     import keras
@@ -101,6 +101,69 @@ def optimized_model_bytes(prepared: Prepared, weights: Sequence[np.ndarray]) -> 
     with prepared.lock:
         prepared.clone.set_weights(list(weights))
         return keras_io.save_model_bytes(prepared.clone)
+
+
+MAX_DEPARTURE = 0.005  # file accuracy this far from the preview's (0.5 points) is reported
+
+
+@dataclass(frozen=True)
+class Exported:
+    """A downloadable file, checked by running it on the evaluation data."""
+
+    fmt: str
+    data: bytes
+    gzip_bytes: int
+    preview_accuracy: float | None  # the optimized model as the preview computes it
+    file_accuracy: float | None  # the file itself, run by Keras or the LiteRT interpreter
+    agreement: float | None  # fraction of samples where the file predicts what the preview does
+
+    @property
+    def size_bytes(self) -> int:
+        return len(self.data)
+
+    @property
+    def departs(self) -> bool:
+        """The file's accuracy is more than ``MAX_DEPARTURE`` away from the preview's."""
+        if self.file_accuracy is None or self.preview_accuracy is None:
+            return False
+        return abs(self.file_accuracy - self.preview_accuracy) > MAX_DEPARTURE
+
+
+def export_file(prepared: Prepared, outcome: Outcome, fmt: str) -> Exported:
+    """The file of ``outcome``'s weights in format ``fmt``, run on the data to verify it.
+
+    The evaluation inputs also calibrate a full-integer file. Raises ``ValueError`` (one
+    sentence) when the model cannot be written in ``fmt``.
+    """
+    from optimizers import export
+
+    clone = evaluate.evaluation_clone(prepared.model)  # conversion is slow: not under the lock
+    clone.set_weights(outcome.weights)
+    data = export.export_bytes(clone, fmt, prepared.x)
+    file_accuracy = agreement = None
+    if prepared.x is not None:
+        if fmt == "keras":
+            outputs = evaluate.predict(keras_io.load_model_bytes(data, "model.keras"), prepared.x)
+        else:
+            outputs = export.run_tflite(data, prepared.x)
+        preview = evaluate.predict(clone, prepared.x)
+        agreement = evaluate.fidelity(preview, outputs).agreement
+        if prepared.y is not None:
+            file_accuracy = evaluate.accuracy(outputs, prepared.y)
+    return Exported(fmt, data, gzip_size(data), outcome.accuracy, file_accuracy, agreement)
+
+
+def exported_to_dict(exported: Exported) -> dict[str, Any]:
+    """JSON-able figures of an export (not its bytes)."""
+    return {
+        "format": exported.fmt,
+        "preview_accuracy": exported.preview_accuracy,
+        "file_accuracy": exported.file_accuracy,
+        "agreement_with_preview": exported.agreement,
+        "size_bytes": exported.size_bytes,
+        "gzip_bytes": exported.gzip_bytes,
+        "departs_from_preview": exported.departs,
+    }
 
 
 def outcome_to_dict(outcome: Outcome) -> dict[str, Any]:

@@ -9,6 +9,7 @@ sentence naming the file and what is wrong with it.
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 import zipfile
 from pathlib import Path
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
 
 MODEL_SUFFIXES = (".keras", ".h5", ".hdf5")
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+PICKLE_SIGNATURE = b"\x80"  # first byte of every pickle since protocol 2
 RESAVE_HINT = (
     "rebuild the model from built-in Keras layers and save it with model.save('model.keras')"
 )
@@ -42,21 +44,28 @@ def check_file(path: Path) -> None:
                 f"load it in TensorFlow and {RESAVE_HINT}"
             )
         raise InputError(f"{path.name} is a folder, not a model file")
+    if not os.access(path, os.R_OK):
+        raise InputError(f"{path.name} cannot be read (permission denied)")
     if path.stat().st_size == 0:
         raise InputError(f"{path.name} is empty")
 
 
 def check_model_container(path: Path) -> None:
     """Refuse files that are not what their suffix says before Keras sees them."""
-    suffix = path.suffix.lower()
-    if path.name == "saved_model.pb" or suffix == ".pb":
+    suffix = path.suffix
+    if path.name == "saved_model.pb" or suffix.lower() == ".pb":
         raise InputError(
             f"{path.name} is part of a TensorFlow SavedModel, which cannot be loaded safely; "
             f"load it in TensorFlow and {RESAVE_HINT}"
         )
-    if suffix not in MODEL_SUFFIXES:
+    if suffix.lower() not in MODEL_SUFFIXES:
         raise InputError(
             f"{path.name} is not a Keras model file (expected one of {', '.join(MODEL_SUFFIXES)})"
+        )
+    if suffix not in MODEL_SUFFIXES:  # Keras itself only recognizes lower-case suffixes
+        raise InputError(
+            f"{path.name}: Keras only reads lower-case suffixes; rename it to "
+            f"{path.stem}{suffix.lower()}"
         )
     with open(path, "rb") as f:
         head = f.read(8)
@@ -78,7 +87,7 @@ def check_model_container(path: Path) -> None:
 
 
 def explain_load_error(path: Path, error: Exception) -> str:
-    text = str(error)
+    text = str(error).replace(str(path), path.name)
     if "Lambda" in text or "safe_mode" in text:
         return (
             f"{path.name} contains a Lambda layer, whose Python code is never run here for "
@@ -88,17 +97,23 @@ def explain_load_error(path: Path, error: Exception) -> str:
         return (
             f"{path.name} needs custom Python classes, which are never loaded here; {RESAVE_HINT}"
         )
-    first = text.strip().splitlines()[0] if text.strip() else type(error).__name__
+    if "objects could not be loaded" in text or "mismatch" in text:
+        return (
+            f"{path.name}: the weights stored in the file do not fit the layers of its "
+            "architecture, so the file is damaged or was put together from two models"
+        )
+    # Keras' messages run over several sentences and lines; the first one says what failed.
+    first = re.split(r"\n|(?<=[.!?])\s", text.strip(), maxsplit=1)[0] or type(error).__name__
     return f"{path.name} could not be loaded as a Keras model ({first[:200]})"
 
 
 def load_model(path: str | Path) -> keras.Model:
     """Load a ``.keras``/``.h5`` model safely; raises ``InputError`` with a clear reason."""
-    import keras
-
     path = Path(path)
     check_file(path)
     check_model_container(path)
+    import keras  # only now: the checks above refuse bad files without the slow import
+
     try:
         model = keras.saving.load_model(path, compile=False, safe_mode=True)
     except Exception as e:  # Keras raises many types; all become one readable sentence
@@ -121,6 +136,8 @@ def save_model_bytes(model: keras.Model) -> bytes:
 
 def load_model_bytes(data: bytes, name: str) -> keras.Model:
     """Load a model from uploaded bytes; ``name`` gives the suffix and the name in messages."""
+    if Path(name).name in ("", ".."):
+        raise InputError(f"the uploaded model has no usable file name ({name!r})")
     with tempfile.TemporaryDirectory() as tmp:
         target = Path(tmp) / Path(name).name
         target.write_bytes(data)
@@ -146,19 +163,21 @@ def load_data(path: str | Path, model: keras.Model) -> tuple[np.ndarray, np.ndar
     path = Path(path)
     check_file(path)
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            if not hasattr(archive, "files"):
-                raise InputError(f"{path.name} is a single .npy array; save x and y with np.savez")
+        loaded = np.load(path, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            raise InputError(f"{path.name} is a single .npy array; save x and y with np.savez")
+        with loaded as archive:
             arrays = {k: archive[k] for k in archive.files}
     except InputError:
         raise
-    except ValueError as e:
-        if "pickle" in str(e):
+    except Exception as e:
+        # numpy calls every file that is neither .npy nor zip "pickled"; only real pickles are.
+        with open(path, "rb") as f:
+            pickled = f.read(1) == PICKLE_SIGNATURE or "Object arrays" in str(e)
+        if pickled:
             raise InputError(
                 f"{path.name} holds pickled Python objects, which are refused for safety"
             ) from None
-        raise InputError(f"{path.name} is not a readable .npz file ({e})") from None
-    except Exception:
         raise InputError(f"{path.name} is not a readable .npz file") from None
     return check_data(path.name, arrays, model)
 
@@ -169,7 +188,7 @@ def check_data(
     if "x" not in arrays:
         raise InputError(f"{name} has no array named x (found: {', '.join(arrays) or 'none'})")
     x = arrays["x"]
-    if not np.issubdtype(x.dtype, np.number) or x.dtype == np.complex128:
+    if not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating):
         raise InputError(f"{name}: x must be numeric, got {x.dtype}")
     input_shape, classes = model_io_shapes(model)
     fits = x.ndim == len(input_shape) + 1 and all(
@@ -180,17 +199,23 @@ def check_data(
         raise InputError(f"{name}: x has shape {x.shape} but the model expects {expected}")
     if len(x) == 0:
         raise InputError(f"{name}: x holds no samples")
+    with np.errstate(over="ignore"):  # what overflows float32 becomes Inf, refused below
+        x = x.astype(np.float32)
     if not np.all(np.isfinite(x)):
-        raise InputError(f"{name}: x holds NaN or Inf values")
+        raise InputError(f"{name}: x holds NaN or Inf values (or values too large for float32)")
     y = arrays.get("y")
     if y is None:
-        return x.astype(np.float32), None
+        return x, None
+    if y.ndim == 0:
+        raise InputError(f"{name}: y is a single value, not one label per sample")
     if len(y) != len(x):
         raise InputError(f"{name}: y has {len(y)} labels for {len(x)} samples")
     if not np.issubdtype(y.dtype, np.number):
         raise InputError(f"{name}: y must hold numeric class ids, got {y.dtype}")
     n_classes = 2 if classes == 1 else classes
     if y.ndim == 2 and y.shape[1] == classes and classes > 1:
+        if not (np.all((y == 0) | (y == 1)) and np.all(y.sum(axis=1) == 1)):
+            raise InputError(f"{name}: y rows must be one-hot, with a single 1 in each row")
         y = np.argmax(y, axis=1)
     elif y.ndim == 2 and y.shape[1] == 1:
         y = y[:, 0]
@@ -204,4 +229,4 @@ def check_data(
             f"{name}: y holds class {int(y.max()) if y.max() >= n_classes else int(y.min())}, "
             f"but the model predicts classes 0 to {n_classes - 1}"
         )
-    return x.astype(np.float32), y.astype(np.int64)
+    return x, y.astype(np.int64)

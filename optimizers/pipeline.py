@@ -303,10 +303,18 @@ def techniques_to_dict(t: Techniques) -> dict[str, Any]:
     return {name: None if getattr(t, name) is None else asdict(getattr(t, name)) for name in STAGES}
 
 
-def techniques_from_dict(data: Mapping[str, Any]) -> Techniques:
+def techniques_from_dict(data: Any, where: str = "the recipe") -> Techniques:
+    """Stage settings from a recipe; ``where`` names their place in error messages."""
+    if not isinstance(data, Mapping):
+        raise ValueError(f"{where} must be a JSON object of stage settings")
     unknown = set(data) - set(STAGES)
     if unknown:
-        raise ValueError(f"unknown recipe keys {sorted(unknown)}; expected {sorted(STAGES)}")
+        raise ValueError(
+            f"unknown recipe keys {sorted(unknown)} in {where}; expected {sorted(STAGES)}"
+        )
+    for name in STAGES:
+        if data.get(name) is not None and not isinstance(data[name], Mapping):
+            raise ValueError(f"{name!r} in {where} must be a JSON object of settings or null")
     return Techniques(
         **{
             name: None if data.get(name) is None else cls(**data[name])
@@ -337,7 +345,10 @@ def config_from_dict(data: Mapping[str, Any]) -> OptimizationConfig:
         raise ValueError("recipe 'overrides' must map layer names to stage settings")
     try:
         base = techniques_from_dict(data)
-        pairs = tuple((str(k), techniques_from_dict(v)) for k, v in overrides.items())
+        pairs = tuple(
+            (str(k), techniques_from_dict(v, f"the recipe override for layer {k!r}"))
+            for k, v in overrides.items()
+        )
     except TypeError as e:
         raise ValueError(f"recipe has an unknown setting: {e}") from None
     return replace(

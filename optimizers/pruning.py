@@ -25,7 +25,7 @@ from typing import Literal, get_args
 
 import numpy as np
 
-from optimizers.tensors import check_finite
+from optimizers.tensors import check_finite, is_real_number
 
 Structure = Literal["unstructured", "2:4"]
 Scope = Literal["per-layer", "global"]
@@ -55,8 +55,9 @@ class PruningConfig:
     scope: Scope = "per-layer"
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.sparsity < 1.0:
-            raise ValueError(f"sparsity must be in [0, 1), got {self.sparsity!r}")
+        if not is_real_number(self.sparsity) or not 0.0 <= self.sparsity < 1.0:
+            raise ValueError(f"sparsity must be a number in [0, 1), got {self.sparsity!r}")
+        object.__setattr__(self, "sparsity", float(self.sparsity))  # numpy floats: not JSON-able
         if self.structure not in STRUCTURES:
             raise ValueError(f"structure must be one of {STRUCTURES}, got {self.structure!r}")
         if self.scope not in SCOPES:

@@ -19,7 +19,7 @@ from typing import Literal, get_args
 
 import numpy as np
 
-from optimizers.tensors import as_channel_columns, check_finite
+from optimizers.tensors import as_channel_columns, check_finite, is_whole_number
 
 Mode = Literal["symmetric", "asymmetric"]
 Granularity = Literal["per-channel", "per-tensor"]
@@ -50,8 +50,9 @@ class QuantizationConfig:
     granularity: Granularity = "per-channel"
 
     def __post_init__(self) -> None:
-        if self.bits not in BITS:
+        if not is_whole_number(self.bits) or self.bits not in BITS:
             raise ValueError(f"bits must be one of {BITS}, got {self.bits!r}")
+        object.__setattr__(self, "bits", int(self.bits))  # numpy ints are not JSON-able
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
         if self.granularity not in GRANULARITIES:

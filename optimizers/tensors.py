@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable
 
 import numpy as np
+
+
+def is_whole_number(value: object) -> bool:
+    """An ``int`` or numpy integer, but not a ``bool`` (which Python counts as an ``int``)."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def is_real_number(value: object) -> bool:
+    """A Python or numpy number that is not complex and not a ``bool``."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 def check_finite(w: np.ndarray) -> None:

@@ -1,0 +1,186 @@
+"""The whole flow in a real browser: upload a model, move a slider, download the result.
+
+Runs ``streamlit run app.py`` on a free port and drives Debian's chromium with Playwright
+(``make chromium`` installs it; Playwright's own browser download is never used).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
+
+import sample_models
+from optimizers import export
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = "/usr/bin/chromium"
+TIMEOUT_MS = 60_000
+expect.set_options(timeout=TIMEOUT_MS)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until_healthy(url: str, server: subprocess.Popen, seconds: float = 90) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"streamlit exited with status {server.returncode}")
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.3)
+    raise TimeoutError(f"streamlit did not answer at {url} within {seconds} s")
+
+
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    port = free_port()
+    log = tmp_path_factory.mktemp("streamlit") / "server.log"
+    with open(log, "wb") as out:
+        server = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "streamlit",
+                "run",
+                "app.py",
+                "--server.headless=true",
+                f"--server.port={port}",
+                "--server.address=127.0.0.1",
+                "--server.fileWatcherType=none",
+                "--browser.gatherUsageStats=false",
+            ],
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_healthy(url, server)
+        yield url
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    assert Path(CHROMIUM).exists(), f"{CHROMIUM} is missing: run `make chromium`"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        yield browser
+        browser.close()
+
+
+def metric_value(page: Page, label: str) -> Locator:
+    card = page.get_by_test_id("stMetric").filter(
+        has=page.get_by_test_id("stMetricLabel").get_by_text(label, exact=True)
+    )
+    return card.get_by_test_id("stMetricValue")
+
+
+def histogram_counts(page: Page) -> list[list[float]]:
+    """The bar heights of the weight histogram, read from the Plotly figure in the page."""
+    return page.evaluate(
+        "() => document.querySelector('.js-plotly-plot')._fullData"
+        ".filter(t => t.type === 'bar').map(t => Array.from(t.y))"
+    )
+
+
+def wait_for_change(page: Page, before: list[list[float]], seconds: float = 30) -> list:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        now = histogram_counts(page)
+        if now != before:
+            return now
+        page.wait_for_timeout(200)
+    raise AssertionError("the histogram did not change")
+
+
+def test_upload_explore_and_download(app_url: str, browser: Browser, tmp_path: Path) -> None:
+    import keras
+
+    sample = sample_models.get("digits_mlp")
+    page = browser.new_page(viewport={"width": 1440, "height": 1000})
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(app_url)
+    expect(metric_value(page, "Baseline accuracy")).to_be_visible()
+
+    # Upload a model and its test data through the real file uploaders.
+    page.get_by_role("radio", name="Upload a model").click()
+    inputs = page.locator("input[type=file]")
+    expect(inputs).to_have_count(2)
+    inputs.nth(0).set_input_files(str(sample.model_path))
+    expect(page.get_by_role("heading", name=sample.model_path.name)).to_be_visible()
+    page.locator("input[type=file]").nth(1).set_input_files(str(sample.data_path))
+    expect(page.get_by_text(f"evaluation data: {sample.data_path.name}")).to_be_visible()
+    expect(metric_value(page, "Baseline accuracy")).to_have_text(re.compile(r"9\d\.\d%"))
+    expect(page.get_by_test_id("stException")).to_have_count(0)
+
+    # Explore: move the pruning slider with the keyboard and watch the figures follow.
+    page.get_by_role("link", name="Explore").click()
+    expect(metric_value(page, "Sparsity")).to_have_text("0.0%")
+    page.wait_for_function("() => document.querySelector('.js-plotly-plot')?.data?.length > 0")
+    before = histogram_counts(page)
+    gzip_before = metric_value(page, "gzip size").inner_text()
+    slider = page.get_by_test_id("stSlider").locator("input[type=range]").first
+    slider.focus()
+    for _ in range(10):  # 10 steps of 5%
+        slider.press("ArrowRight")
+    expect(metric_value(page, "Sparsity")).to_have_text("50.0%")
+    expect(metric_value(page, "gzip size")).not_to_have_text(gzip_before)
+    after = wait_for_change(page, before)
+    assert max(after[1]) > max(before[1])  # the pruned weights pile up in the zero bin
+
+    # Download: the optimized .keras file loads safely and carries the pruned weights.
+    page.get_by_role("link", name="Download").click()
+    button = page.get_by_role("button", name="Download .keras")
+    expect(button).to_be_visible()
+    with page.expect_download() as download:
+        button.click()
+    path = tmp_path / download.value.suggested_filename
+    download.value.save_as(path)
+    assert path.name == "digits_mlp_optimized.keras"
+    model = keras.saving.load_model(path, safe_mode=True, compile=False)
+    kernel = model.get_layer("dense_1").get_weights()[0]
+    assert np.mean(kernel == 0) == pytest.approx(0.5, abs=0.01)
+
+    # ... and the LiteRT file runs in the interpreter as accurately as the page said it would.
+    button = page.get_by_role("button", name="Download float32 .tflite")
+    with page.expect_download() as download:
+        button.click()
+    path = tmp_path / download.value.suggested_filename
+    download.value.save_as(path)
+    assert path.name == "digits_mlp_float32.tflite"
+    with np.load(sample.data_path) as arrays:
+        x, y = arrays["x"], arrays["y"]
+    outputs = export.run_tflite(path.read_bytes(), x)
+    accuracy = f"{100 * np.mean(outputs.argmax(axis=1) == y):.1f}%"
+    expect(metric_value(page, "Test accuracy")).to_have_text(accuracy)  # the preview's figure
+    expect(page.get_by_test_id("stException")).to_have_count(0)
+    page.close()

@@ -1,0 +1,396 @@
+"""``python -m optimizers apply``, run as a user runs it: in a subprocess from the repository root.
+
+One fixture starts every run of the module, ``WORKERS`` at a time (each run that gets as far as
+loading a model pays ~6 s of CPU for the TensorFlow import), and each test then checks one run.
+A few bad inputs that are only noticed after loading are checked by calling ``main`` in this
+process instead (see the end of the module).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+
+from optimizers.clustering import ClusteringConfig  # noqa: E402
+from optimizers.pipeline import OptimizationConfig, config_to_dict  # noqa: E402
+from optimizers.pruning import PruningConfig  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+WORKERS = 4
+# TensorFlow's C++ logging may write these to stderr at import time, whatever the outcome.
+TF_LOG_LINE = re.compile(
+    r"^(WARNING: All log messages before absl::InitializeLog\(\)|[IWEF]\d{4} \d\d:\d\d:\d\d)"
+)
+SPARSITY, CLUSTERS, BITS = 0.6, 16, 4
+FLAGS_CONFIG = OptimizationConfig(
+    pruning=PruningConfig(SPARSITY), clustering=ClusteringConfig(CLUSTERS)
+)
+
+
+@dataclass(frozen=True)
+class BadCase:
+    args: list[str]  # after "apply"
+    mentions: str  # what the error line must name (usually the offending file)
+    phrase: str  # what it must say about it
+    output: Path  # the output the run was asked to write, which must not appear
+
+
+@dataclass(frozen=True)
+class Work:
+    """The files the runs read and write, all in one temporary folder."""
+
+    folder: Path
+    model: Path
+    data: Path
+    lambda_marker: Path
+
+
+def build_inputs(folder: Path, model: Path, data: Path) -> Work:
+    """Bad model, data and recipe files next to the good ones."""
+    (folder / "empty.keras").write_bytes(b"")
+    good = model.read_bytes()
+    (folder / "truncated.keras").write_bytes(good[: len(good) // 2])
+    (folder / "fake.keras").write_text("not a model, just text\n")
+
+    marker = folder / "lambda_ran"
+    function = eval(f"lambda x: __import__('pathlib').Path({str(marker)!r}).touch() or x")
+    lambda_model = keras.Sequential(
+        [keras.Input((8, 8, 1)), keras.layers.Lambda(function), keras.layers.Flatten()]
+        + [keras.layers.Dense(10, activation="softmax")]
+    )
+    lambda_model.save(folder / "lambda.keras")
+    marker.unlink(missing_ok=True)  # building the model ran the lambda; loading must not
+
+    with np.load(data) as arrays:
+        x, y = arrays["x"], arrays["y"]
+    objects = np.empty(len(x), dtype=object)
+    objects[:] = [{"pixels": row.tolist()} for row in x]
+    np.savez(folder / "pickled.npz", x=objects, y=y)
+    np.savez(folder / "flat.npz", x=x.reshape(len(x), -1), y=y)  # (n, 64) for an image model
+
+    (folder / "broken.json").write_text('{"pruning": {"sparsity": 0.5,}')
+    (folder / "unknown_key.json").write_text(json.dumps({"prune": {"sparsity": 0.5}}))
+    (folder / "override_list.json").write_text(json.dumps({"overrides": {"dense": []}}))
+    (folder / "recipe_folder.json").mkdir()
+    (folder / "recipe.json").write_text(json.dumps(config_to_dict(FLAGS_CONFIG)))
+    return Work(folder, model, data, marker)
+
+
+def bad_cases(w: Work) -> dict[str, BadCase]:
+    f, model, data = w.folder, str(w.model), str(w.data)
+
+    def case(name, args, mentions, phrase, output=None):
+        out = output or f / f"{name.replace(' ', '_')}.keras"
+        return name, BadCase([*args, "--output", str(out)], mentions, phrase, out)
+
+    def with_model(path):
+        return [str(f / path), "--data", data, "--sparsity", "0.5"]
+
+    def with_data(path):
+        return [model, "--data", str(f / path), "--sparsity", "0.5"]
+
+    def with_recipe(path):
+        return [model, "--data", data, "--recipe", str(f / path)]
+
+    return dict(
+        [
+            case("missing model", with_model("missing.keras"), "missing.keras", "no such file"),
+            case("empty model", with_model("empty.keras"), "empty.keras", "empty"),
+            case("truncated model", with_model("truncated.keras"), "truncated.keras", "truncated"),
+            case("fake model", with_model("fake.keras"), "fake.keras", "not a Keras archive"),
+            case("lambda model", with_model("lambda.keras"), "lambda.keras", "Lambda"),
+            case("pickled data", with_data("pickled.npz"), "pickled.npz", "pickled"),
+            case("mis-shaped data", with_data("flat.npz"), "flat.npz", "shape"),
+            case("bad bits", [model, "--bits", "9"], "--bits", "invalid choice"),
+            case("bits not a number", [model, "--bits", "four"], "--bits", "invalid int"),
+            case("sparsity 1.5", [model, "--sparsity", "1.5"], "sparsity", "1.5"),
+            case("one cluster", [model, "--clusters", "1"], "clusters", "got 1"),
+            case("broken recipe", with_recipe("broken.json"), "broken.json", "not valid JSON"),
+            case("unknown recipe key", with_recipe("unknown_key.json"), "prune", "unknown"),
+            case("recipe is a folder", with_recipe("recipe_folder.json"), "recipe_folder", ""),
+            case("override not an object", with_recipe("override_list.json"), "recipe", ""),
+            case("missing recipe", with_recipe("absent.json"), "absent.json", "no such"),
+            case(
+                "output in a missing folder",
+                [model, "--sparsity", "0.5"],
+                "nowhere",
+                "no such folder",
+                output=f / "nowhere" / "out.keras",
+            ),
+            case(
+                "output not .keras",
+                [model, "--sparsity", "0.5"],
+                "out.h5",
+                "must end in .keras",
+                output=f / "out.h5",
+            ),
+        ]
+    )
+
+
+def good_runs(w: Work) -> dict[str, list[str]]:
+    common = [str(w.model), "--data", str(w.data), "--json", "--output"]
+    flags = ["--sparsity", str(SPARSITY), "--clusters", str(CLUSTERS)]
+    return {
+        "all stages": [*common, str(w.folder / "all.keras"), *flags, "--bits", str(BITS)],
+        "flags": [*common, str(w.folder / "flags.keras"), *flags],
+        "recipe": [
+            *common,
+            str(w.folder / "recipe.keras"),
+            "--recipe",
+            str(w.folder / "recipe.json"),
+        ],
+    }
+
+
+def run_cli(args: list[str]) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "optimizers", "apply", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@dataclass(frozen=True)
+class Runs:
+    work: Work
+    cases: dict[str, BadCase]
+    results: dict[str, subprocess.CompletedProcess]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, cli_model) -> Runs:
+    work = build_inputs(tmp_path_factory.mktemp("cli"), cli_model.model, cli_model.data)
+    cases = bad_cases(work)
+    jobs = {**good_runs(work), **{name: c.args for name, c in cases.items()}}
+    with ThreadPoolExecutor(WORKERS) as pool:
+        results = dict(zip(jobs, pool.map(run_cli, jobs.values()), strict=True))
+    return Runs(work, cases, results)
+
+
+# ------------------------------------------------------------------------------ helpers
+
+
+def json_result(run: subprocess.CompletedProcess) -> dict:
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "Traceback" not in run.stderr
+    assert not [line for line in run.stderr.splitlines() if line.startswith("error:")]
+    lines = run.stdout.strip().splitlines()
+    assert len(lines) == 1, f"stdout must be one JSON object: {run.stdout[-2000:]!r}"
+    return json.loads(lines[0])
+
+
+def classes(outputs: np.ndarray) -> np.ndarray:
+    outputs = outputs.reshape(len(outputs), -1)
+    return (outputs[:, 0] > 0.5).astype(int) if outputs.shape[1] == 1 else outputs.argmax(1)
+
+
+def keras_accuracy(path: Path, x: np.ndarray, y: np.ndarray) -> float:
+    """Accuracy measured by Keras itself on a model loaded the safe way."""
+    model = keras.saving.load_model(path, compile=False, safe_mode=True)
+    return float(np.mean(classes(model.predict(x, verbose=0)) == y))
+
+
+def weights_by_path(path: Path) -> dict[str, np.ndarray]:
+    model = keras.saving.load_model(path, compile=False, safe_mode=True)
+    return {v.path: np.asarray(v) for v in model.weights}
+
+
+def check_outcome(d: dict) -> None:
+    assert 0.0 <= d["accuracy"] <= 1.0
+    assert isinstance(d["size_bytes"], int) and d["size_bytes"] > 0
+    assert isinstance(d["gzip_bytes"], int) and 0 < d["gzip_bytes"]
+    assert d["layers"], "no eligible tensors reported"
+    for layer in d["layers"]:
+        assert {"name", "sparsity", "unique_values"} <= set(layer)
+        assert 0.0 <= layer["sparsity"] <= 1.0 and layer["unique_values"] >= 1
+
+
+def check_file_matches_report(runs: Runs, output: Path, result: dict) -> None:
+    """The written model holds what the report says, and everything else is untouched."""
+    assert result["output"] is not None and Path(result["output"]) == output
+    written = weights_by_path(output)
+    original = weights_by_path(runs.work.model)
+    assert written.keys() == original.keys()
+    reported = {layer["name"]: layer for layer in result["optimized"]["layers"]}
+    assert reported.keys() <= written.keys()
+    for name, w in written.items():
+        if name not in reported:
+            np.testing.assert_array_equal(w, original[name], err_msg=f"{name} was changed")
+            continue
+        layer = reported[name]
+        assert 1 - np.count_nonzero(w) / w.size == pytest.approx(layer["sparsity"], abs=1e-12)
+        assert np.unique(w).size == layer["unique_values"], name
+
+
+def check_accuracies(runs: Runs, output: Path, result: dict) -> None:
+    """Keras itself agrees with the reported accuracies within half a percentage point."""
+    with np.load(runs.work.data) as arrays:
+        x, y = arrays["x"], arrays["y"]
+    assert keras_accuracy(runs.work.model, x, y) == pytest.approx(
+        result["baseline"]["accuracy"], abs=0.005
+    )
+    assert keras_accuracy(output, x, y) == pytest.approx(result["optimized"]["accuracy"], abs=0.005)
+
+
+# ------------------------------------------------------------------------------ good runs
+
+
+def test_apply_with_all_three_stages(runs):
+    result = json_result(runs.results["all stages"])
+    base, opt = result["baseline"], result["optimized"]
+    check_outcome(base)
+    check_outcome(opt)
+    assert [layer["name"] for layer in base["layers"]] == [layer["name"] for layer in opt["layers"]]
+    for layer in opt["layers"]:
+        # Quantization may round a few more small weights to zero, never fewer.
+        assert layer["sparsity"] >= SPARSITY, layer
+        assert layer["max_channel_values"] <= CLUSTERS, layer
+        assert layer["bits"] == BITS, layer
+    assert opt["gzip_bytes"] < base["gzip_bytes"]
+    output = runs.work.folder / "all.keras"
+    check_file_matches_report(runs, output, result)
+    check_accuracies(runs, output, result)
+
+
+def test_apply_pruning_and_clustering_only(runs):
+    result = json_result(runs.results["flags"])
+    opt = result["optimized"]
+    check_outcome(opt)
+    assert result["config"] == config_to_dict(FLAGS_CONFIG)
+    for layer in opt["layers"]:
+        n = layer["params"]
+        # Exactly the fewest zeros that reach 60%: ceil(0.6 n), as optimizers/pruning.py
+        # documents. (round(0.6 n) agrees unless 0.6 n has a fractional part below one half,
+        # e.g. a 3x3x1x16 kernel: round(86.4) = 86 zeros is only 59.7%.) Clustering keeps zeros
+        # at zero and no non-zero cluster mean is exactly zero, so this is still exact.
+        zeros = math.ceil(round(SPARSITY * n, 6))
+        assert layer["sparsity"] == zeros / n, (layer["name"], layer["sparsity"] * n, zeros)
+        assert layer["unique_values"] <= CLUSTERS, layer
+        assert layer["bits"] is None
+    output = runs.work.folder / "flags.keras"
+    check_file_matches_report(runs, output, result)
+    check_accuracies(runs, output, result)
+
+
+def test_recipe_gives_the_same_result_as_flags(runs):
+    by_flags = json_result(runs.results["flags"])
+    by_recipe = json_result(runs.results["recipe"])
+    assert by_recipe["config"] == by_flags["config"]
+    for key in ("baseline", "optimized"):
+        a, b = dict(by_flags[key]), dict(by_recipe[key])
+        # The .keras archives carry their save time, so their byte counts may differ slightly.
+        for size in ("size_bytes", "gzip_bytes"):
+            assert abs(a.pop(size) - b.pop(size)) <= 64, (key, size)
+        assert a == b, key
+    flags_weights = weights_by_path(runs.work.folder / "flags.keras")
+    recipe_weights = weights_by_path(runs.work.folder / "recipe.keras")
+    assert flags_weights.keys() == recipe_weights.keys()
+    for name, w in flags_weights.items():
+        np.testing.assert_array_equal(w, recipe_weights[name], err_msg=name)
+
+
+# ------------------------------------------------------------------------------ bad input
+
+BAD_CASES = [
+    "missing model",
+    "empty model",
+    "truncated model",
+    "fake model",
+    "lambda model",
+    "pickled data",
+    "mis-shaped data",
+    "bad bits",
+    "bits not a number",
+    "sparsity 1.5",
+    "one cluster",
+    "broken recipe",
+    "unknown recipe key",
+    "recipe is a folder",
+    "override not an object",
+    "missing recipe",
+    "output in a missing folder",
+    "output not .keras",
+]
+
+
+@pytest.mark.parametrize("name", BAD_CASES)
+def test_bad_input_exits_2_with_one_error_line(runs, name):
+    case, run = runs.cases[name], runs.results[name]
+    assert "Traceback" not in run.stderr, run.stderr[-3000:]
+    assert run.returncode == 2, run.stderr[-3000:]
+    lines = [line for line in run.stderr.splitlines() if line.strip()]
+    messages = [line for line in lines if not TF_LOG_LINE.match(line)]
+    assert len(messages) == 1, f"expected one error line, got {messages}"
+    (message,) = messages
+    assert message.startswith("error: "), message
+    assert case.mentions in message, f"{case.mentions!r} not named in {message!r}"
+    assert case.phrase.lower() in message.lower(), f"{case.phrase!r} not in {message!r}"
+    assert run.stdout == ""
+    assert not case.output.exists(), f"{case.output} was written"
+    if name == "output in a missing folder":
+        assert not case.output.parent.exists(), "the missing folder was created"
+
+
+def test_bad_cases_are_all_checked(runs):
+    assert sorted(BAD_CASES) == sorted(runs.cases)
+
+
+def test_lambda_layer_code_never_runs(runs):
+    assert runs.results["lambda model"].returncode == 2
+    assert not runs.work.lambda_marker.exists(), "the CLI ran the Lambda layer's code"
+
+
+# ------------------------------------------------------------------------------ in process
+# Bad input that is only noticed after the model is loaded costs a whole TensorFlow import in a
+# subprocess; these call ``main`` (what ``python -m optimizers`` runs) in this process instead.
+
+
+def run_main(argv: list[str], capsys) -> tuple[int, list[str]]:
+    from optimizers.cli import main
+
+    code = main(argv)
+    out, err = capsys.readouterr()
+    assert out == ""
+    return code, [line for line in err.splitlines() if line.strip()]
+
+
+def test_output_that_is_an_existing_folder_is_refused(tmp_path, cli_model, capsys):
+    folder = tmp_path / "taken.keras"
+    folder.mkdir()
+    argv = ["apply", str(cli_model.model), "--sparsity", "0.5", "--output", str(folder)]
+    code, lines = run_main(argv, capsys)
+    assert code == 2
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "taken.keras" in lines[0]
+    assert folder.is_dir() and not any(folder.iterdir())
+
+
+@pytest.mark.parametrize(
+    "clustering",
+    [{"clusters": 2.5}, {"clusters": 4, "init": "kmeans++", "seed": "x"}],
+    ids=["fractional clusters", "text seed"],
+)
+def test_recipe_with_mistyped_clustering_setting_is_refused(
+    tmp_path, cli_model, capsys, clustering
+):
+    recipe = tmp_path / "recipe.json"
+    recipe.write_text(json.dumps({"clustering": clustering}))
+    output = tmp_path / "out.keras"
+    argv = ["apply", str(cli_model.model), "--recipe", str(recipe), "--output", str(output)]
+    code, lines = run_main(argv, capsys)
+    assert code == 2
+    assert len(lines) == 1 and lines[0].startswith("error: "), lines
+    assert not output.exists()

@@ -1,0 +1,382 @@
+"""Export: every format converts and runs in LiteRT, and the quantized files hold the preview.
+
+"The file is the preview": a weight tensor the pipeline put on a b-bit grid must dequantize, in
+the exported file, to exactly the float32 values the preview computed with, whenever the
+container has at least b bits. Kernels the converter folds a BatchNormalization into are checked
+to float rounding instead (the folding itself rounds).
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cache
+from typing import get_args
+
+import numpy as np
+import pytest
+
+from optimizers import export
+from optimizers.clustering import ClusteringConfig
+from optimizers.pipeline import OptimizationConfig, optimize_model
+from optimizers.pruning import PruningConfig
+from optimizers.quantization import QuantizationConfig
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+TFLITE = [f for f in export.FORMATS if f != "keras"]
+SHAPES = {"mlp": (64,), "cnn": (8, 8, 1)}
+FOLDED = 1e-6  # relative weight difference allowed where the converter folded a BatchNorm
+
+
+def build(kind: str):
+    """A seeded Dense MLP, or a CNN with Conv2D, DepthwiseConv2D, BatchNorm and 1x1 Conv2D."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    layers = keras.layers
+    if kind == "mlp":
+        return keras.Sequential(
+            [
+                keras.Input((64,)),
+                layers.Dense(32, activation="relu", bias_initializer="random_normal"),
+                layers.Dense(10, activation="softmax"),
+            ],
+            name="mlp",
+        )
+    inputs = keras.Input((8, 8, 1))
+    h = layers.Conv2D(8, 3, padding="same", use_bias=False)(inputs)
+    h = layers.ReLU()(layers.BatchNormalization()(h))
+    h = layers.DepthwiseConv2D(3, depth_multiplier=2, padding="same")(h)
+    h = layers.ReLU()(layers.BatchNormalization()(h))
+    h = layers.Conv2D(16, 1, activation="relu", bias_initializer="random_normal")(h)
+    h = layers.GlobalAveragePooling2D()(h)
+    outputs = layers.Dense(10, activation="softmax", bias_initializer="random_normal")(h)
+    model = keras.Model(inputs, outputs, name="cnn")
+    rng = np.random.default_rng(1)
+    for layer in model.layers:  # BatchNorm statistics that fold into non-trivial factors
+        if isinstance(layer, layers.BatchNormalization):
+            n = layer.gamma.shape[0]
+            layer.set_weights(
+                [rng.uniform(0.5, 1.5, n), rng.normal(0, 0.1, n), rng.normal(0, 0.1, n)]
+                + [rng.uniform(0.5, 2.0, n)]
+            )
+    return model
+
+
+@cache
+def model(kind: str, bits: int | None = None, granularity: str = "per-channel", prune=None):
+    """``kind`` with its kernels put on a ``bits``-bit grid by the real pipeline (cached)."""
+    base = build(kind)
+    if bits is None and prune is None:
+        return base
+    config = OptimizationConfig(
+        pruning=PruningConfig(prune) if prune else None,
+        quantization=QuantizationConfig(bits, granularity=granularity) if bits else None,
+    )
+    return optimize_model(base, config)[0]
+
+
+def inputs(kind: str, n: int = 24) -> np.ndarray:
+    return np.random.default_rng(0).random((n, *SHAPES[kind]), np.float32)
+
+
+def keras_outputs(m, x: np.ndarray) -> np.ndarray:
+    return np.asarray(m(x, training=False), np.float32)
+
+
+def float_file(m) -> bytes:
+    """The dense float32 flatbuffer the quantized formats are made from."""
+    return export.converted(m, export.input_signature(m), ("tflite-float32",))["tflite-float32"]
+
+
+def quantized(data: bytes) -> list[export.StoredTensor]:
+    return [t for t in export.stored_weights(data) if t.codes is not None]
+
+
+# ----------------------------------------------------------------------------- formats
+
+
+def test_formats_are_documented():
+    assert export.FORMATS == get_args(export.Format)
+    assert set(export.FORMAT_LABELS) == set(export.FORMATS)
+    assert export.FORMAT_SUFFIXES["keras"] == ".keras"
+    assert all(export.FORMAT_SUFFIXES[f] == ".tflite" for f in TFLITE)
+
+
+@pytest.mark.parametrize("kind", ["mlp", "cnn"])
+def test_every_format_exports_and_runs(kind):
+    from optimizers import keras_io
+
+    m = model(kind, bits=2)  # 2-bit levels fit every container: all int files are exact
+    x = inputs(kind)
+    reference = keras_outputs(m, x)
+    files = {fmt: export.export_bytes(m, fmt, calibration_x=x) for fmt in export.FORMATS}
+
+    reloaded = keras_io.load_model_bytes(files["keras"], "model.keras")
+    np.testing.assert_array_equal(keras_outputs(reloaded, x), reference)
+    for fmt in TFLITE:
+        assert files[fmt][4:8] == b"TFL3", fmt
+        outputs = export.run_tflite(files[fmt], x, batch_size=10)
+        assert outputs.shape == reference.shape and outputs.dtype == np.float32
+        # float compute (float32; int4/int2 weight-only): the preview's outputs
+        # float16 weights: rounding; int8 (dynamic, full): activation rounding too
+        tolerance = {"tflite-float16": 1e-3, "tflite-int8-dynamic": 0.01, "tflite-int8": 0.02}
+        np.testing.assert_allclose(outputs, reference, atol=tolerance.get(fmt, 1e-5), err_msg=fmt)
+    sizes = {fmt: len(files[fmt]) for fmt in TFLITE}
+    assert max(sizes.values()) == sizes["tflite-float32"]
+    if kind == "mlp":  # (the CNN's weights are so few that per-op overhead decides its order)
+        assert sizes["tflite-int2"] < sizes["tflite-int4"] < sizes["tflite-int8-dynamic"]
+        assert sizes["tflite-int8-dynamic"] < sizes["tflite-float16"] < sizes["tflite-float32"]
+
+
+def test_float32_file_holds_the_keras_weights():
+    m = model("mlp", bits=4)
+    stored = {t.shape: t.values for t in export.stored_weights(float_file(m))}
+    for kernel in (m.layers[0].kernel, m.layers[1].kernel):
+        k = np.asarray(kernel)
+        np.testing.assert_array_equal(stored[k.T.shape], k.T)  # FULLY_CONNECTED is (out, in)
+
+
+# ----------------------------------------------------------------------------- the preview
+
+
+EXACT_CASES = [
+    ("tflite-int8-dynamic", 8, "per-channel"),
+    ("tflite-int8-dynamic", 5, "per-channel"),
+    ("tflite-int8-dynamic", 4, "per-tensor"),
+    ("tflite-int8", 8, "per-channel"),
+    ("tflite-int8", 3, "per-channel"),
+    ("tflite-int4", 4, "per-channel"),
+    ("tflite-int4", 3, "per-channel"),
+    ("tflite-int4", 2, "per-channel"),
+    ("tflite-int4", 4, "per-tensor"),
+    ("tflite-int2", 2, "per-channel"),
+]
+
+
+@pytest.mark.parametrize("kind", ["mlp", "cnn"])
+@pytest.mark.parametrize(("fmt", "bits", "granularity"), EXACT_CASES)
+def test_quantized_file_dequantizes_to_the_preview(kind, fmt, bits, granularity):
+    m = model(kind, bits, granularity)
+    x = inputs(kind)
+    data = export.export_bytes(m, fmt, calibration_x=x)
+    floats = {t.name: t.values for t in export.stored_weights(float_file(m))}
+    stored = quantized(data)
+    assert len(stored) == (2 if kind == "mlp" else 4)  # every kernel is stored quantized
+    container = int(fmt.removeprefix("tflite-int").removesuffix("-dynamic"))
+    for t in stored:
+        assert t.dtype == f"int{container}"
+        preview = floats[t.name]
+        if kind == "mlp":  # nothing folded: bit for bit
+            np.testing.assert_array_equal(t.values, preview, err_msg=t.name)
+        else:
+            worst = np.abs(t.values - preview).max() / np.abs(preview).max()
+            assert worst <= FOLDED, (t.name, worst)
+        assert np.abs(t.codes).max() <= 2 ** (container - 1) - 1
+    if fmt in ("tflite-int4", "tflite-int2"):  # weight-only: float compute, the preview's outputs
+        np.testing.assert_allclose(export.run_tflite(data, x), keras_outputs(m, x), atol=1e-5)
+
+
+def container_rounding(w: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
+    """LiteRT's own per-channel (axis 0) symmetric rounding of ``w`` to ``bits`` bits."""
+    qmax = 2 ** (bits - 1) - 1
+    scale = (np.abs(w).max(axis=1) / np.float32(qmax)).astype(np.float32)
+    codes = np.clip(np.rint(w / scale[:, None]), -qmax, qmax).astype(np.int8)
+    return codes, scale
+
+
+@pytest.mark.parametrize(
+    ("bits", "granularity", "container"),
+    [(b, "per-channel", c) for c in (8, 4, 2) for b in (2, 3, 4, 5, 8) if b <= c]
+    + [(4, "per-tensor", 4), (6, "per-tensor", 8), (4, "asymmetric", 8)],
+)
+def test_fit_grid_recovers_every_grid_the_container_can_hold(bits, granularity, container):
+    from optimizers.quantization import quantize
+
+    w = np.random.default_rng(bits).standard_normal((40, 24)).astype(np.float32)
+    config = (
+        QuantizationConfig(bits, mode="asymmetric")
+        if granularity == "asymmetric"
+        else QuantizationConfig(bits, granularity=granularity)
+    )
+    preview = np.ascontiguousarray(quantize(w, config).values.T)  # LiteRT layout (out, in)
+    codes, scale = export.fit_grid(preview, *container_rounding(preview, container), 0, container)
+    assert np.abs(codes).max() <= 2 ** (container - 1) - 1
+    np.testing.assert_array_equal(export.dequantize(codes, scale, np.zeros(1), 0), preview)
+
+
+def test_fit_grid_keeps_the_container_for_a_different_tensor():
+    rng = np.random.default_rng(0)
+    held = rng.standard_normal((8, 16)).astype(np.float32)
+    codes, scale = container_rounding(held, 4)
+    impostor = np.round(rng.standard_normal((8, 16)) * 3).astype(np.float32)  # on a grid, but other
+    new_codes, new_scale = export.fit_grid(impostor, codes, scale, 0, 4)
+    np.testing.assert_array_equal(new_codes, codes)
+    np.testing.assert_array_equal(new_scale, scale)
+
+
+def test_levels_that_do_not_fit_the_container_are_rounded():
+    m = model("mlp", bits=8)  # 8-bit levels in a 4-bit container: LiteRT's own rounding
+    floats = {t.name: t.values for t in export.stored_weights(float_file(m))}
+    for t in quantized(export.export_bytes(m, "tflite-int4")):
+        preview = floats[t.name]
+        error = np.abs(t.values - preview).max() / np.abs(preview).max()
+        assert 1e-3 < error <= 0.5 / 7 + 1e-6  # at most half a step of the int4 grid
+        assert np.abs(t.codes).max() <= 7
+
+
+def test_clustered_levels_on_the_grid_stay_exact():
+    base = build("mlp")
+    config = OptimizationConfig(
+        pruning=PruningConfig(0.6),
+        clustering=ClusteringConfig(8),
+        quantization=QuantizationConfig(4),
+    )
+    m = optimize_model(base, config)[0]
+    floats = {t.name: t.values for t in export.stored_weights(float_file(m))}
+    for t in quantized(export.export_bytes(m, "tflite-int4")):
+        np.testing.assert_array_equal(t.values, floats[t.name])
+
+
+def test_full_integer_file_has_int8_io_and_consistent_bias_scales():
+    m = model("cnn", bits=3)
+    x = inputs("cnn")
+    data = export.export_bytes(m, "tflite-int8", calibration_x=x)
+    fb = export.read_flatbuffer(data)
+    graph = fb.subgraphs[0]
+    for index in list(graph.inputs) + list(graph.outputs):
+        assert graph.tensors[index].type == export.TYPE_CODES["int8"]
+    checked = 0
+    for op in graph.operators:
+        inputs_ = list(op.inputs)
+        if len(inputs_) < 3 or inputs_[2] < 0:
+            continue
+        weights, bias = graph.tensors[inputs_[1]], graph.tensors[inputs_[2]]
+        if bias.type != export.TYPE_CODES["int32"] or weights.quantization is None:
+            continue
+        input_scale = np.asarray(graph.tensors[inputs_[0]].quantization.scale)[0]
+        expected = input_scale * np.asarray(weights.quantization.scale, np.float64)
+        np.testing.assert_allclose(bias.quantization.scale, expected, rtol=1e-6)
+        checked += 1
+    assert checked == 4  # two convolutions, the depthwise one, the classifier
+    outputs = export.run_tflite(data, x)
+    np.testing.assert_allclose(outputs, keras_outputs(m, x), atol=0.02)
+
+
+def test_full_integer_needs_calibration_data():
+    with pytest.raises(ValueError) as raised:
+        export.export_bytes(model("mlp"), "tflite-int8")
+    assert str(raised.value) == "full-integer int8 export needs calibration data (an .npz with x)"
+
+
+def test_full_integer_refuses_mismatched_calibration_data():
+    with pytest.raises(ValueError, match=r"calibration x has shape \(5, 63\)"):
+        export.export_bytes(model("mlp"), "tflite-int8", np.zeros((5, 63), np.float32))
+
+
+def test_full_integer_refuses_token_ids():
+    import keras
+
+    m = keras.Sequential([keras.Input((6,)), keras.layers.Embedding(20, 4), keras.layers.Flatten()])
+    with pytest.raises(ValueError, match="Embedding"):
+        export.export_bytes(m, "tflite-int8", np.zeros((3, 6), np.float32))
+
+
+def test_unknown_format():
+    with pytest.raises(ValueError, match="unknown export format 'onnx'"):
+        export.export_bytes(model("mlp"), "onnx")  # type: ignore[arg-type]
+
+
+# ----------------------------------------------------------------------------- sparsity
+
+
+def test_pruned_float32_is_stored_sparse_when_smaller():
+    import keras
+
+    keras.utils.set_random_seed(0)
+    wide = keras.Sequential(
+        [keras.Input((64,)), keras.layers.Dense(256, activation="relu"), keras.layers.Dense(10)]
+    )
+    pruned = optimize_model(wide, OptimizationConfig(pruning=PruningConfig(0.8)))[0]
+    x = inputs("mlp")
+    data = export.export_bytes(pruned, "tflite-float32")
+    kinds = {t.dtype for t in export.stored_weights(data)}
+    assert kinds == {"sparse float32"}
+    assert len(data) < 0.5 * len(float_file(pruned))
+    np.testing.assert_allclose(export.run_tflite(data, x), keras_outputs(pruned, x), atol=1e-5)
+    # an unpruned model stays dense
+    assert {
+        t.dtype for t in export.stored_weights(export.export_bytes(wide, "tflite-float32"))
+    } == {"float32"}
+
+
+# ----------------------------------------------------------------------------- running
+
+
+def test_run_tflite_batches_and_checks_shapes():
+    m = model("cnn", bits=4)
+    data = export.export_bytes(m, "tflite-int4")
+    x = inputs("cnn", 13)
+    whole = export.run_tflite(data, x)
+    for batch_size in (1, 5, 13):
+        np.testing.assert_allclose(export.run_tflite(data, x, batch_size), whole, atol=1e-6)
+    assert export.run_tflite(data, x[:0]).shape == (0, 10)
+    with pytest.raises(ValueError, match=r"x has shape \(2, 8, 8\)"):
+        export.run_tflite(data, x[:2, :, :, 0])
+    with pytest.raises(ValueError, match="not a LiteRT"):
+        export.run_tflite(export.export_bytes(m, "keras"), x)
+
+
+def test_recurrent_model_exports_with_batch_one_and_refuses_full_integer():
+    import keras
+
+    keras.utils.set_random_seed(0)
+    lstm = keras.Sequential([keras.Input((5, 3)), keras.layers.LSTM(8), keras.layers.Dense(2)])
+    m = optimize_model(lstm, OptimizationConfig(quantization=QuantizationConfig(4)))[0]
+    x = np.random.default_rng(0).standard_normal((3, 5, 3)).astype(np.float32)
+    for fmt in ("tflite-float32", "tflite-int4"):
+        outputs = export.run_tflite(export.export_bytes(m, fmt), x)
+        np.testing.assert_allclose(outputs, keras_outputs(m, x), atol=1e-5)
+    with pytest.raises(ValueError, match="recurrent"):
+        export.export_bytes(m, "tflite-int8", x)  # TF's calibrator would crash the process
+
+
+@pytest.mark.parametrize("bits", [2, 4, 8])
+def test_packing_matches_litert(bits):
+    codes = np.random.default_rng(bits).integers(-(2 ** (bits - 1)), 2 ** (bits - 1), 37)
+    packed = export.pack(codes.astype(np.int8), bits)
+    assert packed.size == -(-37 * bits // 8)
+    np.testing.assert_array_equal(export.unpack(packed.tobytes(), bits, 37), codes)
+
+
+@pytest.mark.parametrize("fmt", ["tflite-int4", "tflite-int2"])
+def test_stored_codes_are_what_the_interpreter_reads(fmt):
+    from ai_edge_litert.interpreter import Interpreter
+
+    data = export.export_bytes(model("mlp", bits=2), fmt)
+    interpreter = Interpreter(model_content=data)
+    by_name = {d["name"]: d["index"] for d in interpreter.get_tensor_details()}
+    for t in quantized(data):
+        np.testing.assert_array_equal(interpreter.get_tensor(by_name[t.name]), t.codes)
+
+
+# ----------------------------------------------------------------------------- sample model
+
+
+def test_sample_cnn_file_is_as_accurate_as_its_preview():
+    from optimizers import evaluate, keras_io
+
+    root = os.path.join(os.path.dirname(__file__), "..", "sample_models")
+    path, data_path = (os.path.join(root, f) for f in ("digits_cnn.keras", "digits_cnn_test.npz"))
+    if not (os.path.exists(path) and os.path.exists(data_path)):
+        pytest.skip("sample_models/digits_cnn is not built")
+    base = keras_io.load_model(path)
+    x, y = keras_io.load_data(data_path, base)
+    config = OptimizationConfig(pruning=PruningConfig(0.6), quantization=QuantizationConfig(4))
+    m = optimize_model(base, config)[0]
+    preview = evaluate.predict(m, x)
+    data = export.export_bytes(m, "tflite-int4")
+    outputs = export.run_tflite(data, x)
+    np.testing.assert_allclose(outputs, preview, atol=1e-5)
+    assert evaluate.accuracy(outputs, y) == evaluate.accuracy(preview, y)
+    assert len(data) < 0.2 * os.path.getsize(path)

@@ -1,0 +1,217 @@
+"""Whole-model figures from per-tensor reports, and plain sentences about what a setting did.
+
+Pure functions over ``explore.Outcome``/``TensorReport`` values: no Streamlit, so they are easy
+to test and the pages stay free of arithmetic.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from optimizers.explore import Exported, Outcome
+from optimizers.export import CONTAINER_BITS, FORMAT_NAMES, natural_format
+from optimizers.pipeline import OptimizationConfig, TensorReport
+from optimizers.quantization import QuantizationConfig, code_range
+from optimizers.size import index_bits
+
+KB = 1000
+
+
+def format_bytes(n: int | None) -> str:
+    """``12.3 kB``/``4.5 MB`` (SI units), or a dash when unknown."""
+    if n is None:
+        return "—"
+    if n < KB:
+        return f"{n} B"
+    if n < KB * KB:
+        return f"{n / KB:.1f} kB"
+    return f"{n / (KB * KB):.2f} MB"
+
+
+def percent(x: float, digits: int = 1) -> str:
+    return f"{100 * x:.{digits}f}%"
+
+
+def zeros(reports: Sequence[TensorReport]) -> int:
+    return sum(round(r.sparsity * r.params) for r in reports)
+
+
+def overall_sparsity(reports: Sequence[TensorReport]) -> float:
+    """Fraction of zeros among the weights of ``reports``."""
+    total = sum(r.params for r in reports)
+    return zeros(reports) / total if total else 0.0
+
+
+def max_distinct(reports: Sequence[TensorReport]) -> int:
+    """The most distinct values any one tensor holds."""
+    return max((r.unique_values for r in reports), default=0)
+
+
+def ratio(before: int | None, after: int | None) -> float | None:
+    return before / after if before and after else None
+
+
+def min_sqnr(reports: Sequence[TensorReport]) -> tuple[float, str] | None:
+    """The lowest SQNR (dB) among changed tensors, with the tensor's path."""
+    pairs = [(r.sqnr_db, r.path) for r in reports if r.sqnr_db is not None]
+    return min(pairs) if pairs else None
+
+
+def quality(outcome: Outcome) -> tuple[str, float] | None:
+    """``("accuracy", value)`` with labels, ``("agreement", value)`` without, else ``None``."""
+    if outcome.accuracy is not None:
+        return "accuracy", outcome.accuracy
+    if outcome.fidelity is not None:
+        return "agreement", outcome.fidelity.agreement
+    return None
+
+
+def _pruning(config: OptimizationConfig, changed: Sequence[TensorReport]) -> str | None:
+    p = config.pruning
+    pruned = [r for r in changed if "prune" in r.techniques]
+    if p is None or not pruned:
+        return None
+    n, total = zeros(pruned), sum(r.params for r in pruned)
+    counted = f"{n:,} of {total:,} weights in {len(pruned)} tensors are now exactly zero"
+    if p.structure == "2:4":
+        return (
+            f"2:4 pruning zeroed the 2 smallest of every 4 neighbouring input weights: {counted} "
+            f"({percent(n / total)}), a pattern sparse hardware can skip."
+        )
+    if p.scope == "global":
+        lo = min(pruned, key=lambda r: r.sparsity)
+        hi = max(pruned, key=lambda r: r.sparsity)
+        return (
+            f"Pruning used one magnitude threshold for all layers, so {counted} "
+            f"({percent(n / total)}); per tensor this ranges from {percent(lo.sparsity, 0)} in "
+            f"{lo.path} to {percent(hi.sparsity, 0)} in {hi.path}."
+        )
+    return (
+        f"Pruning set the {percent(p.sparsity, 0)} smallest-magnitude weights of each tensor to "
+        f"zero: {counted}, which compression and sparse formats store almost for free."
+    )
+
+
+def _clustering(config: OptimizationConfig, changed: Sequence[TensorReport]) -> str | None:
+    c = config.clustering
+    clustered = [r for r in changed if "clusters" in r.techniques]
+    if c is None or not clustered:
+        return None
+    most = max(clustered, key=lambda r: r.max_channel_values)
+    scope = "each tensor" if c.granularity == "per-tensor" else "each output channel"
+    zero = " (zero kept as one of them)" if c.preserve_sparsity and config.pruning else ""
+    distinct = most.max_channel_values
+    return (
+        f"Clustering replaced the weights of {scope} by at most {c.clusters} shared values{zero}: "
+        f"{most.path} now uses {distinct} distinct values per "
+        f"{'tensor' if c.granularity == 'per-tensor' else 'channel'}, so a weight can be stored "
+        f"as a {index_bits(distinct)}-bit index into a table of {distinct} numbers."
+    )
+
+
+def _quantization(config: OptimizationConfig, changed: Sequence[TensorReport]) -> str | None:
+    q = config.quantization
+    quantized = [r for r in changed if r.bits is not None]
+    if q is None or not quantized:
+        return None
+    lo, hi = code_range(q.bits, q.mode)
+    scale = "one scale per output channel" if q.granularity == "per-channel" else "one scale"
+    text = (
+        f"Quantization rounded every weight to a {q.bits}-bit grid of {hi - lo + 1:,} evenly "
+        f"spaced levels ({q.mode}, {scale})"
+    )
+    worst = min_sqnr(quantized)
+    if worst is None:
+        return text + "; no weight had to move."
+    return (
+        text + f"; the roughest tensor, {worst[1]}, keeps a signal-to-noise ratio of "
+        f"{worst[0]:.1f} dB (about 6 dB per bit of precision)."
+    )
+
+
+def _result(outcome: Outcome, baseline: Outcome) -> str:
+    s, b = outcome.sizes, baseline.sizes
+    text = (
+        f"Together the weights pack into {format_bytes(s.packed)} instead of "
+        f"{format_bytes(b.float32)} as float32"
+    )
+    smaller = ratio(b.float32, s.packed)
+    if smaller is not None:
+        text += f" ({smaller:.1f}× smaller)"
+    if s.gzip is not None and b.gzip is not None:
+        text += f", and the gzipped .keras file goes from {format_bytes(b.gzip)} to {format_bytes(s.gzip)}"
+    now, before = quality(outcome), quality(baseline)
+    if now is None or before is None:
+        return text + "."
+    if now[0] == "accuracy":
+        return text + f"; test accuracy is {percent(now[1])} (was {percent(before[1])})."
+    return text + f"; {percent(now[1])} of predictions match the original model's."
+
+
+def sentences(config: OptimizationConfig, outcome: Outcome, baseline: Outcome) -> list[str]:
+    """Two to four plain sentences about what the active techniques did, with real numbers."""
+    changed = [r for r in outcome.eligible if r.transformed]
+    parts = [
+        _pruning(config, changed),
+        _clustering(config, changed),
+        _quantization(config, changed),
+    ]
+    found = [p for p in parts if p]
+    if not found:
+        return [
+            "Nothing is applied yet: move a slider to prune, cluster or quantize the weights "
+            "and watch the histogram, sizes and accuracy respond."
+        ]
+    if config.skip:
+        found.append(f"Left untouched, as asked: {', '.join(config.skip)}.")
+    return [*found, _result(outcome, baseline)]
+
+
+def container(q: QuantizationConfig | None) -> str:
+    """Which file holds the bit-width setting as it is, or simulates it in a wider container."""
+    fmt = natural_format(None if q is None else q.bits)
+    name = FORMAT_NAMES[fmt]
+    if q is None:
+        return (
+            f"The weights are not quantized, so **{name}** holds them exactly (pruned tensors "
+            "are stored sparse when that makes the file smaller)."
+        )
+    width = CONTAINER_BITS[fmt]
+    if q.bits == width:
+        return f"{q.bits}-bit weights deploy as they are in **{name}**."
+    lo, hi = code_range(q.bits, q.mode)
+    return (
+        f"{q.bits}-bit weights are simulated in **{name}**: the file stores {width}-bit "
+        f"integers but uses only the {hi - lo + 1} levels per channel that the preview uses, so "
+        f"it is as accurate as the preview and as large as any {width}-bit file."
+    )
+
+
+def verdict(exported: Exported) -> str:
+    """One short phrase: does the file do what the preview promised?"""
+    if exported.file_accuracy is None or exported.preview_accuracy is None:
+        if exported.agreement is None:
+            return "runs (no data to check it on)"
+        return f"runs; agrees with the preview on {percent(exported.agreement)}"
+    diff = 100 * (exported.file_accuracy - exported.preview_accuracy)
+    if exported.departs:
+        return f"departs from the preview by {diff:+.1f} points"
+    return "matches the preview" if abs(diff) < 0.05 else f"within {abs(diff):.1f} points"
+
+
+def departure_reason(fmt: str, config: OptimizationConfig) -> str:
+    """Why a file may compute other than the preview, in one sentence."""
+    bits = 32 if config.quantization is None else config.quantization.bits
+    if CONTAINER_BITS[fmt] < bits:
+        preview = "float32" if config.quantization is None else f"{bits}-bit"
+        return (
+            f"its {CONTAINER_BITS[fmt]}-bit weights are coarser than the preview's {preview} "
+            f"weights; set the bit width to {CONTAINER_BITS[fmt]} to preview this file."
+        )
+    if fmt == "tflite-int8":
+        return "its activations, input and output are int8 too, which the preview does not model."
+    if fmt == "tflite-int8-dynamic":
+        return "it rounds activations to int8 at run time, which the preview does not model."
+    if config.quantization is not None and config.quantization.mode == "asymmetric":
+        return "LiteRT stores symmetric levels, and the preview uses asymmetric ones."
+    return "its weights are stored differently from the preview's."

@@ -1,0 +1,124 @@
+"""Plotly figures: the weight histogram, original and optimized overlaid.
+
+Histograms are binned here with numpy and drawn as bars, so the browser receives a few hundred
+numbers instead of every weight of the model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+
+from optimizers.explore import Outcome, Prepared
+from optimizers.pipeline import OptimizationConfig
+
+BINS = 101  # odd, so that one bin is centred on zero for a symmetric range
+MAX_MARKS = 64  # mark every distinct optimized value when there are at most this many
+ORIGINAL_COLOR = "#9aa5b1"
+OPTIMIZED_COLOR = "#1f6feb"
+MARK_COLOR = "#e8590c"
+HEIGHT = 400
+
+
+def tensor_choice(
+    prepared: Prepared, outcome: Outcome, path: str | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Original and optimized values of one eligible tensor, or of all of them (``None``)."""
+    refs = [r for r in prepared.refs if path is None or r.path == path] or list(prepared.refs)
+    original = np.concatenate([prepared.weights[r.index].ravel() for r in refs])
+    optimized = np.concatenate([outcome.weights[r.index].ravel() for r in refs])
+    return original, optimized
+
+
+def mark_label(config: OptimizationConfig) -> str:
+    """What the distinct optimized values are, in the words of the active technique."""
+    if config.clustering is not None:
+        return "cluster centroids"
+    if config.quantization is not None:
+        return "quantization levels"
+    return "distinct values"
+
+
+def _bins(values: Sequence[np.ndarray]) -> np.ndarray:
+    lo = min(float(v.min()) for v in values)
+    hi = max(float(v.max()) for v in values)
+    bound = max(abs(lo), abs(hi)) or 1.0
+    if lo < 0 < hi:  # symmetric around zero, so pruned weights fall in one central bin
+        lo, hi = -bound, bound
+    if hi == lo:
+        lo, hi = lo - 0.5 * bound, hi + 0.5 * bound
+    return np.linspace(lo, hi, BINS + 1)
+
+
+def _bars(values: np.ndarray, edges: np.ndarray, name: str, color: str, opacity: float) -> go.Bar:
+    counts, _ = np.histogram(values, edges)
+    centers = (edges[:-1] + edges[1:]) / 2
+    return go.Bar(
+        x=centers,
+        y=counts,
+        width=np.diff(edges),
+        name=name,
+        marker={"color": color, "line": {"width": 0}},
+        opacity=opacity,
+        customdata=np.stack([edges[:-1], edges[1:]], axis=1),
+        hovertemplate="%{customdata[0]:.4g} to %{customdata[1]:.4g}: %{y:,} weights"
+        f"<extra>{name}</extra>",
+    )
+
+
+def weight_histogram(
+    original: np.ndarray,
+    optimized: np.ndarray | None = None,
+    *,
+    log_y: bool = False,
+    marks_name: str = "distinct values",
+) -> go.Figure:
+    """Histogram of ``original`` with ``optimized`` overlaid; when the optimized values are few
+    (at most ``MAX_MARKS``) each one is marked with a vertical line."""
+    shown = [original] if optimized is None else [original, optimized]
+    edges = _bins(shown)
+    fig = go.Figure(_bars(original, edges, "original", ORIGINAL_COLOR, 0.6))
+    if optimized is not None:
+        fig.add_trace(_bars(optimized, edges, "optimized", OPTIMIZED_COLOR, 0.7))
+        levels, counts = np.unique(optimized, return_counts=True)
+        changed = not np.array_equal(original, optimized)
+        if changed and levels.size <= MAX_MARKS:
+            # One trace of vertical segments (x, x, None, ...) on a 0..1 axis: far faster than
+            # one layout shape per value, and it stays put on a log-scale y axis.
+            fig.add_trace(
+                go.Scatter(
+                    x=np.repeat(levels, 3),
+                    y=np.tile([0.0, 1.0, np.nan], levels.size),
+                    yaxis="y2",
+                    mode="lines",
+                    line={"color": MARK_COLOR, "width": 1, "dash": "dot"},
+                    hoverinfo="skip",
+                    showlegend=False,
+                )
+            )
+            fig.add_trace(
+                go.Scatter(
+                    x=levels,
+                    y=np.ones(levels.size),
+                    yaxis="y2",
+                    mode="markers",
+                    marker={"symbol": "triangle-down", "size": 9, "color": MARK_COLOR},
+                    name=f"{levels.size} {marks_name}",
+                    customdata=counts,
+                    hovertemplate="value %{x:.5g}: %{customdata:,} weights<extra></extra>",
+                )
+            )
+    fig.update_layout(
+        barmode="overlay",
+        bargap=0,
+        height=HEIGHT,
+        margin={"l": 10, "r": 10, "t": 30, "b": 10},
+        legend={"orientation": "h", "yanchor": "bottom", "y": 1.02, "x": 0},
+        xaxis={"title": "weight value", "zeroline": False},
+        yaxis={"title": "weights per bin", "type": "log" if log_y else "linear"},
+        yaxis2={"overlaying": "y", "range": [0, 1.04], "visible": False, "fixedrange": True},
+        hovermode="closest",
+    )
+    return fig

@@ -1,0 +1,237 @@
+"""All caching of the app, and the few calls the pages make into the library.
+
+* A loaded Keras model is a ``st.cache_resource`` keyed by the sha256 of its bytes; its
+  ``explore.Prepared`` state by that digest plus the digest of the evaluation data. Both are
+  shared by every session, so nothing here ever mutates them (``Prepared``'s own lock guards
+  the one clone that ``explore`` writes weights into).
+* Each ``Outcome`` is a ``st.cache_resource`` keyed by (model key, ``OptimizationConfig``): the
+  config is a frozen dataclass, which Streamlit hashes by value. A resource is returned without
+  a copy, which matters for large models; outcomes are never mutated either. An outcome holds
+  a full set of weights, so the cache keeps the last few dozen only.
+* Each verified export (the file's bytes and the figures of running it) is keyed the same way
+  plus the format, and kept for the last couple of settings.
+
+Functions that load files raise ``keras_io.InputError`` with a one-sentence message; pages show
+it with ``st.error`` and keep the previous model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import streamlit as st
+
+import sample_models
+from optimizers import explore, keras_io
+from optimizers.keras_io import InputError
+from optimizers.pipeline import OptimizationConfig, config_to_dict
+from optimizers.size import gzip_size
+from ui import tflite
+
+if TYPE_CHECKING:
+    import keras
+
+TFLITE_SUFFIX = ".tflite"
+UPLOAD_SUFFIXES = (*keras_io.MODEL_SUFFIXES, TFLITE_SUFFIX)
+DATA_SUFFIXES = (".npz",)
+NO_CONFIG = OptimizationConfig()
+MB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class KerasModel:
+    """A Keras model made ready to explore, with its evaluation data (if any)."""
+
+    key: str  # sha256 of the model bytes + ":" + sha256 of the data bytes ("" without data)
+    name: str  # file name shown to the user
+    sample: str | None  # the bundled sample's name, None for an upload
+    data_name: str | None
+    prepared: explore.Prepared
+    file_bytes: int
+
+    @property
+    def stem(self) -> str:
+        return Path(self.name).stem
+
+    @property
+    def has_labels(self) -> bool:
+        return self.prepared.y is not None
+
+    @property
+    def has_data(self) -> bool:
+        return self.prepared.x is not None
+
+    @property
+    def layers(self) -> tuple[str, ...]:
+        """Names of the layers that own eligible tensors, in model order."""
+        return tuple(dict.fromkeys(r.layer for r in self.prepared.refs))
+
+    @property
+    def tensors(self) -> tuple[str, ...]:
+        """Paths of the eligible tensors, in model order."""
+        return tuple(r.path for r in self.prepared.refs)
+
+
+@dataclass(frozen=True)
+class TfliteModel:
+    """A ``.tflite`` file: inspected (tensors, histograms, sizes), not optimized."""
+
+    key: str
+    name: str
+    file_bytes: int
+    gzip_bytes: int
+    tensors: tuple[tflite.Tensor, ...]
+
+    @property
+    def stem(self) -> str:
+        return Path(self.name).stem
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One setting's outcome next to the untouched model's."""
+
+    baseline: explore.Outcome
+    outcome: explore.Outcome
+
+
+def digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def max_upload_bytes() -> int:
+    """The upload limit of ``.streamlit/config.toml`` (``server.maxUploadSize``, in MB)."""
+    return int(st.get_option("server.maxUploadSize")) * MB
+
+
+def check_upload(name: str, data: bytes, suffixes: tuple[str, ...], what: str) -> None:
+    """Refuse an upload over the size limit or with a suffix the app cannot read."""
+    limit = max_upload_bytes()
+    if len(data) > limit:
+        raise InputError(
+            f"{name} is {len(data) / MB:.1f} MB, over the {limit / MB:g} MB upload limit"
+        )
+    if Path(name).suffix.lower() not in suffixes:
+        raise InputError(f"{name} is not {what} (expected one of {', '.join(suffixes)})")
+
+
+@st.cache_resource(show_spinner=False, max_entries=16)
+def _keras_model(model_digest: str, name: str, _data: bytes) -> keras.Model:
+    return keras_io.load_model_bytes(_data, name)
+
+
+@st.cache_resource(show_spinner=False, max_entries=16)
+def _prepared(
+    key: str, _model: keras.Model, _x: np.ndarray | None, _y: np.ndarray | None
+) -> explore.Prepared:
+    return explore.prepare(_model, _x, _y)
+
+
+@st.cache_resource(show_spinner=False, max_entries=16)
+def _tflite(model_digest: str, name: str, _data: bytes) -> TfliteModel:
+    tensors = sorted(tflite.inspect(_data, name), key=lambda t: -t.params)  # weights first
+    return TfliteModel(model_digest, name, len(_data), gzip_size(_data), tuple(tensors))
+
+
+def _load_data(name: str, data: bytes, model: keras.Model) -> tuple[np.ndarray, np.ndarray | None]:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / Path(name).name
+        path.write_bytes(data)
+        return keras_io.load_data(path, model)
+
+
+def open_keras(
+    name: str,
+    data: bytes,
+    eval_data: tuple[str, bytes] | None = None,
+    sample: str | None = None,
+) -> KerasModel:
+    """Load a Keras model (and optional ``.npz`` evaluation data) from bytes, cached."""
+    model_digest = digest(data)
+    model = _keras_model(model_digest, Path(name).name, data)
+    x = y = None
+    data_name, data_digest = None, ""
+    if eval_data is not None:
+        data_name, raw = eval_data
+        x, y = _load_data(data_name, raw, model)
+        data_digest = digest(raw)
+    key = f"{model_digest}:{data_digest}"
+    return KerasModel(key, name, sample, data_name, _prepared(key, model, x, y), len(data))
+
+
+def open_upload(
+    name: str, data: bytes, eval_data: tuple[str, bytes] | None = None
+) -> KerasModel | TfliteModel:
+    """An uploaded model file: Keras (explorable) or TFLite (inspection only)."""
+    check_upload(name, data, UPLOAD_SUFFIXES, "a model file")
+    if eval_data is not None:
+        check_upload(*eval_data, DATA_SUFFIXES, "an .npz data file")
+    if Path(name).suffix.lower() == TFLITE_SUFFIX:
+        return _tflite(digest(data), name, data)
+    return open_keras(name, data, eval_data)
+
+
+def with_data(model: KerasModel | TfliteModel, name: str, data: bytes) -> KerasModel:
+    """``model`` evaluated on the uploaded ``.npz`` instead of its current data."""
+    if not isinstance(model, KerasModel):
+        raise InputError(f"{name} cannot be used with a TFLite file, which is inspection-only")
+    check_upload(name, data, DATA_SUFFIXES, "an .npz data file")
+    keras_model = model.prepared.model
+    x, y = _load_data(name, data, keras_model)
+    key = f"{model.key.split(':')[0]}:{digest(data)}"
+    prepared = _prepared(key, keras_model, x, y)
+    return KerasModel(key, model.name, model.sample, name, prepared, model.file_bytes)
+
+
+def open_sample(name: str) -> KerasModel:
+    """A bundled sample with its held-out test set."""
+    sample = sample_models.get(name)
+    eval_data = (sample.data_path.name, sample.data_path.read_bytes())
+    return open_keras(sample.model_path.name, sample.model_path.read_bytes(), eval_data, name)
+
+
+def sample_card(name: str) -> str | None:
+    """The sample's model card (Markdown), if it has one."""
+    path = sample_models.get(name).card_path
+    return path.read_text() if path.exists() else None
+
+
+@st.cache_resource(show_spinner=False, max_entries=32)
+def _outcome(key: str, config: OptimizationConfig, _prepared: explore.Prepared) -> explore.Outcome:
+    return explore.run(_prepared, config, with_file=True)
+
+
+def baseline(model: KerasModel) -> explore.Outcome:
+    """The untouched model's figures (cached)."""
+    return _outcome(model.key, NO_CONFIG, model.prepared)
+
+
+def compare(model: KerasModel, config: OptimizationConfig) -> Comparison:
+    """The outcome of ``config`` next to the untouched model's (both cached)."""
+    return Comparison(baseline(model), _outcome(model.key, config, model.prepared))
+
+
+@st.cache_resource(show_spinner=False, max_entries=16)
+def _export(
+    key: str, config: OptimizationConfig, fmt: str, _prepared: explore.Prepared
+) -> explore.Exported | str:
+    try:
+        return explore.export_file(_prepared, _outcome(key, config, _prepared), fmt)
+    except ValueError as e:  # this model cannot be written in this format: say why, once
+        return str(e)
+
+
+def export(model: KerasModel, config: OptimizationConfig, fmt: str) -> explore.Exported | str:
+    """The verified file of ``model`` with ``config`` in format ``fmt`` (cached), or why not."""
+    return _export(model.key, config, fmt, model.prepared)
+
+
+def recipe_json(config: OptimizationConfig) -> str:
+    """The JSON recipe that ``python -m optimizers apply MODEL --recipe FILE`` reads."""
+    return json.dumps(config_to_dict(config), indent=2) + "\n"

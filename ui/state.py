@@ -1,0 +1,129 @@
+"""Every session-state key of the app, in one place, with their defaults.
+
+A session's choices live in ``st.session_state`` only (never in module globals), so two browser
+tabs never see each other's model or settings.
+
+Streamlit drops a widget's value when the page that draws it is not shown, but the settings
+must survive a trip to the Download page. So each widget value listed in ``DEFAULTS`` is copied
+to a saved key at the start of every run (``init``), and widgets are drawn with the saved value
+as their default (``get``). Code never assigns a live widget key: it deletes it and saves the
+new value (``put``), so the widget starts again from that value. (Assigning widget keys on
+every run races with a slider that is still moving, and leaves stale values behind.)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, MutableMapping, Sequence
+from typing import Any
+
+from optimizers.clustering import ClusteringConfig
+from optimizers.pruning import PruningConfig
+from optimizers.quantization import QuantizationConfig
+
+# --- the model the session works on (not widgets) ---
+MODEL = "model"  # services.KerasModel | services.TfliteModel
+UPLOADED = "uploaded_model"  # the last model loaded from an upload, restored with SOURCE
+PENDING_MODEL = "pending_model"  # (file name, bytes) of an upload not yet loaded
+PENDING_DATA = "pending_data"  # (file name, bytes) of evaluation data not yet loaded
+
+# --- widgets: Model page ---
+SOURCE = "source"  # SAMPLE_SOURCE or UPLOAD_SOURCE
+SAMPLE = "sample"  # name of the chosen bundled sample
+MODEL_FILE = "model_file"  # file uploader: model
+DATA_FILE = "data_file"  # file uploader: evaluation data
+INSPECT_TENSOR = "inspect_tensor"  # tensor shown on the Model page
+
+# --- widgets: optimization settings (Explore page; read by Download) ---
+SPARSITY = "sparsity"  # percent, 0..95
+CLUSTERS = "clusters"  # OFF or an int
+BITS = "bits"  # OFF or an int
+STRUCTURE = "pruning_structure"
+SCOPE = "pruning_scope"
+INIT = "cluster_init"
+PRESERVE_SPARSITY = "preserve_sparsity"
+CLUSTER_GRANULARITY = "cluster_granularity"
+QUANT_MODE = "quant_mode"
+QUANT_GRANULARITY = "quant_granularity"
+SKIP = "skip_layers"
+
+# --- widgets: the histogram on the Explore page ---
+HIST_TENSOR = "hist_tensor"  # ALL_TENSORS or a tensor path
+LOG_Y = "log_y"
+
+OFF = "Off"
+ALL_TENSORS = "all"
+SAMPLE_SOURCE, UPLOAD_SOURCE = "sample", "upload"
+
+# Defaults of the optimization settings come from the library's own config defaults.
+DEFAULTS: dict[str, Any] = {
+    SOURCE: SAMPLE_SOURCE,
+    SAMPLE: None,  # ``init`` uses the first bundled sample
+    SPARSITY: 0,
+    CLUSTERS: OFF,
+    BITS: OFF,
+    STRUCTURE: PruningConfig().structure,
+    SCOPE: PruningConfig().scope,
+    INIT: ClusteringConfig().init,
+    PRESERVE_SPARSITY: ClusteringConfig().preserve_sparsity,
+    CLUSTER_GRANULARITY: ClusteringConfig().granularity,
+    QUANT_MODE: QuantizationConfig().mode,
+    QUANT_GRANULARITY: QuantizationConfig().granularity,
+    SKIP: [],
+    HIST_TENSOR: ALL_TENSORS,
+    LOG_Y: False,
+}
+
+
+SAVED_PREFIX = "saved:"
+
+
+def saved(key: str) -> str:
+    """The key under which the value of widget ``key`` outlives the widget."""
+    return SAVED_PREFIX + key
+
+
+def init(session: MutableMapping[str, Any], default_sample: str) -> None:
+    """Save every live widget value; fill in defaults for the ones never set."""
+    for key, default in DEFAULTS.items():
+        if key in session:
+            session[saved(key)] = session[key]
+        elif saved(key) not in session:
+            value = default_sample if key == SAMPLE else default
+            session[saved(key)] = list(value) if isinstance(value, list) else value
+
+
+def get(session: Mapping[str, Any], key: str) -> Any:
+    """The current value of setting ``key``, whether or not its widget is on this page."""
+    return session[saved(key)]
+
+
+def index_of(session: Mapping[str, Any], key: str, options: Sequence[Any]) -> int:
+    """Position of setting ``key`` among a widget's ``options`` (the first if it is not there)."""
+    value = get(session, key)
+    return list(options).index(value) if value in options else 0
+
+
+def put(session: MutableMapping[str, Any], key: str, value: Any) -> None:
+    """Change a setting from code; its widget restarts from ``value`` when next drawn."""
+    if key in session:
+        del session[key]
+    session[saved(key)] = value
+
+
+def set_model(
+    session: MutableMapping[str, Any],
+    model: Any,
+    *,
+    uploaded: bool = False,
+    same_layers: bool = False,
+) -> None:
+    """Make ``model`` the session's model; per-model widget values start afresh unless the
+    model has ``same_layers`` (the same model with other evaluation data)."""
+    session[MODEL] = model
+    if uploaded:
+        session[UPLOADED] = model
+    if not same_layers:
+        put(session, SKIP, [])
+        put(session, HIST_TENSOR, ALL_TENSORS)
+        if INSPECT_TENSOR in session:
+            del session[INSPECT_TENSOR]
