@@ -26,7 +26,12 @@ import numpy as np  # noqa: E402
 
 from optimizers import explore  # noqa: E402
 from optimizers.clustering import ClusteringConfig, cluster  # noqa: E402
-from optimizers.pipeline import OptimizationConfig, eligible_tensors, optimize_weights  # noqa: E402
+from optimizers.pipeline import (  # noqa: E402
+    OptimizationConfig,
+    describe,
+    eligible_tensors,
+    optimize_weights,
+)
 from optimizers.pruning import PruningConfig, prune  # noqa: E402
 from optimizers.quantization import QuantizationConfig, fake_quantize  # noqa: E402
 
@@ -140,41 +145,92 @@ def peer(archs: tuple[str, ...], repeats: int) -> list[dict]:
     return rows
 
 
-def export_times(repeats: int, samples: list) -> list[dict]:
-    try:
-        from optimizers import export
-    except ImportError:
-        return []
-    from optimizers import keras_io
+def fresh_export(prepared: explore.Prepared, outcome: explore.Outcome, fmt: str):
+    """Write and verify one file, converting from scratch (not from the memoized float32 file
+    that makes a second format of the same weights faster in the app)."""
+    from optimizers import export
 
-    models = [
-        (
-            s.name,
-            keras_io.load_model(s.model_path),
-            keras_io.load_data(s.data_path, keras_io.load_model(s.model_path))[0],
-        )
-        for s in samples
-    ]
-    mobilenet = build("MobileNetV2")
-    models.append(
-        ("MobileNetV2", mobilenet, np.random.default_rng(0).random((8, 224, 224, 3), np.float32))
-    )
+    export._CACHE.clear()
+    return explore.export_file(prepared, outcome, fmt)
+
+
+def export_times(repeats: int, samples: list, archs: tuple[str, ...]) -> list[dict]:
+    """Each format of each sample at the ``FULL`` setting, and of random-weight ``archs``:
+    seconds to write and verify the file, its bytes, gzip bytes, ratio to the float32 LiteRT file, and the
+    preview's and the file's accuracy (verified by running the file)."""
+    from optimizers import export, keras_io
+
+    models = []
+    for s in samples:
+        model = keras_io.load_model(s.model_path)
+        models.append((s.name, explore.prepare(model, *keras_io.load_data(s.data_path, model))))
+    for arch in archs:
+        model = build(arch)
+        x = np.random.default_rng(0).random((8, *model.input_shape[1:]), np.float32)
+        models.append((arch, explore.prepare(model, x)))
     rows = []
-    for name, model, x in models:
-        row = {"model": name}
+    for name, prepared in models:
+        outcome = explore.run(prepared, FULL, with_file=False)
+        float32 = None
         for fmt in export.FORMATS:
+            row: dict = {"model": name, "format": fmt}
             try:
-                row[fmt] = median_seconds(
-                    lambda f=fmt, m=model, x=x: export.export_bytes(m, f, x), repeats
+                e = fresh_export(prepared, outcome, fmt)  # the first call warms up
+                row["seconds"] = median_seconds(
+                    lambda f=fmt, p=prepared, o=outcome: fresh_export(p, o, f), repeats
                 )
-            except Exception as e:  # record, don't drop the row
-                row[fmt] = f"failed: {type(e).__name__}"
-        rows.append(row)
+            except ValueError as error:  # record, don't drop the row
+                rows.append({**row, "error": str(error)})
+                continue
+            float32 = e.size_bytes if fmt == "tflite-float32" else float32
+            row.update(explore.exported_to_dict(e))
+            row["x_smaller_than_float32"] = float32 / e.size_bytes if float32 else None
+            rows.append(row)
     return rows
+
+
+def targets(result: dict) -> list[tuple[str, str, str, bool]]:
+    """(target, measured, goal, met) for each target of the benchmark issue that was measured."""
+    rows = []
+    if result["live"]:
+        worst = max(result["live"], key=lambda r: r["ms_with_file"])
+        rows.append(
+            (
+                "live loop, slowest sample",
+                f"{worst['ms_with_file']:.0f} ms ({worst['model']})",
+                "≤ 100 ms",
+                worst["ms_with_file"] <= 100,
+            )
+        )
+    scaling = {r["arch"]: r for r in result["scaling"]}
+    if "ResNet50" in scaling:
+        x = scaling["ResNet50"]["pipeline_x_copy"]
+        rows.append(("pipeline on ResNet50 vs copy floor", f"{x:.1f}×", "≤ 4×", x <= 4))
+    if len(scaling) > 1:
+        per_weight = [r["pipeline_ns_per_weight"] for r in result["scaling"]]
+        spread = max(per_weight) / min(per_weight)
+        rows.append(
+            ("time per weight, largest/smallest spread", f"{spread:.2f}×", "≤ 1.5×", spread <= 1.5)
+        )
+    peer = {p["arch"]: p for p in result["peer"]}
+    tfmot = peer.get("ResNet50", {}).get("cluster", {}).get("seconds")
+    if tfmot and "ResNet50" in scaling:
+        speedup = tfmot / scaling["ResNet50"]["cluster_s"]
+        rows.append(
+            ("clustering vs tfmot on ResNet50", f"{speedup:.0f}× faster", "≥ 20×", speedup >= 20)
+        )
+    return rows
+
+
+def percent(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.2f}%"
 
 
 def markdown(result: dict) -> str:
     out = [f"Machine: {result['machine']}", ""]
+    out += ["| target | measured | goal | met |", "|---|---|---|---|"]
+    out += [f"| {t} | {m} | {g} | {'yes' if ok else 'no'} |" for t, m, g, ok in targets(result)]
+    out.append("")
     out += [
         "| live loop | params | ms per slider change (with .keras file) | without file |",
         "|---|---|---|---|",
@@ -215,11 +271,25 @@ def markdown(result: dict) -> str:
             )
             out.append(f"| {p['arch']} | {cells} | {prune_cell} |")
     if result["export"]:
-        fmts = [k for k in result["export"][0] if k != "model"]
-        out += ["", "| export s | " + " | ".join(fmts) + " |", "|---" * (len(fmts) + 1) + "|"]
+        out += [
+            "",
+            f"Exports at {describe(FULL)}, each written and verified (accuracy on the sample's "
+            "test set; the keras.applications models have random weights and no labels):",
+            "",
+            "| model | format | export s | bytes | gzip bytes | × smaller than float32 "
+            "| preview accuracy | file accuracy |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
         for r in result["export"]:
-            cells = [f"{r[f]:.2f}" if isinstance(r[f], float) else r[f] for f in fmts]
-            out.append(f"| {r['model']} | " + " | ".join(cells) + " |")
+            if "error" in r:
+                out.append(f"| {r['model']} | {r['format']} | failed: {r['error']} |")
+                continue
+            ratio = r["x_smaller_than_float32"]
+            out.append(
+                f"| {r['model']} | {r['format']} | {r['seconds']:.2f} | {r['size_bytes']:,} "
+                f"| {r['gzip_bytes']:,} | {'-' if ratio is None else f'{ratio:.2f}'} "
+                f"| {percent(r['preview_accuracy'])} | {percent(r['file_accuracy'])} |"
+            )
     return "\n".join(out)
 
 
@@ -243,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
         "live": live_loop(repeats, samples),
         "scaling": scaling(archs, repeats),
         "peer": [] if args.smoke or args.no_peer else peer(archs, 3),
-        "export": [] if args.smoke else export_times(3, samples),
+        "export": export_times(repeats, samples, () if args.smoke else ("MobileNetV2",)),
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2))

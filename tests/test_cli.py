@@ -1,4 +1,4 @@
-"""``python -m optimizers apply``, run as a user runs it: in a subprocess from the repository root.
+"""``python -m optimizers apply`` and ``export``, run as a user runs them: in a subprocess from the repository root.
 
 One fixture starts every run of the module, ``WORKERS`` at a time (each run that gets as far as
 loading a model pays ~6 s of CPU for the TensorFlow import), and each test then checks one run.
@@ -40,7 +40,7 @@ FLAGS_CONFIG = OptimizationConfig(
 
 @dataclass(frozen=True)
 class BadCase:
-    args: list[str]  # after "apply"
+    args: list[str]  # after "python -m optimizers"
     mentions: str  # what the error line must name (usually the offending file)
     phrase: str  # what it must say about it
     output: Path  # the output the run was asked to write, which must not appear
@@ -90,9 +90,9 @@ def build_inputs(folder: Path, model: Path, data: Path) -> Work:
 def bad_cases(w: Work) -> dict[str, BadCase]:
     f, model, data = w.folder, str(w.model), str(w.data)
 
-    def case(name, args, mentions, phrase, output=None):
+    def case(name, args, mentions, phrase, output=None, command="apply"):
         out = output or f / f"{name.replace(' ', '_')}.keras"
-        return name, BadCase([*args, "--output", str(out)], mentions, phrase, out)
+        return name, BadCase([command, *args, "--output", str(out)], mentions, phrase, out)
 
     def with_model(path):
         return [str(f / path), "--data", data, "--sparsity", "0.5"]
@@ -129,6 +129,22 @@ def bad_cases(w: Work) -> dict[str, BadCase]:
                 output=f / "nowhere" / "out.keras",
             ),
             case(
+                "full integer without data",
+                [model, "--bits", "8", "--format", "tflite-int8"],
+                "int8",
+                "needs calibration data",
+                output=f / "full.tflite",
+                command="export",
+            ),
+            case(
+                "export suffix not .tflite",
+                [model, "--data", data, "--format", "tflite-int4"],
+                "int4.keras",
+                "must end in .tflite",
+                output=f / "int4.keras",
+                command="export",
+            ),
+            case(
                 "output not .keras",
                 [model, "--sparsity", "0.5"],
                 "out.h5",
@@ -142,10 +158,41 @@ def bad_cases(w: Work) -> dict[str, BadCase]:
 def good_runs(w: Work) -> dict[str, list[str]]:
     common = [str(w.model), "--data", str(w.data), "--json", "--output"]
     flags = ["--sparsity", str(SPARSITY), "--clusters", str(CLUSTERS)]
+    bits = ["--bits", str(BITS)]
     return {
-        "all stages": [*common, str(w.folder / "all.keras"), *flags, "--bits", str(BITS)],
-        "flags": [*common, str(w.folder / "flags.keras"), *flags],
+        "all stages": ["apply", *common, str(w.folder / "all.keras"), *flags, *bits],
+        "flags": ["apply", *common, str(w.folder / "flags.keras"), *flags],
+        "export int4": [
+            "export",
+            *common,
+            str(w.folder / "all_int4.tflite"),
+            *flags,
+            *bits,
+            "--format",
+            "tflite-int4",
+        ],
+        "export keras": [
+            "export",
+            *common,
+            str(w.folder / "all_export.keras"),
+            *flags,
+            *bits,
+            "--format",
+            "keras",
+        ],
+        "export without data": [
+            "export",
+            str(w.model),
+            "--bits",
+            "8",
+            "--format",
+            "tflite-int8-dynamic",
+            "--output",
+            str(w.folder / "int8.tflite"),
+            "--json",
+        ],
         "recipe": [
+            "apply",
             *common,
             str(w.folder / "recipe.keras"),
             "--recipe",
@@ -156,7 +203,7 @@ def good_runs(w: Work) -> dict[str, list[str]]:
 
 def run_cli(args: list[str]) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "optimizers", "apply", *args],
+        [sys.executable, "-m", "optimizers", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -303,6 +350,43 @@ def test_recipe_gives_the_same_result_as_flags(runs):
         np.testing.assert_array_equal(w, recipe_weights[name], err_msg=name)
 
 
+def test_export_writes_the_file_the_preview_promised(runs):
+    from optimizers import export
+
+    apply = json_result(runs.results["all stages"])
+    result = json_result(runs.results["export int4"])
+    output = runs.work.folder / "all_int4.tflite"
+    assert result["format"] == "tflite-int4" and Path(result["output"]) == output
+    assert result["size_bytes"] == output.stat().st_size
+    assert 0 < result["gzip_bytes"] < result["size_bytes"]
+    assert result["preview_accuracy"] == apply["optimized"]["accuracy"]
+    with np.load(runs.work.data) as arrays:
+        x, y = arrays["x"], arrays["y"]
+    file_accuracy = float(np.mean(classes(export.run_tflite(output.read_bytes(), x)) == y))
+    assert result["file_accuracy"] == file_accuracy  # what LiteRT itself measures
+    assert abs(file_accuracy - result["preview_accuracy"]) <= 0.005
+    assert not result["departs_from_preview"]
+
+
+def test_export_keras_is_the_optimized_model(runs):
+    result = json_result(runs.results["export keras"])
+    output = runs.work.folder / "all_export.keras"
+    with np.load(runs.work.data) as arrays:
+        x, y = arrays["x"], arrays["y"]
+    assert keras_accuracy(output, x, y) == result["file_accuracy"] == result["preview_accuracy"]
+
+
+def test_export_without_data_still_writes_a_running_file(runs):
+    from optimizers import export
+
+    result = json_result(runs.results["export without data"])
+    assert result["preview_accuracy"] is None and result["file_accuracy"] is None
+    output = runs.work.folder / "int8.tflite"
+    with np.load(runs.work.data) as arrays:
+        outputs = export.run_tflite(output.read_bytes(), arrays["x"][:8])
+    assert outputs.shape[0] == 8 and np.isfinite(outputs).all()
+
+
 # ------------------------------------------------------------------------------ bad input
 
 BAD_CASES = [
@@ -324,6 +408,8 @@ BAD_CASES = [
     "missing recipe",
     "output in a missing folder",
     "output not .keras",
+    "full integer without data",
+    "export suffix not .tflite",
 ]
 
 
