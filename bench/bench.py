@@ -254,22 +254,29 @@ def markdown(result: dict) -> str:
         ours = {r["arch"]: r for r in result["scaling"]}
         out += [
             "",
-            "| model | tfmot cluster s | ours s | speed-up | tfmot left unclustered | tfmot prune |",
-            "|---|---|---|---|---|---|",
+            "| model | tfmot cluster s | ours s | speed-up | tfmot left unclustered "
+            "| tfmot prune s | ours s | speed-up |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         for p in result["peer"]:
-            c, pr = p.get("cluster", {}), p.get("prune", {})
-            mine = ours.get(p["arch"], {}).get("cluster_s")
-            if "seconds" in c and mine:
-                cells = f"{c['seconds']:.2f} | {mine:.3f} | {c['seconds'] / mine:.0f}x | {c['unclustered_kernels']} of {c['kernels']} kernels"
-            else:
-                cells = f"failed: {c.get('error', p.get('error'))} | {mine or '-'} | - | -"
-            prune_cell = (
-                f"{pr['seconds']:.2f} s"
-                if "seconds" in pr
-                else f"failed: {pr.get('error', '')[:80]}"
-            )
-            out.append(f"| {p['arch']} | {cells} | {prune_cell} |")
+            mine = ours.get(p["arch"], {})
+            cells = [p["arch"]]
+            for job in ("cluster", "prune"):
+                theirs, own = p.get(job, {}), mine.get(f"{job}_s")
+                if "seconds" in theirs and own:
+                    cells += [f"{theirs['seconds']:.2f}", f"{own:.3f}"]
+                    cells.append(f"{theirs['seconds'] / own:.0f}×")
+                else:
+                    error = theirs.get("error", p.get("error", "no result"))
+                    cells += [
+                        f"failed: {str(error)[:90]}",
+                        "-" if own is None else f"{own:.3f}",
+                        "-",
+                    ]
+                if job == "cluster":
+                    left = theirs.get("unclustered_kernels")
+                    cells.append("-" if left is None else f"{left} of {theirs['kernels']} kernels")
+            out.append("| " + " | ".join(cells) + " |")
     if result["export"]:
         out += [
             "",

@@ -48,9 +48,12 @@ def prune_job(model):
     return sparsity.strip_pruning(pruned)
 
 
-def measure(job, model, repeats):
+def measure(job, build, repeats):
+    """Median seconds of ``job`` on a fresh model each time (tfmot's wrappers cannot wrap a
+    model twice), building it outside the timed part."""
     times, result = [], None
     for _ in range(repeats):
+        model = build()
         start = time.perf_counter()
         result = job(model)
         times.append(time.perf_counter() - start)
@@ -59,11 +62,15 @@ def measure(job, model, repeats):
 
 def main():
     arch, repeats = sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 3
-    model = getattr(keras.applications, arch)(weights=None)
+
+    def build():
+        keras.utils.set_random_seed(0)
+        return getattr(keras.applications, arch)(weights=None)
+
     out = {"arch": arch}
     for name, job in (("cluster", cluster_job), ("prune", prune_job)):
         try:
-            seconds, result = measure(job, model, repeats)
+            seconds, result = measure(job, build, repeats)
         except Exception as e:  # a failure is a result to record, not a reason to stop
             first = str(e).strip().splitlines()
             out[name] = {"error": f"{type(e).__name__}: {first[0] if first else ''}"[:300]}

@@ -105,8 +105,8 @@ def histogram(x: np.ndarray, n_bins: int = MAX_POINTS) -> Histogram:
     lo, hi = x.min(), x.max()
     t = x - lo
     t *= x.dtype.type(n_bins / (float(hi) - float(lo)))
-    bins = t.astype(np.int32)
-    np.minimum(bins, n_bins - 1, out=bins)
+    np.minimum(t, n_bins - 1, out=t)  # the maximum lands in the last bin
+    bins = t.astype(np.intp)  # numpy's own index type: gathers and bincount need no conversion
     counts = np.bincount(bins, minlength=n_bins)
     sums = np.bincount(bins, weights=x, minlength=n_bins)
     return Histogram(bins, float(lo), (float(hi) - float(lo)) / n_bins, counts, sums)
@@ -123,15 +123,19 @@ def initial_centroids(
         targets = (np.arange(k) + 0.5) / k
         return points[np.minimum(np.searchsorted(cdf, targets), points.size - 1)]
     rng = np.random.default_rng(seed)
-    chosen = [rng.choice(points.size, p=counts / counts.sum())]
+
+    def draw(weights: np.ndarray) -> int:  # an index, with probability proportional to weights
+        cdf = np.cumsum(weights)
+        return min(int(np.searchsorted(cdf, rng.random() * cdf[-1], "right")), points.size - 1)
+
+    chosen = [draw(counts)]
     d2 = (points - points[chosen[0]]) ** 2
     for _ in range(1, k):
         weights = counts * d2
-        total = weights.sum()
-        if total <= 0:
+        if not weights.any():
             break
-        chosen.append(rng.choice(points.size, p=weights / total))
-        d2 = np.minimum(d2, (points - points[chosen[-1]]) ** 2)
+        chosen.append(draw(weights))
+        np.minimum(d2, (points - points[chosen[-1]]) ** 2, out=d2)
     return np.sort(points[chosen])
 
 
@@ -150,19 +154,19 @@ def lloyd(points: np.ndarray, counts: np.ndarray, centroids: np.ndarray) -> np.n
     """
     weight = np.concatenate([[0.0], np.cumsum(counts, dtype=np.float64)])
     moment = np.concatenate([[0.0], np.cumsum(counts * points, dtype=np.float64)])
-    cuts = None
+    centroids, previous = np.unique(centroids), None
     for _ in range(MAX_ITERATIONS):
-        centroids = np.unique(centroids)
-        midpoints = (centroids[1:] + centroids[:-1]) / 2
         # Cluster j holds the points in (midpoint[j-1], midpoint[j]], as ``assign`` labels them.
-        new_cuts = np.concatenate([[0], np.searchsorted(points, midpoints, "right"), [points.size]])
-        if cuts is not None and np.array_equal(new_cuts, cuts):
+        inner = np.searchsorted(points, (centroids[1:] + centroids[:-1]) / 2, "right")
+        if previous is not None and np.array_equal(inner, previous):
             break
-        cuts = new_cuts
-        size = np.diff(weight[cuts])
+        previous = inner
+        cuts = np.concatenate(([0], inner, [points.size]))
+        size = weight[cuts[1:]] - weight[cuts[:-1]]
         keep = size > 0
-        centroids = np.diff(moment[cuts])[keep] / size[keep]
-    return np.unique(centroids)
+        # Means of consecutive runs of sorted points increase strictly: no sort needed.
+        centroids = (moment[cuts[1:]] - moment[cuts[:-1]])[keep] / size[keep]
+    return centroids
 
 
 def cluster_values(x: np.ndarray, k: int, init: Init = "linear", seed: int = 0) -> np.ndarray:
@@ -203,17 +207,16 @@ def cluster_histogram(x: np.ndarray, h: Histogram, k: int, init: Init, seed: int
     # A margin of 1% of a bin absorbs the float rounding of the bin index computation.
     first = np.searchsorted(midpoints, left - 0.01 * h.width)
     last = np.searchsorted(midpoints, left + 1.01 * h.width)
-    straddles = first != last
-    members = np.flatnonzero(straddles[h.bins])
+    whole = first == last
+    members = np.flatnonzero(np.take(~whole, h.bins))
     member_labels = np.searchsorted(midpoints, x[members])
-    whole = ~straddles
     n = centroids.size
     size = np.bincount(first[whole], weights=h.counts[whole], minlength=n)
     size += np.bincount(member_labels, minlength=n)
     total = np.bincount(first[whole], weights=h.sums[whole], minlength=n)
     total += np.bincount(member_labels, weights=x[members], minlength=n)
     means = np.where(size > 0, total / np.maximum(size, 1), centroids).astype(x.dtype)
-    out = means[first][h.bins]
+    out = np.take(means[first], h.bins)  # right for every member of a whole bin
     out[members] = means[member_labels]
     return out
 

@@ -39,6 +39,7 @@ import contextlib
 import functools
 import hashlib
 import os
+import re
 import tempfile
 import threading
 import warnings
@@ -354,6 +355,29 @@ def convert(make: Converter, fmt: str, samples: np.ndarray | None = None) -> byt
         raise ValueError(f"LiteRT could not convert the model to {fmt} ({reason(e)})") from None
 
 
+def naming_the_layer(model: keras.Model, message: str) -> str:
+    """``message`` with the layer that holds the TensorFlow op it complains about, if found.
+
+    The converter names the op (``'tf.ResizeBicubic' op is neither a custom op nor a flex op``)
+    but not the layer, so each layer is traced on its own until one turns out to contain it.
+    """
+    import tensorflow as tf
+
+    op = re.search(r"'tf\.(\w+)' op", message)
+    if op is None:
+        return message
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        try:
+            specs = tf.nest.map_structure(lambda t: tf.TensorSpec(t.shape, t.dtype), layer.input)
+            with quiet():
+                graph = tf.function(layer.call).get_concrete_function(specs).graph
+        except Exception:  # a layer that cannot be traced alone (shared, nested inputs, ...)
+            continue
+        if any(o.type == op.group(1) for o in graph.get_operations()):
+            return f"{message}; it comes from layer '{layer.name}' ({type(layer).__name__})"
+    return message
+
+
 def reason(error: Exception) -> str:
     """The first diagnostic of a converter error, without MLIR's source locations."""
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
@@ -430,7 +454,7 @@ def converted(
             failure = failure or e
     else:
         assert failure is not None
-        raise failure
+        raise ValueError(naming_the_layer(model, str(failure))) from None
     files.update(made)
     with _CACHE_LOCK:
         for f in missing:

@@ -152,20 +152,27 @@ def channel_value_counts(w: np.ndarray, axes: tuple[int, ...]) -> tuple[np.ndarr
     return flat_starts // max(ordered.shape[1], 1), counts
 
 
-def distinct_per_channel(w: np.ndarray, axes: tuple[int, ...]) -> int:
-    """The largest number of distinct values in any one output channel."""
+def distinct_counts(w: np.ndarray, axes: tuple[int, ...]) -> tuple[int, int]:
+    """(distinct values in ``w``, the most distinct values in any one output channel), from one
+    sort of the channels: the tensor's distinct values are those of the channels' distinct ones.
+    """
     if w.size == 0:
-        return 0
-    channels, _ = channel_value_counts(w, axes)
-    return int(np.bincount(channels).max())
+        return 0, 0
+    columns, _ = as_channel_columns(w, axes)
+    ordered = np.sort(columns, axis=0).T  # one row per channel, sorted
+    starts = np.ones(ordered.shape, dtype=bool)
+    starts[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
+    return int(np.unique(ordered[starts]).size), int(starts.sum(axis=1).max())
 
 
 def sqnr_db(original: np.ndarray, optimized: np.ndarray) -> float | None:
     """Signal-to-quantization-noise ratio in dB; ``None`` when nothing changed."""
-    noise = float(np.sum((original.astype(np.float64) - optimized) ** 2))
+    error = original.astype(np.float64).ravel()
+    signal = float(error @ error)
+    error -= optimized.ravel()
+    noise = float(error @ error)
     if noise == 0:
         return None
-    signal = float(np.sum(original.astype(np.float64) ** 2))
     return float(10 * np.log10(signal / noise)) if signal > 0 else float("-inf")
 
 
@@ -194,6 +201,10 @@ def report_tensor(
     size = int(optimized.size)
     zeros = size - int(np.count_nonzero(optimized))
     eligible = techniques is not None
+    if eligible:
+        distinct, max_channel = distinct_counts(optimized, axes)
+    else:
+        distinct, max_channel = int(np.unique(optimized).size), 0
     q = techniques.quantization if eligible else None
     scales = 0
     if q is not None:
@@ -210,8 +221,8 @@ def report_tensor(
         eligible=eligible,
         techniques=describe(techniques) if eligible else "float32 (not eligible)",
         sparsity=zeros / size if size else 0.0,
-        unique_values=int(np.unique(optimized).size),
-        max_channel_values=distinct_per_channel(optimized, axes) if eligible else 0,
+        unique_values=distinct,
+        max_channel_values=max_channel,
         bits=q.bits if q else None,
         scales=scales,
         sqnr_db=sqnr_db(original, optimized),

@@ -380,3 +380,18 @@ def test_sample_cnn_file_is_as_accurate_as_its_preview():
     np.testing.assert_allclose(outputs, preview, atol=1e-5)
     assert evaluate.accuracy(outputs, y) == evaluate.accuracy(preview, y)
     assert len(data) < 0.2 * os.path.getsize(path)
+
+
+def test_unconvertible_layer_is_named_with_the_reason():
+    import keras
+
+    inputs = keras.Input((8, 8, 1))
+    h = keras.layers.Conv2D(4, 3)(inputs)
+    h = keras.layers.UpSampling2D(2, interpolation="bicubic", name="smooth_upsample")(h)
+    m = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Flatten()(h)))
+    with pytest.raises(ValueError) as error:
+        export.export_bytes(m, "tflite-int8-dynamic")
+    message = str(error.value)
+    assert "ResizeBicubic" in message  # the reason, in the converter's words
+    assert "'smooth_upsample' (UpSampling2D)" in message  # and the layer it comes from
+    assert "\n" not in message

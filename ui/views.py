@@ -83,82 +83,69 @@ def metric_cards(outcome: Outcome, baseline: Outcome) -> None:
     """Two rows of four cards, each with its change from the untouched model."""
     s, b = outcome.sizes, baseline.sizes
     eligible, base_eligible = outcome.eligible, baseline.eligible
-    top = st.columns(4)
-    with top[0]:
-        quality_metric(outcome, baseline)
-    with top[1]:
-        st.metric(
+    sparsity, base_sparsity = (
+        explain.overall_sparsity(eligible),
+        explain.overall_sparsity(base_eligible),
+    )
+    distinct, base_distinct = explain.max_distinct(eligible), explain.max_distinct(base_eligible)
+    packed_ratio, gzip_ratio = ratio(s.float32, s.packed), ratio(b.gzip, s.gzip)
+    # (label, value, change, explanation); the accuracy card comes first
+    cards = [
+        (
             "Packed size",
             format_bytes(s.packed),
             _size_delta(s.packed, b.packed),
-            delta_color="inverse",
-            help="What a purpose-built encoder needs: b-bit codes or cluster indices plus "
-            "their tables, and a 1-bit mask for zeros where that is smaller.",
-            border=True,
-            height="stretch",
-        )
-    with top[2]:
-        st.metric(
+            "What a purpose-built encoder needs: b-bit codes or cluster indices plus their "
+            "tables, and a 1-bit mask for zeros where that is smaller. An estimate, not a file: "
+            "the Download page writes the real LiteRT files and measures them.",
+        ),
+        (
             "gzip size",
             format_bytes(s.gzip),
             _size_delta(s.gzip, b.gzip),
-            delta_color="inverse",
-            help="The .keras file compressed with gzip -9: roughly what an app download "
-            "transfers. Zeros and repeated values compress well.",
-            border=True,
-            height="stretch",
-        )
-    with top[3]:
-        st.metric(
+            "The .keras file compressed with gzip -9: roughly what an app download transfers. "
+            "Zeros and repeated values compress well.",
+        ),
+        (
             ".keras file size",
             format_bytes(s.file),
             _size_delta(s.file, b.file),
-            delta_color="inverse",
-            help="Bytes on disk. A .keras file stores float32, so pruning and clustering do "
-            "not shrink it by themselves; a quantized TFLite export does.",
-            border=True,
-            height="stretch",
-        )
-    bottom = st.columns(4)
-    with bottom[0]:
-        now, before = explain.overall_sparsity(eligible), explain.overall_sparsity(base_eligible)
-        st.metric(
+            "Bytes on disk. A .keras file stores float32, so pruning and clustering do not "
+            "shrink it by themselves; a quantized TFLite export does.",
+        ),
+        (
             "Sparsity",
-            percent(now),
-            _points(now, before),
-            delta_color="off",
-            help="Share of the eligible weights (kernels) that are exactly zero.",
-            border=True,
-            height="stretch",
-        )
-    with bottom[1]:
-        now_d, before_d = explain.max_distinct(eligible), explain.max_distinct(base_eligible)
-        st.metric(
+            percent(sparsity),
+            _points(sparsity, base_sparsity),
+            "Share of the eligible weights (kernels) that are exactly zero.",
+        ),
+        (
             "Distinct values",
-            f"{now_d:,}",
-            None if now_d == before_d else f"{now_d - before_d:+,}",
-            delta_color="inverse",
-            help="The most distinct weight values in any one eligible tensor.",
-            border=True,
-            height="stretch",
-        )
-    with bottom[2]:
-        packed_ratio = ratio(s.float32, s.packed)
-        st.metric(
+            f"{distinct:,}",
+            None if distinct == base_distinct else f"{distinct - base_distinct:+,}",
+            "The most distinct weight values in any one eligible tensor.",
+        ),
+        (
             "Compression (packed)",
             f"{packed_ratio:.1f}×" if packed_ratio else "—",
-            help="float32 bytes ÷ packed bytes.",
-            border=True,
-            height="stretch",
-        )
-    with bottom[3]:
-        gzip_ratio = ratio(b.gzip, s.gzip)
-        st.metric(
+            None,
+            "float32 bytes ÷ packed bytes.",
+        ),
+        (
             "Compression (gzip)",
             f"{gzip_ratio:.1f}×" if gzip_ratio else "—",
-            help="gzip size of the original .keras file ÷ gzip size of this one.",
-            border=True,
-            height="stretch",
+            None,
+            "gzip size of the original .keras file ÷ gzip size of this one.",
+        ),
+    ]
+    columns = st.columns(4) + st.columns(4)
+    with columns[0]:
+        quality_metric(outcome, baseline)
+    for column, (label, value, delta, explanation) in zip(columns[1:], cards, strict=True):
+        # More sparsity is neither good nor bad in itself; smaller sizes and counts are good.
+        color = "off" if label == "Sparsity" else "inverse"
+        column.metric(
+            label, value, delta, delta_color=color, help=explanation, border=True, height="stretch"
         )
 
 
