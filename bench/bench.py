@@ -92,6 +92,54 @@ def live_loop(repeats: int, samples: list) -> list[dict]:
     return rows
 
 
+APP_CHANGES = (  # (widget kind, key, value): slider moves on the Explore page
+    ("slider", "sparsity", 30),
+    ("select_slider", "clusters", 16),
+    ("select_slider", "bits", 4),
+    ("slider", "sparsity", 60),
+    ("select_slider", "bits", 8),
+    ("select_slider", "clusters", 32),
+)
+
+
+def app_loop(samples: list) -> list[dict]:
+    """Server time of the app's Explore page per slider change (Streamlit's AppTest), from
+    drawing the sliders to the last table: optimize, evaluate, figures, rendering."""
+    from streamlit.testing.v1 import AppTest
+
+    from ui import settings, state, views
+
+    marks: dict[str, float] = {}
+
+    def timed(function: Callable, key: str, after: bool) -> Callable:
+        def wrapper(*args, **kwargs):
+            if not after:
+                marks[key] = time.perf_counter()
+            result = function(*args, **kwargs)
+            if after:
+                marks[key] = time.perf_counter()
+            return result
+
+        return wrapper
+
+    settings.draw_sliders = timed(settings.draw_sliders, "start", after=False)
+    views.layer_table = timed(views.layer_table, "end", after=True)
+    rows = []
+    for sample in samples:
+        at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+        at.run()
+        at.selectbox(key=state.SAMPLE).set_value(sample.name).run()
+        at.switch_page("pages/explore.py").run()
+        times = []
+        for kind, key, value in APP_CHANGES:
+            getattr(at, kind)(key=key).set_value(value).run()
+            if at.exception:
+                raise RuntimeError(f"the app failed on {sample.name}: {at.exception}")
+            times.append(marks["end"] - marks["start"])
+        rows.append({"model": sample.name, "server_ms": 1000 * statistics.median(times)})
+    return rows
+
+
 def build(arch: str):
     import keras
 
@@ -232,12 +280,16 @@ def markdown(result: dict) -> str:
     out += [f"| {t} | {m} | {g} | {'yes' if ok else 'no'} |" for t, m, g, ok in targets(result)]
     out.append("")
     out += [
-        "| live loop | params | ms per slider change (with .keras file) | without file |",
-        "|---|---|---|---|",
+        "| live loop | params | ms per slider change (with .keras file) | without file "
+        "| app server ms (AppTest) |",
+        "|---|---|---|---|---|",
     ]
+    app = {r["model"]: r["server_ms"] for r in result["app"]}
     for r in result["live"]:
+        server = f"{app[r['model']]:.0f}" if r["model"] in app else "-"
         out.append(
-            f"| {r['model']} | {r['params']:,} | {r['ms_with_file']:.1f} | {r['ms_without_file']:.1f} |"
+            f"| {r['model']} | {r['params']:,} | {r['ms_with_file']:.1f} "
+            f"| {r['ms_without_file']:.1f} | {server} |"
         )
     out += [
         "",
@@ -318,6 +370,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, numpy {np.__version__}",
         "repeats": repeats,
         "live": live_loop(repeats, samples),
+        "app": [] if args.smoke else app_loop(samples),
         "scaling": scaling(archs, repeats),
         "peer": [] if args.smoke or args.no_peer else peer(archs, 3),
         "export": export_times(repeats, samples, () if args.smoke else ("MobileNetV2",)),

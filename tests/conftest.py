@@ -12,8 +12,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import settings
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+# The same examples on every run, so CI is repeatable; explore new ones locally with
+# `pytest --hypothesis-profile=default` (a failure there becomes a fixed example or a fix).
+settings.register_profile("repeatable", derandomize=True)
+settings.load_profile("repeatable")
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "sample_models"
