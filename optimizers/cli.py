@@ -85,6 +85,8 @@ def config_from_args(args: argparse.Namespace) -> OptimizationConfig:
         except (json.JSONDecodeError, UnicodeDecodeError):
             raise UsageError(f"{args.recipe} is not valid JSON") from None
     changes: dict[str, Any] = {}
+    if args.scope != "per-layer" and args.sparsity is None:
+        raise UsageError(f"--scope {args.scope} needs --sparsity")
     if args.sparsity is not None or args.structure != "unstructured":
         changes["pruning"] = PruningConfig(
             0.5 if args.sparsity is None else args.sparsity, args.structure, args.scope
@@ -117,13 +119,23 @@ def check_output(path: str | None, suffix: str = ".keras") -> Path | None:
     return out
 
 
-def prepared_model(args: argparse.Namespace) -> Any:
-    """The model of ``args`` with its data, ready for ``explore.run``."""
+def prepared_model(args: argparse.Namespace, config: OptimizationConfig) -> Any:
+    """The model of ``args`` with its data, ready for ``explore.run``; refuses a ``config``
+    that names layers the model has no eligible weights in."""
     from optimizers import explore, keras_io
 
     model = keras_io.load_model(args.model)
     x, y = keras_io.load_data(args.data, model) if args.data else (None, None)
-    return explore.prepare(model, x, y)
+    prepared = explore.prepare(model, x, y)
+    layers = list(dict.fromkeys(r.layer for r in prepared.refs))
+    unknown = [name for name in (*config.skip, *dict(config.overrides)) if name not in layers]
+    if unknown:
+        shown = ", ".join(layers[:8]) + (", ..." if len(layers) > 8 else "")
+        raise UsageError(
+            f"{Path(args.model).name} has no eligible layer named {', '.join(unknown)} "
+            f"(its layers with kernels: {shown or 'none'})"
+        )
+    return prepared
 
 
 def apply_command(args: argparse.Namespace) -> dict[str, Any]:
@@ -131,7 +143,7 @@ def apply_command(args: argparse.Namespace) -> dict[str, Any]:
 
     config = config_from_args(args)
     output = check_output(args.output)
-    prepared = prepared_model(args)
+    prepared = prepared_model(args, config)
     baseline = explore.run(prepared, OptimizationConfig())
     optimized = explore.run(prepared, config)
     if output is not None:
@@ -150,7 +162,7 @@ def export_command(args: argparse.Namespace) -> dict[str, Any]:
 
     config = config_from_args(args)
     output = check_output(args.output, FORMAT_SUFFIXES[args.format])
-    prepared = prepared_model(args)
+    prepared = prepared_model(args, config)
     exported = explore.export_file(prepared, explore.run(prepared, config, False), args.format)
     assert output is not None
     output.write_bytes(exported.data)

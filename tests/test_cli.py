@@ -480,3 +480,17 @@ def test_recipe_with_mistyped_clustering_setting_is_refused(
     assert code == 2
     assert len(lines) == 1 and lines[0].startswith("error: "), lines
     assert not output.exists()
+
+
+def test_skipping_a_layer_the_model_lacks_is_refused(tmp_path, cli_model, capsys):
+    output = tmp_path / "out.keras"
+    argv = ["apply", str(cli_model.model), "--sparsity", "0.5", "--skip", "no_such_layer"]
+    code, lines = run_main([*argv, "--output", str(output)], capsys)
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), lines
+    assert "no_such_layer" in lines[0] and "no eligible layer" in lines[0]
+    assert not output.exists()
+
+
+def test_global_scope_without_sparsity_is_refused(cli_model, capsys):
+    code, lines = run_main(["apply", str(cli_model.model), "--scope", "global"], capsys)
+    assert code == 2 and lines == ["error: --scope global needs --sparsity"]
