@@ -123,7 +123,9 @@ def draw_sliders() -> None:
             value=state.get(session, state.BITS),
             key=state.BITS,
             format_func=bits_label,
-            help="Each weight is rounded to a uniform grid of 2^bits levels.",
+            help="Each weight is rounded to a uniform grid of 2^bits levels. 2, 4, 8 and 16 "
+            "bits deploy as they are (LiteRT int2, int4, int8, float16 files); 3, 5, 6 and 7 bits "
+            "are simulated in the next wider container, as the Download page says.",
         )
 
 
