@@ -138,15 +138,22 @@ def eligible_tensors(model: keras.Model) -> list[TensorRef]:
     return [refs[i] for i in sorted(refs)]
 
 
+def sorted_channels(w: np.ndarray, axes: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """Each output channel's values sorted (one row per channel), and a mask of where each run
+    of equal values starts in those rows."""
+    columns, _ = as_channel_columns(w, axes)
+    ordered = np.sort(columns, axis=0).T
+    starts = np.ones(ordered.shape, dtype=bool)
+    starts[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
+    return ordered, starts
+
+
 def channel_value_counts(w: np.ndarray, axes: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
     """How often each distinct value occurs in each output channel, without a Python loop.
 
     Returns ``(channel, count)`` arrays with one entry per (channel, distinct value) pair.
     """
-    columns, _ = as_channel_columns(w, axes)
-    ordered = np.sort(columns, axis=0).T  # one row per channel, sorted
-    starts = np.ones(ordered.shape, dtype=bool)
-    starts[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
+    ordered, starts = sorted_channels(w, axes)
     flat_starts = np.flatnonzero(starts.ravel())
     counts = np.diff(np.append(flat_starts, ordered.size))
     return flat_starts // max(ordered.shape[1], 1), counts
@@ -158,10 +165,7 @@ def distinct_counts(w: np.ndarray, axes: tuple[int, ...]) -> tuple[int, int]:
     """
     if w.size == 0:
         return 0, 0
-    columns, _ = as_channel_columns(w, axes)
-    ordered = np.sort(columns, axis=0).T  # one row per channel, sorted
-    starts = np.ones(ordered.shape, dtype=bool)
-    starts[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
+    ordered, starts = sorted_channels(w, axes)
     return int(np.unique(ordered[starts]).size), int(starts.sum(axis=1).max())
 
 
