@@ -1,8 +1,9 @@
 """Command line: ``python -m optimizers {apply,export} MODEL [options]``.
 
 ``apply`` measures a setting (and may write the optimized ``.keras`` file); ``export`` writes the
-optimized model in a deployable format and verifies the file by running it on the data. Exit status 0 on success, 2 on any bad input (one ``error:`` line on stderr, no traceback, no
-output file written).
+optimized model in a deployable format and verifies the file by running it on the data. Exit
+status 0 on success, 2 on any bad input (one ``error:`` line on stderr, no traceback, no output
+file written).
 """
 
 from __future__ import annotations
@@ -105,10 +106,8 @@ def config_from_args(args: argparse.Namespace) -> OptimizationConfig:
     return replace(base, **changes)
 
 
-def check_output(path: str | None, suffix: str = ".keras") -> Path | None:
+def check_output(path: str, suffix: str = ".keras") -> Path:
     """The output path, refused before any work if it cannot be written as asked."""
-    if path is None:
-        return None
     out = Path(path)
     if out.suffix != suffix:
         raise UsageError(f"{out.name}: the output must end in {suffix}")
@@ -142,7 +141,7 @@ def apply_command(args: argparse.Namespace) -> dict[str, Any]:
     from optimizers import explore
 
     config = config_from_args(args)
-    output = check_output(args.output)
+    output = None if args.output is None else check_output(args.output)
     prepared = prepared_model(args, config)
     baseline = explore.run(prepared, OptimizationConfig())
     optimized = explore.run(prepared, config)
@@ -164,7 +163,6 @@ def export_command(args: argparse.Namespace) -> dict[str, Any]:
     output = check_output(args.output, FORMAT_SUFFIXES[args.format])
     prepared = prepared_model(args, config)
     exported = explore.export_file(prepared, explore.run(prepared, config, False), args.format)
-    assert output is not None
     output.write_bytes(exported.data)
     return {
         "model": Path(args.model).name,
