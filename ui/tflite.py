@@ -12,9 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from optimizers import export
 from optimizers.keras_io import InputError
-
-TFLITE_IDENTIFIER = b"TFL3"  # flatbuffer file identifier, at bytes 4..8
 
 
 @dataclass(frozen=True)
@@ -41,23 +40,21 @@ class Tensor:
 
 
 def dequantize(raw: np.ndarray, quantization: dict) -> np.ndarray:
-    """Float values of a stored tensor (scales along ``quantized_dimension`` when per-axis)."""
-    scales = np.asarray(quantization.get("scales", ()), np.float64)
+    """Float values of a stored tensor, from the interpreter's ``quantization_parameters``."""
+    scales = np.asarray(quantization.get("scales", ()), np.float32)
     if scales.size == 0 or not np.issubdtype(raw.dtype, np.integer):
         return raw.astype(np.float32)
-    zero_points = np.asarray(quantization.get("zero_points", np.zeros_like(scales)), np.float64)
+    zero_points = np.asarray(quantization.get("zero_points", ()), np.int64)
     if zero_points.size != scales.size:
-        zero_points = np.zeros_like(scales)
-    if scales.size > 1 and raw.ndim > 0:
-        shape = [1] * raw.ndim
-        shape[int(quantization.get("quantized_dimension", 0))] = scales.size
-        scales, zero_points = scales.reshape(shape), zero_points.reshape(shape)
-    return ((raw.astype(np.float64) - zero_points) * scales).astype(np.float32)
+        zero_points = np.zeros(scales.size, np.int64)
+    per_axis = scales.size > 1 and raw.ndim > 0
+    axis = int(quantization.get("quantized_dimension", 0)) if per_axis else None
+    return export.dequantize(raw, scales, zero_points, axis)
 
 
 def inspect(data: bytes, name: str) -> list[Tensor]:
     """The constant tensors of a TFLite model given as bytes; ``InputError`` if unreadable."""
-    if len(data) < 8 or data[4:8] != TFLITE_IDENTIFIER:
+    if len(data) < 8 or data[4:8] != export.TFLITE_IDENTIFIER:
         raise InputError(f"{Path(name).name} is not a TFLite model (no TFL3 identifier)")
     from ai_edge_litert.interpreter import Interpreter
 
