@@ -14,13 +14,15 @@ HERE = Path(__file__).resolve().parent
 
 @dataclass(frozen=True)
 class Sample:
-    """One bundled model with its held-out test set (``x``, ``y``) and its model card."""
+    """One bundled model with its held-out test set (``x``, ``y``), the training split it was
+    trained on (same format, for fine-tuning) and its model card."""
 
     name: str  # e.g. "digits_cnn"
     title: str  # e.g. "Digits CNN (8x8 images, 10 classes)"
     model_path: Path
     data_path: Path
     card_path: Path
+    train_path: Path
 
 
 def _sample(name: str, title: str) -> Sample:
@@ -30,6 +32,7 @@ def _sample(name: str, title: str) -> Sample:
         model_path=HERE / f"{name}.keras",
         data_path=HERE / f"{name}_test.npz",
         card_path=HERE / f"{name}.md",
+        train_path=HERE / f"{name}_train.npz",
     )
 
 

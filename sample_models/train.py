@@ -2,12 +2,17 @@
 
 Run from the repository root::
 
-    python -m sample_models.train            # writes into sample_models/
-    python -m sample_models.train --out DIR  # writes somewhere else
+    python -m sample_models.train                # writes into sample_models/
+    python -m sample_models.train --out DIR      # writes somewhere else
+    python -m sample_models.train --splits-only  # only the data splits, no training
 
 For every sample this writes ``<name>.keras`` (the model), ``<name>_test.npz`` (the held-out
-test set: ``x`` float32 in the model's input shape, ``y`` int64 class ids) and ``<name>.md``
+test set: ``x`` float32 in the model's input shape, ``y`` int64 class ids), ``<name>_train.npz``
+(the training split the model was trained on, same format, for fine-tuning) and ``<name>.md``
 (the model card, with the figures measured in this run), then prints a summary table.
+``--splits-only`` writes just the two ``.npz`` files per sample: the split is a pure function of
+scikit-learn's bundled data and the fixed seed, so it needs no training and leaves the committed
+models untouched.
 
 Nothing is downloaded: ``load_digits`` and ``load_breast_cancer`` ship inside scikit-learn.
 Every model is trained from ``keras.utils.set_random_seed(0)`` with TensorFlow op determinism,
@@ -258,8 +263,17 @@ def make_reproducible(path: Path) -> None:
 
 
 def save_test_set(path: Path, x: np.ndarray, y: np.ndarray) -> None:
+    """Write ``x`` (float32) and ``y`` (int64) as a compressed ``.npz`` (any split, not only test)."""
     with open(path, "wb") as f:  # a file object: np.savez would otherwise append ".npz"
         np.savez_compressed(f, x=x.astype(np.float32), y=y.astype(np.int64))
+
+
+def save_splits(recipe: Recipe, out: Path, split: Split | None = None) -> None:
+    """Write ``<name>_train.npz`` and ``<name>_test.npz``: the split the model is trained and
+    measured on (loaded afresh when not given; deterministic, so no training is needed)."""
+    split = split or recipe.load()
+    save_test_set(out / f"{recipe.name}_train.npz", split.x_train, split.y_train)
+    save_test_set(out / f"{recipe.name}_test.npz", split.x_test, split.y_test)
 
 
 # ----------------------------------------------------------------------------- model card
@@ -383,7 +397,7 @@ def train_one(recipe: Recipe, out: Path) -> Result:
     export.set_weights(model.get_weights())
     export.save(model_path)
     make_reproducible(model_path)
-    save_test_set(data_path, split.x_test, split.y_test)
+    save_splits(recipe, out, split)
 
     # The saved files must reproduce the figure: reload both the safe way and re-measure.
     reloaded = keras.saving.load_model(model_path, safe_mode=True)
@@ -422,8 +436,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--out", type=Path, default=HERE, help="output folder (default: sample_models/)"
     )
+    parser.add_argument(
+        "--splits-only",
+        action="store_true",
+        help="write only <name>_train.npz and <name>_test.npz; train and overwrite no model",
+    )
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.splits_only:
+        for recipe in RECIPES:
+            save_splits(recipe, args.out)
+            print(f"wrote {recipe.name}_train.npz and {recipe.name}_test.npz in {args.out}")
+        return 0
     tf.config.experimental.enable_op_determinism()
 
     start = time.perf_counter()
