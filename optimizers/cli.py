@@ -1,7 +1,9 @@
-"""Command line: ``python -m optimizers {apply,export} MODEL [options]``.
+"""Command line: ``python -m optimizers {apply,export,finetune} MODEL [options]``.
 
 ``apply`` measures a setting (and may write the optimized ``.keras`` file); ``export`` writes the
-optimized model in a deployable format and verifies the file by running it on the data. Exit
+optimized model in a deployable format and verifies the file by running it on the data;
+``finetune`` trains the model toward the setting on training data and measures the float,
+post-training and fine-tuned models side by side. Exit
 status 0 on success, 2 on any bad input (one ``error:`` line on stderr, no traceback, no output
 file written).
 """
@@ -68,7 +70,24 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_arguments(export)
     export.add_argument("--format", required=True, choices=FORMATS, help="file format")
     export.add_argument("--output", required=True, help="the file to write")
+    finetune = sub.add_parser(
+        "finetune", help="train the model toward the setting (QAT, PQAT, CQAT, PCQAT) and measure"
+    )
+    add_config_arguments(finetune)
+    add_finetune_arguments(finetune)
     return parser
+
+
+def add_finetune_arguments(p: argparse.ArgumentParser) -> None:
+    from optimizers.finetune import FinetuneConfig
+
+    default = FinetuneConfig()
+    p.add_argument("--train", required=True, help=".npz with x and y to train on")
+    p.add_argument("--epochs", type=int, default=default.epochs, help="training epochs")
+    p.add_argument("--learning-rate", type=float, default=default.learning_rate, help="Adam peak")
+    p.add_argument("--batch-size", type=int, default=default.batch_size)
+    p.add_argument("--seed", type=int, default=default.seed, help="same seed, same weights")
+    p.add_argument("--output", help="write the fine-tuned model here (.keras)")
 
 
 def config_from_args(args: argparse.Namespace) -> OptimizationConfig:
@@ -172,6 +191,56 @@ def export_command(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def finetune_command(args: argparse.Namespace) -> dict[str, Any]:
+    from optimizers import explore, finetune, keras_io
+
+    config = config_from_args(args)
+    settings = finetune.FinetuneConfig(
+        epochs=args.epochs,
+        learning_rate=args.learning_rate,
+        batch_size=args.batch_size,
+        seed=args.seed,
+    )
+    output = None if args.output is None else check_output(args.output)
+    if args.data is None:
+        raise UsageError("finetune needs --data: the labelled test set to measure on")
+    prepared = prepared_model(args, config)
+    if prepared.y is None:
+        raise UsageError(f"{Path(args.data).name} has no labels (y); finetune measures accuracy")
+    x_train, y_train = finetune.load_training_data(args.train, prepared.model)
+    result = finetune.finetune(prepared.model, config, x_train, y_train, settings)
+    tuned = explore.run(explore.prepare(result.model, prepared.x, prepared.y), result.config)
+    if output is not None:
+        output.write_bytes(keras_io.save_model_bytes(result.model))
+    return {
+        "model": Path(args.model).name,
+        "config": config_to_dict(config),
+        "finetuned_config": config_to_dict(result.config),
+        "settings": finetune.finetune_config_to_dict(settings),
+        "baseline": explore.outcome_to_dict(explore.run(prepared, OptimizationConfig())),
+        "post_training": explore.outcome_to_dict(explore.run(prepared, config)),
+        "finetuned": explore.outcome_to_dict(tuned),
+        "epochs_run": result.epochs_run,
+        "best_epoch": result.best_epoch,
+        "seconds": result.seconds,
+        "output": None if output is None else str(output),
+    }
+
+
+def print_finetune(result: dict[str, Any]) -> None:
+    print(f"model      {result['model']}")
+    print(
+        f"trained    {result['epochs_run']} epochs in {result['seconds']:.1f} s, "
+        f"kept epoch {result['best_epoch']}"
+    )
+    print(f"{'':<14} {'accuracy':>9} {'gzip bytes':>11} {'packed bytes':>13}")
+    for key in ("baseline", "post_training", "finetuned"):
+        d = result[key]
+        print(f"{key:<14} {d['accuracy']:>9.2%} {d['gzip_bytes']:>11,} {d['packed_bytes']:>13,}")
+    if result["output"]:
+        print(f"wrote {result['output']}")
+
+
 def print_summary(result: dict[str, Any]) -> None:
     base, opt = result["baseline"], result["optimized"]
 
@@ -209,7 +278,11 @@ def print_export(result: dict[str, Any]) -> None:
         print("warning    the file's accuracy departs from the preview's by more than 0.5 points")
 
 
-COMMANDS = {"apply": (apply_command, print_summary), "export": (export_command, print_export)}
+COMMANDS = {
+    "apply": (apply_command, print_summary),
+    "export": (export_command, print_export),
+    "finetune": (finetune_command, print_finetune),
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
