@@ -1,4 +1,8 @@
-"""Model: choose a bundled sample or upload a model (and evaluation data); see its summary."""
+"""Model: choose a bundled sample or upload a model (and evaluation data); see its summary.
+
+While an upload is queued the summary names the file being loaded, and the load runs last, so
+nothing on the page still describes the previous model; a rerun then draws the loaded model.
+"""
 
 import streamlit as st
 
@@ -7,9 +11,9 @@ from ui import figures, loading, services, state, views
 
 session = st.session_state
 loading.bootstrap(session)
-error = loading.apply_pending(session)
 loading.sync_source(session)
-model = loading.current(session)
+model = loading.loaded(session)
+queued = loading.queued(session)  # (name, bytes) of the upload that waits to be applied
 
 st.title("Model")
 st.caption(
@@ -55,8 +59,15 @@ with choose:
         help="An .npz with x (inputs) and y (class ids or one-hot). Without y the app measures "
         "agreement with the original model instead of accuracy.",
     )
-    if error:
-        st.error(error, icon=":material/error:")
+    loading.show_refusals(session)
+
+if queued is not None:
+    with summary:
+        name = queued[0] if state.PENDING_MODEL in session else views.model_title(model)
+        st.subheader(name)
+        st.caption("The summary follows once the upload is loaded.")
+        loading.apply_pending(session)  # last: every element above already shows the new file
+    st.rerun()
 
 with summary:
     st.subheader(views.model_title(model))
@@ -72,7 +83,10 @@ with summary:
             f"File {model.name} · evaluation data: {model.data_name or 'none'}"
             + ("" if model.has_labels or not model.has_data else " (no labels)")
         )
-        with st.spinner("Evaluating the original model…"):
+        samples = len(model.prepared.x) if model.has_data else 0
+        with st.spinner(
+            f"Evaluating on {samples:,} samples…" if samples else "Measuring the model…"
+        ):
             baseline = services.baseline(model)
         views.keras_summary(model, baseline)
 

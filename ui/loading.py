@@ -1,20 +1,30 @@
 """Which model the session works on: the default sample, a chosen sample, or an upload.
 
 Uploads reach the app through the file uploaders' ``on_change`` callbacks, which only queue the
-file under ``state.PENDING_MODEL``/``state.PENDING_DATA``; ``apply_pending`` loads it. A file
-that cannot be used leaves the session's model and settings exactly as they were.
+file under ``state.PENDING_MODEL``/``state.PENDING_DATA``; ``apply_pending`` loads it. A queued
+file stays queued until it has been applied or refused. Streamlit stops a run at its next
+element when the user changes a widget (drops a second file during a long load, say), so the
+session's model and the queue change together, with no element drawn in between, and the next
+run resumes whatever is still queued. A file that cannot be used leaves the session's model and
+settings exactly as they were; its sentence waits under ``state.REFUSED`` until the Model page
+shows it.
 """
 
 from __future__ import annotations
 
-from collections.abc import MutableMapping
-from typing import Any
+import logging
+from collections.abc import Callable, MutableMapping
+from functools import partial
+from typing import Any, TypeVar
 
 import streamlit as st
 
 import sample_models
 from optimizers.keras_io import InputError
 from ui import services, state
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 DEFAULT_SAMPLE = sample_models.SAMPLES[0].name
 
@@ -41,8 +51,16 @@ def bootstrap(session: MutableMapping[str, Any]) -> None:
     ensure_model(session)
 
 
-def current(session: MutableMapping[str, Any]) -> services.KerasModel | services.TfliteModel:
+def loaded(session: MutableMapping[str, Any]) -> services.KerasModel | services.TfliteModel:
+    """The session's model as it is now, whether or not an upload is queued."""
     return session[state.MODEL]
+
+
+def current(session: MutableMapping[str, Any]) -> services.KerasModel | services.TfliteModel:
+    """The session's model, after any queued upload: a page change may have cut its load short."""
+    if queued(session) is not None:
+        apply_pending(session)
+    return loaded(session)
 
 
 def ensure_model(session: MutableMapping[str, Any]) -> None:
@@ -53,10 +71,35 @@ def ensure_model(session: MutableMapping[str, Any]) -> None:
 
 
 def queue_upload(widget_key: str, pending_key: str) -> None:
-    """``on_change`` of a file uploader: remember the new file for ``apply_pending``."""
+    """``on_change`` of a file uploader: remember the new file for ``apply_pending``; a file
+    the user removed before it was loaded is no longer wanted."""
     uploaded = st.session_state.get(widget_key)
-    if uploaded is not None:
+    if uploaded is None:
+        st.session_state.pop(pending_key, None)
+    else:
         st.session_state[pending_key] = (uploaded.name, uploaded.getvalue())
+
+
+def queued(session: MutableMapping[str, Any]) -> tuple[str, int] | None:
+    """Name and size of the upload that waits to be applied (the model first), if any."""
+    for key in (state.PENDING_MODEL, state.PENDING_DATA):
+        if key in session:
+            name, data = session[key]
+            return name, len(data)
+    return None
+
+
+def size_words(n: int) -> str:
+    """``103 MB``, ``2.3 MB``, ``87 kB``: a file's size as the loading message gives it."""
+    if n >= 10**7:
+        return f"{n / 1e6:.0f} MB"
+    if n >= 10**6:
+        return f"{n / 1e6:.1f} MB"
+    return f"{max(1, round(n / 1e3))} kB"
+
+
+def loading_words(name: str, n: int) -> str:
+    return f"Loading {name} ({size_words(n)})…"
 
 
 def _uploaded_data(session: MutableMapping[str, Any]) -> tuple[str, bytes] | None:
@@ -64,34 +107,110 @@ def _uploaded_data(session: MutableMapping[str, Any]) -> tuple[str, bytes] | Non
     return None if uploaded is None else (uploaded.name, uploaded.getvalue())
 
 
-def apply_pending(session: MutableMapping[str, Any]) -> str | None:
-    """Load a queued model or data upload; returns the error sentence if it was refused."""
-    model_file = session.pop(state.PENDING_MODEL, None)
-    data_file = session.pop(state.PENDING_DATA, None)
+def _refuse(session: MutableMapping[str, Any], pending_key: str, sentence: str) -> None:
+    session.pop(pending_key, None)
+    session[state.REFUSED] = [*session.get(state.REFUSED, []), sentence]
+
+
+def _opened(
+    session: MutableMapping[str, Any],
+    pending_key: str,
+    target: object,
+    load: Callable[[str, bytes], T],
+) -> T | str:
+    """What the queued file gave when loaded (for ``target``): a value, or the sentence that
+    refuses it. Reading or writing ``st.session_state`` is where Streamlit stops a run that a
+    widget change interrupted, so the outcome goes into a plain dict first: the next run finds
+    it there instead of loading the file again."""
+    name, raw = session[pending_key]
+    kept = session.setdefault(state.OPENED, {})
+    if pending_key in kept and kept[pending_key][0] is raw and kept[pending_key][1] is target:
+        return kept[pending_key][2]
     try:
-        if model_file is not None:
-            with st.spinner(f"Loading {model_file[0]}…"):
-                # A data file already in its uploader goes with the new model.
-                model = services.open_upload(*model_file, data_file or _uploaded_data(session))
-            state.set_model(session, model, uploaded=True)
-            state.put(session, state.SOURCE, state.UPLOAD_SOURCE)
-        elif data_file is not None:
-            with st.spinner(f"Evaluating on {data_file[0]}…"):
-                model = services.with_data(current(session), *data_file)
-            uploaded = session.get(state.UPLOADED) is session[state.MODEL]
-            state.set_model(session, model, uploaded=uploaded, same_layers=True)
+        result: T | str = load(name, raw)
     except InputError as e:
-        return str(e)
-    return None
+        result = str(e)
+    except Exception as e:  # a bug: log it, but never leave the file queued to fail forever
+        log.exception("loading %s failed", name)
+        result = f"{name} could not be used ({type(e).__name__}: {' '.join(str(e).split())[:200]})"
+    kept[pending_key] = (raw, target, result)
+    return result
+
+
+def apply_pending(session: MutableMapping[str, Any]) -> None:
+    """Load the queued model and then the queued data; a refusal adds its sentence to
+    ``state.REFUSED`` and leaves the session's model as it was."""
+    if state.PENDING_MODEL in session:
+        _apply_model(session)
+    if state.PENDING_DATA in session:
+        _apply_data(session)
+    session.pop(state.OPENED, None)
+
+
+def _open_with_data(
+    name: str, raw: bytes, data: tuple[str, bytes] | None
+) -> tuple[services.KerasModel | services.TfliteModel, tuple[str, bytes] | None]:
+    """The uploaded model, with ``data`` when it fits (one preparation, the usual case), and
+    the data that went with it."""
+    if data is not None:
+        try:
+            return services.open_upload(name, raw, data), data
+        except InputError:
+            pass  # the model alone says whether the model or the data was at fault
+    return services.open_upload(name, raw), None
+
+
+def _apply_model(session: MutableMapping[str, Any]) -> None:
+    name, raw = session[state.PENDING_MODEL]
+    # Data queued while this model waited, or already in its uploader, is meant for this model.
+    data = session.get(state.PENDING_DATA) or _uploaded_data(session)
+    with st.spinner(loading_words(name, len(raw))):
+        opened = _opened(
+            session, state.PENDING_MODEL, None, lambda n, r: _open_with_data(n, r, data)
+        )
+    if isinstance(opened, str):
+        _refuse(session, state.PENDING_MODEL, opened)
+        if state.PENDING_DATA in session:
+            data_name = session[state.PENDING_DATA][0]
+            _refuse(session, state.PENDING_DATA, f"{data_name} was not used, as {name} was refused")
+        return
+    model, used = opened
+    session[state.UPLOADED] = model
+    if state.get(session, state.SOURCE) == state.UPLOAD_SOURCE:
+        state.set_model(session, model, uploaded=True)
+    del session[state.PENDING_MODEL]
+    if used is not None and session.get(state.PENDING_DATA) == used:
+        del session[state.PENDING_DATA]
+    elif used is None and data is not None and isinstance(model, services.KerasModel):
+        session[state.PENDING_DATA] = data  # it does not fit: its own sentence will say why
+
+
+def _apply_data(session: MutableMapping[str, Any]) -> None:
+    name, raw = session[state.PENDING_DATA]
+    model = loaded(session)
+    with st.spinner(f"Evaluating on {name} ({size_words(len(raw))})…"):
+        new = _opened(session, state.PENDING_DATA, model, partial(services.with_data, model))
+    if isinstance(new, str):
+        _refuse(session, state.PENDING_DATA, new)
+        return
+    state.set_model(session, new, uploaded=session.get(state.UPLOADED) is model, same_layers=True)
+    del session[state.PENDING_DATA]
+
+
+def show_refusals(session: MutableMapping[str, Any]) -> None:
+    """Each refused upload's sentence, once; a run stopped before it is drawn keeps it."""
+    for sentence in session.get(state.REFUSED, []):
+        st.error(sentence, icon=":material/error:")
+    session.pop(state.REFUSED, None)
 
 
 def sync_source(session: MutableMapping[str, Any]) -> None:
     """Follow the source choice: the selected sample, or the last uploaded model."""
-    model = current(session)
+    model = loaded(session)
     if state.get(session, state.SOURCE) == state.SAMPLE_SOURCE:
         chosen = state.get(session, state.SAMPLE)
         if getattr(model, "sample", None) != chosen:
             with st.spinner("Loading the sample model…"):
                 state.set_model(session, services.open_sample(chosen))
-    elif state.UPLOADED in session and getattr(model, "sample", None) is not None:
+    elif state.UPLOADED in session and session[state.UPLOADED] is not model:
         state.set_model(session, session[state.UPLOADED])

@@ -25,6 +25,8 @@ MODEL = "model"  # services.KerasModel | services.TfliteModel
 UPLOADED = "uploaded_model"  # the last model loaded from an upload, restored with SOURCE
 PENDING_MODEL = "pending_model"  # (file name, bytes) of an upload not yet loaded
 PENDING_DATA = "pending_data"  # (file name, bytes) of evaluation data not yet loaded
+OPENED = "opened_uploads"  # pending key -> (bytes, target, model or refusal), see ui/loading.py
+REFUSED = "refused_uploads"  # sentences of refused uploads that the Model page has yet to show
 
 # --- widgets: Model page ---
 SOURCE = "source"  # SAMPLE_SOURCE or UPLOAD_SOURCE
