@@ -6,8 +6,9 @@ Run with ``streamlit run app.py``. This entry point sets up the navigation and t
 
 import streamlit as st
 
-from ui import loading
+from ui import loading, runtime
 
+runtime.keep_keras_session()
 st.set_page_config(
     page_title="Model Optimization Explorer", page_icon=":material/compress:", layout="wide"
 )

@@ -181,7 +181,7 @@ def export_command(args: argparse.Namespace) -> dict[str, Any]:
     config = config_from_args(args)
     output = check_output(args.output, FORMAT_SUFFIXES[args.format])
     prepared = prepared_model(args, config)
-    exported = explore.export_file(prepared, explore.run(prepared, config, False), args.format)
+    exported = explore.export_file(prepared, explore.run(prepared, config), args.format)
     output.write_bytes(exported.data)
     return {
         "model": Path(args.model).name,

@@ -41,7 +41,7 @@ def prepared(name: str) -> explore.Prepared:
 def exported(name: str, fmt: str, bits: int | None = None) -> explore.Exported:
     p = prepared(name)
     config = OptimizationConfig(quantization=QuantizationConfig(bits) if bits else None)
-    return explore.export_file(p, explore.run(p, config, with_file=False), fmt)
+    return explore.export_file(p, explore.run(p, config), fmt)
 
 
 @pytest.mark.parametrize("name", SAMPLES)
@@ -77,7 +77,7 @@ def test_full_integer_stays_within_a_point_of_float(name: str) -> None:
     "fmt", ["tflite-float16", "tflite-int8-dynamic", "tflite-int8", "tflite-int4", "tflite-int2"]
 )
 def test_file_is_smaller_by_what_its_bit_width_promises(name: str, fmt: str) -> None:
-    reports = explore.run(prepared(name), OptimizationConfig(), with_file=False).eligible
+    reports = explore.run(prepared(name), OptimizationConfig()).eligible
     weights = sum(r.params for r in reports)
     channels = sum(int(np.prod([r.shape[a] for a in r.channel_axes])) for r in reports)
     bits = export.CONTAINER_BITS[fmt]
@@ -100,7 +100,7 @@ def test_keras_applications_network_exports_in_every_format() -> None:
     )
     x = np.random.default_rng(0).random((8, 64, 64, 3), np.float32)
     p = explore.prepare(model, x)
-    outcome = explore.run(p, OptimizationConfig(quantization=QuantizationConfig(4)), False)
+    outcome = explore.run(p, OptimizationConfig(quantization=QuantizationConfig(4)))
     sizes = {}
     for fmt in export.FORMATS:
         e = explore.export_file(p, outcome, fmt)

@@ -1,15 +1,19 @@
 """All caching of the app, and the few calls the pages make into the library.
 
-* A loaded Keras model is a ``st.cache_resource`` keyed by the sha256 of its bytes; its
-  ``explore.Prepared`` state by that digest plus the digest of the evaluation data. Both are
-  shared by every session, so nothing here ever mutates them (``Prepared``'s own lock guards
-  the one clone that ``explore`` writes weights into).
-* Each ``Outcome`` is a ``st.cache_resource`` keyed by (model key, ``OptimizationConfig``): the
-  config is a frozen dataclass, which Streamlit hashes by value. A resource is returned without
-  a copy, which matters for large models; outcomes are never mutated either. An outcome holds
-  a full set of weights, so the cache keeps the last few dozen only.
-* Each verified export (the file's bytes and the figures of running it) is keyed the same way
-  plus the format, and kept for the last couple of settings.
+Everything here is shared by every session, so nothing here ever mutates what it caches
+(``Prepared``'s own lock guards the one clone that ``explore`` writes weights into).
+
+* A loaded Keras model and its ``explore.Prepared`` state are kept by the sha256 of the model's
+  bytes plus the digest of the evaluation data.
+* Each answer (``Outcome``) is kept by (model key, ``OptimizationConfig``): first as stage one
+  (weights, report, exact sizes), then, once measured, with accuracy and the gzip figure. The
+  config is a frozen dataclass, hashed by value.
+* Each verified export (the file's bytes and the figures of running it) is kept the same way
+  plus the format.
+
+Each kind lives in a ``ByteCache``: least recently used first out, bounded by the bytes its
+entries hold rather than by their number, since one ResNet50 answer holds 100 MB of weights
+and one sample answer 80 kB.
 
 Functions that load files raise ``keras_io.InputError`` with a one-sentence message; pages show
 it with ``st.error`` and keep the previous model.
@@ -20,9 +24,12 @@ from __future__ import annotations
 import hashlib
 import json
 import tempfile
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 import numpy as np
 import streamlit as st
@@ -42,6 +49,60 @@ UPLOAD_SUFFIXES = (*keras_io.MODEL_SUFFIXES, TFLITE_SUFFIX)
 DATA_SUFFIXES = (".npz",)
 NO_CONFIG = OptimizationConfig()
 MB = 1024 * 1024
+T = TypeVar("T")
+
+
+class ByteCache(Generic[T]):
+    """A thread-safe least-recently-used map bounded by the bytes its values hold.
+
+    ``size(value)`` says what a value holds; the newest entry is always kept, even alone over
+    the budget. Values are computed outside the lock, so a slow one never blocks the others
+    (two sessions asking for the same new key at once may both compute it; one result stays).
+    """
+
+    def __init__(self, budget: int, size: Callable[[T], int]) -> None:
+        self.budget, self.size = budget, size
+        self._items: OrderedDict[Hashable, tuple[T, int]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: Hashable) -> T | None:
+        with self._lock:
+            if key not in self._items:
+                return None
+            self._items.move_to_end(key)
+            return self._items[key][0]
+
+    def put(self, key: Hashable, value: T) -> T:
+        with self._lock:
+            self._items[key] = (value, self.size(value))
+            self._items.move_to_end(key)
+            while len(self._items) > 1 and self.held > self.budget:
+                self._items.popitem(last=False)
+        return value
+
+    def get_or_make(self, key: Hashable, make: Callable[[], T]) -> T:
+        found = self.get(key)
+        return found if found is not None else self.put(key, make())
+
+    @property
+    def held(self) -> int:
+        return sum(n for _, n in self._items.values())
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+
+# Budgets: two ResNet50s (100 MB of weights each: the model, its clone and a copy of the weights),
+# four of their answers and a few files; a sample keeps thousands of answers.
+MODELS = ByteCache["keras.Model"](
+    256 * MB, lambda m: sum(int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize for v in m.weights)
+)
+PREPARED = ByteCache["explore.Prepared"](512 * MB, lambda p: 2 * p.nbytes)
+OUTCOMES = ByteCache["explore.Outcome"](448 * MB, lambda o: o.nbytes)
+EXPORTS = ByteCache["explore.Exported | str"](
+    256 * MB, lambda e: e.size_bytes if isinstance(e, explore.Exported) else 0
+)
 
 
 @dataclass(frozen=True)
@@ -121,16 +182,14 @@ def check_upload(name: str, data: bytes, suffixes: tuple[str, ...], what: str) -
         raise InputError(f"{name} is not {what} (expected one of {', '.join(suffixes)})")
 
 
-@st.cache_resource(show_spinner=False, max_entries=16)
-def _keras_model(model_digest: str, name: str, _data: bytes) -> keras.Model:
-    return keras_io.load_model_bytes(_data, name)
+def _keras_model(model_digest: str, name: str, data: bytes) -> keras.Model:
+    return MODELS.get_or_make(model_digest, lambda: keras_io.load_model_bytes(data, name))
 
 
-@st.cache_resource(show_spinner=False, max_entries=16)
 def _prepared(
-    key: str, _model: keras.Model, _x: np.ndarray | None, _y: np.ndarray | None
+    key: str, model: keras.Model, x: np.ndarray | None, y: np.ndarray | None
 ) -> explore.Prepared:
-    return explore.prepare(_model, _x, _y)
+    return PREPARED.get_or_make(key, lambda: explore.prepare(model, x, y))
 
 
 @st.cache_resource(show_spinner=False, max_entries=16)
@@ -202,34 +261,42 @@ def sample_card(name: str) -> str | None:
     return path.read_text() if path.exists() else None
 
 
-@st.cache_resource(show_spinner=False, max_entries=32)
-def _outcome(key: str, config: OptimizationConfig, _prepared: explore.Prepared) -> explore.Outcome:
-    return explore.run(_prepared, config, with_file=True)
+def optimized(model: KerasModel, config: OptimizationConfig) -> explore.Outcome:
+    """Stage one of ``config``'s answer, or the whole answer when it was measured before."""
+    key = (model.key, config)
+    return OUTCOMES.get_or_make(key, lambda: explore.optimize(model.prepared, config))
 
 
-def baseline(model: KerasModel) -> explore.Outcome:
+def measured(
+    model: KerasModel, config: OptimizationConfig, on_batch: explore.Progress | None = None
+) -> explore.Outcome:
+    """The whole answer of ``config``: accuracy and the gzip figure too (cached)."""
+    outcome = optimized(model, config)
+    if outcome.measured:
+        return outcome
+    return OUTCOMES.put((model.key, config), explore.measure(model.prepared, outcome, on_batch))
+
+
+def baseline(model: KerasModel, on_batch: explore.Progress | None = None) -> explore.Outcome:
     """The untouched model's figures (cached)."""
-    return _outcome(model.key, NO_CONFIG, model.prepared)
+    return measured(model, NO_CONFIG, on_batch)
 
 
 def compare(model: KerasModel, config: OptimizationConfig) -> Comparison:
-    """The outcome of ``config`` next to the untouched model's (both cached)."""
-    return Comparison(baseline(model), _outcome(model.key, config, model.prepared))
-
-
-@st.cache_resource(show_spinner=False, max_entries=16)
-def _export(
-    key: str, config: OptimizationConfig, fmt: str, _prepared: explore.Prepared
-) -> explore.Exported | str:
-    try:
-        return explore.export_file(_prepared, _outcome(key, config, _prepared), fmt)
-    except ValueError as e:  # this model cannot be written in this format: say why, once
-        return str(e)
+    """The measured outcome of ``config`` next to the untouched model's (both cached)."""
+    return Comparison(baseline(model), measured(model, config))
 
 
 def export(model: KerasModel, config: OptimizationConfig, fmt: str) -> explore.Exported | str:
     """The verified file of ``model`` with ``config`` in format ``fmt`` (cached), or why not."""
-    return _export(model.key, config, fmt, model.prepared)
+
+    def make() -> explore.Exported | str:
+        try:
+            return explore.export_file(model.prepared, measured(model, config), fmt)
+        except ValueError as e:  # this model cannot be written in this format: say why, once
+            return str(e)
+
+    return EXPORTS.get_or_make((model.key, config, fmt), make)
 
 
 def recipe_json(config: OptimizationConfig) -> str:

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 import pandas as pd
 import streamlit as st
+from streamlit.delta_generator import DeltaGenerator
 
 import sample_models
 from optimizers.explore import Exported, Outcome
@@ -56,8 +57,20 @@ def _points(now: float, before: float) -> str | None:
     return None if abs(diff) < 0.05 else f"{diff:+.1f} pp"
 
 
+MEASURING = "measuring…"
+
+
 def quality_metric(outcome: Outcome, baseline: Outcome) -> None:
     now, before = explain.quality(outcome), explain.quality(baseline)
+    if not outcome.measured and baseline.fidelity is not None:
+        st.metric(
+            "Test accuracy" if baseline.accuracy is not None else "Top-1 agreement",
+            MEASURING,
+            help="Running the optimized model on the evaluation data.",
+            border=True,
+            height="stretch",
+        )
+        return
     if now is None or before is None:
         st.metric(
             "Accuracy",
@@ -80,7 +93,8 @@ def quality_metric(outcome: Outcome, baseline: Outcome) -> None:
 
 
 def metric_cards(outcome: Outcome, baseline: Outcome) -> None:
-    """Two rows of four cards, each with its change from the untouched model."""
+    """Two rows of four cards, each with its change from the untouched model; the accuracy and
+    gzip cards say "measuring…" until ``outcome`` is measured."""
     s, b = outcome.sizes, baseline.sizes
     eligible, base_eligible = outcome.eligible, baseline.eligible
     sparsity, base_sparsity = (
@@ -101,10 +115,12 @@ def metric_cards(outcome: Outcome, baseline: Outcome) -> None:
         ),
         (
             "gzip size",
-            format_bytes(s.gzip),
+            format_bytes(s.gzip) if outcome.measured else MEASURING,
             _size_delta(s.gzip, b.gzip),
             "The .keras file compressed with gzip -9: roughly what an app download transfers. "
-            "Zeros and repeated values compress well.",
+            "Zeros and repeated values compress well. The untouched file is compressed whole; "
+            "for a setting only the changed kernels are, on a spread sample of 64 KiB pieces "
+            "for a large model (measured within 2% of compressing the whole file).",
         ),
         (
             ".keras file size",
@@ -133,7 +149,7 @@ def metric_cards(outcome: Outcome, baseline: Outcome) -> None:
         ),
         (
             "Compression (gzip)",
-            f"{gzip_ratio:.1f}×" if gzip_ratio else "—",
+            f"{gzip_ratio:.1f}×" if gzip_ratio else MEASURING if not outcome.measured else "—",
             None,
             "gzip size of the original .keras file ÷ gzip size of this one.",
         ),
@@ -190,8 +206,26 @@ def layer_table(reports: Sequence[TensorReport]) -> None:
     )
 
 
-def explanation(lines: Sequence[str]) -> None:
-    st.markdown("\n".join(f"- {line}" for line in lines))
+def bullets(lines: Sequence[str]) -> str:
+    return "\n".join(f"- {line}" for line in lines)
+
+
+def measure(
+    model: services.KerasModel, config: OptimizationConfig, slot: DeltaGenerator
+) -> Outcome:
+    """The measured outcome of ``config``, with a progress bar in ``slot`` while it is being
+    measured (each step lets a newer slider move take over)."""
+    outcome = services.optimized(model, config)
+    if outcome.measured:
+        return outcome
+    bar = slot.progress(0.0, text="Measuring the gzip size…")
+
+    def on_batch(done: int, total: int) -> None:
+        bar.progress(done / total, text=f"Evaluating on {total:,} samples… {done:,} done")
+
+    outcome = services.measured(model, config, on_batch)
+    slot.empty()
+    return outcome
 
 
 def keras_summary(model: services.KerasModel, baseline: Outcome) -> None:
