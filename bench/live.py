@@ -61,7 +61,7 @@ def real_model(arch: str, images: int):
     import keras
 
     keras.utils.set_random_seed(0)
-    model = getattr(keras.applications, arch)(weights=None)
+    model = getattr(keras.applications, arch)(weights=None, input_shape=(224, 224, 3))
     x = np.random.default_rng(0).random((images, *model.input_shape[1:]), np.float32)
     return model, x
 
