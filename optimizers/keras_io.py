@@ -8,6 +8,7 @@ sentence naming the file and what is wrong with it.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import tempfile
@@ -23,6 +24,11 @@ if TYPE_CHECKING:
     import keras
 
 MODEL_SUFFIXES = (".keras", ".h5", ".hdf5")
+# Memory bounds, checked from what a file declares before anything is unpacked or allocated:
+# a zip (a .keras archive or an .npz) may unpack to at most MAX_UNPACKED_BYTES, and a model may
+# declare at most WEIGHT_SLACK_BYTES more weight bytes than its file holds.
+MAX_UNPACKED_BYTES = 2 * 1024**3
+WEIGHT_SLACK_BYTES = 16 * 1024**2
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 PICKLE_SIGNATURE = b"\x80"  # first byte of every pickle since protocol 2
 RESAVE_HINT = (
@@ -75,8 +81,9 @@ def check_model_container(path: Path) -> None:
         try:
             with zipfile.ZipFile(path) as z:
                 names = set(z.namelist())
+                check_unpacked_size(path.name, z)
                 broken = z.testzip()
-        except (zipfile.BadZipFile, OSError, EOFError):
+        except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError):
             raise InputError(f"{path.name}: the Keras archive is truncated or corrupt") from None
         if broken is not None:
             raise InputError(f"{path.name}: the Keras archive is truncated or corrupt")
@@ -84,6 +91,124 @@ def check_model_container(path: Path) -> None:
             raise InputError(f"{path.name} is a zip archive but not a Keras model (no config.json)")
     elif head != HDF5_SIGNATURE:
         raise InputError(f"{path.name} is not an HDF5 file, so not a Keras .h5 model")
+
+
+def check_unpacked_size(name: str, archive: zipfile.ZipFile) -> None:
+    """Refuse a zip whose members declare more than ``MAX_UNPACKED_BYTES`` (a zip bomb)."""
+    total = sum(info.file_size for info in archive.infolist())
+    if total > MAX_UNPACKED_BYTES:
+        raise InputError(
+            f"{name} would unpack to {total / 1024**3:.1f} GB, over the "
+            f"{MAX_UNPACKED_BYTES / 1024**3:g} GB limit for a file's contents"
+        )
+
+
+def declared_weight_bytes(path: Path) -> int:
+    """Bytes of the weights that the model's config declares, counted without allocating them:
+    Keras builds the model in a stateless scope, where variables only record their shape. A
+    build that fails part-way counts the variables made until then (Keras' own load, run
+    next, would allocate those and then say what is wrong)."""
+    import h5py
+    import keras
+    from keras.src.backend.common import global_state
+    from keras.src.legacy.saving import saving_options, saving_utils
+    from keras.src.saving import serialization_lib
+
+    if path.suffix == ".keras":
+        with zipfile.ZipFile(path) as z:
+            config, legacy = json.loads(z.read("config.json")), False
+        if isinstance(config, dict):
+            config["compile_config"] = None  # as load_model(compile=False): no optimizer
+    else:
+        with h5py.File(path, "r") as f:
+            text = f.attrs.get("model_config")
+        if text is None:
+            raise ValueError("no model config found in the file")
+        config = json.loads(text.decode() if isinstance(text, bytes) else text)
+        legacy = True
+    before = list(global_state.get_global_attribute("uninitialized_variables", []))
+    try:
+        with (
+            keras.StatelessScope(initialize_variables=False),
+            serialization_lib.SafeModeScope(True),
+        ):
+            if legacy:
+                with saving_options.keras_option_scope(use_legacy_config=True):
+                    saving_utils.model_from_config(config)
+            else:
+                serialization_lib.deserialize_keras_object(config, safe_mode=True)
+    except Exception:
+        pass  # the variables made before the build failed are the ones Keras would allocate
+    finally:
+        created = global_state.get_global_attribute("uninitialized_variables", [])[len(before) :]
+        # Never let a later scope create the variables counted here.
+        global_state.set_global_attribute("uninitialized_variables", before)
+    return sum(
+        int(np.prod(v.shape, dtype=np.float64)) * np.dtype(v.dtype).itemsize for v in created
+    )
+
+
+def check_declared_weights(path: Path) -> None:
+    """Refuse a model whose config declares far more weights than its file holds, before
+    Keras allocates them (an altered config could otherwise ask for any amount of memory)."""
+    if path.suffix == ".keras":
+        with zipfile.ZipFile(path) as z:
+            stored = sum(info.file_size for info in z.infolist())
+    else:
+        stored = path.stat().st_size
+    try:
+        declared = declared_weight_bytes(path)
+    except Exception:  # not buildable without weights: Keras' own load says what is wrong
+        return
+    if declared > stored + WEIGHT_SLACK_BYTES:
+        raise InputError(
+            f"{path.name} declares {declared / 1e6:,.0f} MB of weights but holds only "
+            f"{stored / 1e6:,.1f} MB, so the file is damaged or was put together from two models"
+        )
+
+
+HDF5_SECONDS = 10
+HDF5_WALK = """
+import resource, sys
+resource.setrlimit(resource.RLIMIT_AS, (4 * 1024**3, 4 * 1024**3))
+import h5py
+def read(name, obj):
+    for key in obj.attrs:
+        obj.attrs[key]
+    if isinstance(obj, h5py.Dataset):
+        obj[()]
+with h5py.File(sys.argv[1], "r") as f:
+    read("", f)
+    f.visititems(read)
+"""
+
+
+def check_hdf5(name: str, path: Path) -> None:
+    """Read every attribute and dataset of an HDF5 file in a child process first: a damaged
+    file can make the HDF5 library hang or crash, which must never take the app with it."""
+    import subprocess
+    import sys
+
+    try:
+        result = subprocess.run(
+            [sys.executable, "-c", HDF5_WALK, str(path)], capture_output=True, timeout=HDF5_SECONDS
+        )
+    except subprocess.TimeoutExpired:
+        raise InputError(
+            f"{name}: its HDF5 data could not be read within {HDF5_SECONDS} s, so it is damaged"
+        ) from None
+    if result.returncode != 0:
+        raise InputError(f"{name} holds a damaged HDF5 file whose contents cannot be read")
+
+
+def check_weights_file(path: Path) -> None:
+    """``check_hdf5`` on the model's weights: the file itself, or the one in a Keras archive."""
+    if path.suffix != ".keras":
+        check_hdf5(path.name, path)
+        return
+    with zipfile.ZipFile(path) as z, tempfile.TemporaryDirectory() as tmp:
+        if "model.weights.h5" in z.namelist():
+            check_hdf5(path.name, Path(z.extract("model.weights.h5", tmp)))
 
 
 def explain_load_error(path: Path, error: Exception) -> str:
@@ -114,8 +239,12 @@ def load_model(path: str | Path) -> keras.Model:
     check_model_container(path)
     import keras  # only now: the checks above refuse bad files without the slow import
 
+    check_weights_file(path)
     try:
+        check_declared_weights(path)
         model = keras.saving.load_model(path, compile=False, safe_mode=True)
+    except InputError:
+        raise
     except Exception as e:  # Keras raises many types; all become one readable sentence
         raise InputError(explain_load_error(path, e)) from None
     if not isinstance(model, keras.Model):
@@ -163,6 +292,7 @@ def load_data(path: str | Path, model: keras.Model) -> tuple[np.ndarray, np.ndar
     path = Path(path)
     check_file(path)
     try:
+        check_npz_contents(path)
         loaded = np.load(path, allow_pickle=False)
         if not isinstance(loaded, np.lib.npyio.NpzFile):
             raise InputError(f"{path.name} is a single .npy array; save x and y with np.savez")
@@ -180,6 +310,41 @@ def load_data(path: str | Path, model: keras.Model) -> tuple[np.ndarray, np.ndar
             ) from None
         raise InputError(f"{path.name} is not a readable .npz file") from None
     return check_data(path.name, arrays, model)
+
+
+NPY_SIGNATURE = b"\x93NUMPY"
+
+
+def check_npz_contents(path: Path) -> None:
+    """Refuse, before reading any array, an ``.npz`` that would unpack to too much, or whose
+    arrays declare more data than they hold, or hold Python objects."""
+    with open(path, "rb") as f:
+        if f.read(len(NPY_SIGNATURE)) == NPY_SIGNATURE:
+            raise InputError(f"{path.name} is a single .npy array; save x and y with np.savez")
+    if not zipfile.is_zipfile(path):
+        return  # np.load says what it is
+    with zipfile.ZipFile(path) as z:
+        check_unpacked_size(path.name, z)
+        for info in z.infolist():
+            with z.open(info) as member:
+                version = np.lib.format.read_magic(member)
+                read_header = (
+                    np.lib.format.read_array_header_1_0
+                    if version == (1, 0)
+                    else np.lib.format.read_array_header_2_0
+                )
+                shape, _, dtype = read_header(member)
+            if dtype.hasobject:
+                raise InputError(
+                    f"{path.name} holds pickled Python objects, which are refused for safety"
+                )
+            declared = float(np.prod(shape, dtype=np.float64)) * dtype.itemsize
+            if declared > info.file_size:
+                array = Path(info.filename).stem
+                raise InputError(
+                    f"{path.name}: array {array} declares {declared / 1e6:,.1f} MB of data but "
+                    f"holds {info.file_size / 1e6:,.1f} MB, so the file is damaged"
+                )
 
 
 def check_data(
