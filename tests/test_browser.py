@@ -184,3 +184,117 @@ def test_upload_explore_and_download(app_url: str, browser: Browser, tmp_path: P
     expect(metric_value(page, "Test accuracy")).to_have_text(accuracy)  # the preview's figure
     expect(page.get_by_test_id("stException")).to_have_count(0)
     page.close()
+
+
+# --- an upload is never lost: data dropped while the model loads ---
+
+# Loaded into the server through PYTHONPATH: holds the load of any model named ``gated_*`` until
+# the session has a rerun waiting (the data upload), so the data always arrives mid-load, with
+# no timing to tune. It leaves a marker when a rerun released it.
+GATE = """
+import time
+from pathlib import Path
+
+from optimizers import keras_io
+
+real_load = keras_io.load_model_bytes
+
+
+def gated_load(data, name):
+    if Path(name).name.startswith("gated_"):
+        from streamlit.runtime.scriptrunner import get_script_run_ctx
+        from streamlit.runtime.scriptrunner_utils.script_requests import ScriptRequestType
+
+        requests = get_script_run_ctx().script_requests
+        deadline = time.monotonic() + 60
+        while requests._state == ScriptRequestType.CONTINUE and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if requests._state != ScriptRequestType.CONTINUE:
+            Path(__file__).with_name("released_by_rerun").touch()
+    return real_load(data, name)
+
+
+keras_io.load_model_bytes = gated_load
+"""
+
+
+@pytest.fixture(scope="module")
+def gated_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    gate = tmp_path_factory.mktemp("gate")
+    (gate / "sitecustomize.py").write_text(GATE)
+    port = free_port()
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": f"{gate}:{ROOT}"}
+    with open(gate / "server.log", "wb") as out:
+        server = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "streamlit",
+                "run",
+                "app.py",
+                "--server.headless=true",
+                f"--server.port={port}",
+                "--server.address=127.0.0.1",
+                "--server.fileWatcherType=none",
+                "--browser.gatherUsageStats=false",
+            ],
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_healthy(url, server)
+        yield url, gate
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+def test_data_dropped_while_the_model_loads_is_evaluated_on_that_model(
+    gated_app: tuple[str, Path], browser: Browser, tmp_path: Path
+) -> None:
+    import keras
+
+    url, gate = gated_app
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [
+            keras.Input((256,), name="features"),
+            keras.layers.Dense(1024, activation="relu", name="wide"),
+            keras.layers.Dense(512, activation="relu", name="narrow"),
+            keras.layers.Dense(4, activation="softmax", name="classes"),
+        ],
+        name="gated_mlp",
+    )
+    model_path, data_path = tmp_path / "gated_model.keras", tmp_path / "gated_data.npz"
+    model.save(model_path)
+    rng = np.random.default_rng(0)
+    np.savez(data_path, x=rng.random((16, 256), np.float32), y=rng.integers(0, 4, 16))
+
+    page = browser.new_page(viewport={"width": 1440, "height": 1000})
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(url)
+    expect(metric_value(page, "Baseline accuracy")).to_be_visible()  # the digits CNN
+    page.get_by_role("radio", name="Upload a model").click()
+    inputs = page.locator("input[type=file]")
+    expect(inputs).to_have_count(2)
+    inputs.nth(0).set_input_files(str(model_path))
+    size = model_path.stat().st_size / 1e6
+    expect(page.get_by_text(f"Loading gated_model.keras ({size:.1f} MB)…")).to_be_visible()
+    expect(page.get_by_role("heading", name="gated_model.keras")).to_be_visible()
+    page.locator("input[type=file]").nth(1).set_input_files(str(data_path))
+
+    expect(
+        page.get_by_text("File gated_model.keras · evaluation data: gated_data.npz")
+    ).to_be_visible()
+    expect(metric_value(page, "Baseline accuracy")).to_have_text(re.compile(r"\d+\.\d%"))
+    assert (gate / "released_by_rerun").exists()  # the data really arrived during the load
+    expect(page.get_by_test_id("stAlert")).to_have_count(0)  # no refusal
+    expect(page.get_by_test_id("stException")).to_have_count(0)
+    page.close()
