@@ -1,0 +1,86 @@
+"""ai_edge_quantizer recipes: weight-only int8/int4/int2 and float16 files from a float32 one."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from optimizers.export.quiet import quiet
+
+# LiteRT ops whose constant weight operand ai_edge_quantizer quantizes per output channel.
+# (Keras 3 Embedding becomes GATHER, which it does not quantize: tables stay float32.)
+WEIGHT_OPS = (
+    "FULLY_CONNECTED",
+    "CONV_2D",
+    "DEPTHWISE_CONV_2D",
+    "CONV_2D_TRANSPOSE",
+    "BATCH_MATMUL",
+    "EMBEDDING_LOOKUP",
+)
+# Integer weight formats: (bits, dynamic). Dynamic: integer kernels quantize activations at run
+
+
+def integer_recipe(bits: int, dynamic: bool) -> list[dict[str, Any]]:
+    """An ai_edge_quantizer recipe: symmetric per-channel ``bits``-bit weights of WEIGHT_OPS.
+
+    ``skip_checks``: the default policy offers int2 only with dynamic kernels, and int4
+    weight-only not for depthwise convolutions, but LiteRT's DEQUANTIZE reads both (its hybrid
+    int2 convolution returns NaN, and it has no hybrid int4 depthwise kernel, hence weight-only).
+    """
+    return [
+        {
+            "regex": ".*",
+            "operation": op,
+            "algorithm_key": "min_max_uniform_quantize",
+            "op_config": {
+                "weight_tensor_config": {
+                    "num_bits": bits,
+                    "symmetric": True,
+                    "granularity": "CHANNELWISE",
+                    "dtype": "INT",
+                },
+                "compute_precision": "INTEGER" if dynamic else "FLOAT",
+                "explicit_dequantize": not dynamic,
+                "skip_checks": True,
+            },
+        }
+        for op in WEIGHT_OPS
+    ]
+
+
+def float16_recipe() -> list[dict[str, Any]]:
+    """An ai_edge_quantizer recipe storing the weights of WEIGHT_OPS as float16."""
+    return [
+        {
+            "regex": ".*",
+            "operation": op,
+            "algorithm_key": "float_casting",
+            "op_config": {
+                "weight_tensor_config": {
+                    "num_bits": 16,
+                    "symmetric": True,
+                    "granularity": "TENSORWISE",
+                    "dtype": "FLOAT",
+                },
+                "compute_precision": "FLOAT",
+                "explicit_dequantize": True,
+                "skip_checks": True,
+            },
+        }
+        for op in (
+            "FULLY_CONNECTED",
+            "CONV_2D",
+            "DEPTHWISE_CONV_2D",
+            "CONV_2D_TRANSPOSE",
+            "EMBEDDING_LOOKUP",
+        )
+    ]
+
+
+def quantize_weights(float_data: bytes, recipe: list[dict[str, Any]]) -> bytes:
+    """Apply an ai_edge_quantizer recipe to a float LiteRT flatbuffer."""
+    from ai_edge_quantizer import quantizer
+
+    with quiet():
+        q = quantizer.Quantizer(bytearray(float_data), recipe)
+        result = q.quantize(enable_progress_bar=False, enable_progress_report=False)
+    return bytes(result.quantized_model)
