@@ -52,6 +52,29 @@ SKIP = "skip_layers"
 HIST_TENSOR = "hist_tensor"  # ALL_TENSORS or a tensor path
 LOG_Y = "log_y"
 
+# --- widgets: the Learn page's own sliders, on its 16x16 example tensor ---
+LEARN_SPARSITY = "learn_sparsity"  # percent
+LEARN_CLUSTERS = "learn_clusters"
+LEARN_BITS = "learn_bits"
+
+# --- links: the query parameter that carries each setting (ui/links.py), named as the CLI's
+# options are ---
+LINK_PARAMS: dict[str, str] = {
+    SAMPLE: "sample",
+    SPARSITY: "sparsity",
+    CLUSTERS: "clusters",
+    BITS: "bits",
+    STRUCTURE: "structure",
+    SCOPE: "scope",
+    INIT: "init",
+    PRESERVE_SPARSITY: "preserve_sparsity",
+    CLUSTER_GRANULARITY: "cluster_granularity",
+    QUANT_MODE: "mode",
+    QUANT_GRANULARITY: "granularity",
+    SKIP: "skip",
+}
+LINK_OPENED = "link_opened"  # set once the session has applied the link it was opened with
+
 OFF = "Off"
 ALL_TENSORS = "all"
 SAMPLE_SOURCE, UPLOAD_SOURCE = "sample", "upload"
@@ -73,6 +96,9 @@ DEFAULTS: dict[str, Any] = {
     SKIP: [],
     HIST_TENSOR: ALL_TENSORS,
     LOG_Y: False,
+    LEARN_SPARSITY: 50,
+    LEARN_CLUSTERS: 8,
+    LEARN_BITS: 4,
 }
 
 
