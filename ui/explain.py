@@ -215,3 +215,27 @@ def departure_reason(fmt: str, config: OptimizationConfig) -> str:
     if config.quantization is not None and config.quantization.mode == "asymmetric":
         return "LiteRT stores symmetric levels, and the preview uses asymmetric ones."
     return "its weights are stored differently from the preview's."
+
+
+def headline(outcome: Outcome, baseline: Outcome) -> str:
+    """The one sentence a manager reads at a glance, e.g. "4.8× smaller download, accuracy
+    97.5% (−1.1 points)": the gzip figure (what a download transfers) and the quality."""
+    if not outcome.measured:
+        return "Measuring the download size and accuracy…"
+    smaller = ratio(baseline.sizes.gzip, outcome.sizes.gzip)
+    if smaller is None:
+        size = "Download size unknown"
+    elif round(smaller, 1) == 1:
+        size = f"Same download size ({format_bytes(outcome.sizes.gzip)})"
+    elif smaller > 1:
+        size = f"{smaller:.1f}× smaller download"
+    else:
+        size = f"{1 / smaller:.1f}× larger download"
+    now, before = quality(outcome), quality(baseline)
+    if now is None or before is None:
+        return f"{size}, accuracy not measured (no evaluation data)"
+    diff = 100 * (now[1] - before[1])
+    change = "unchanged" if abs(diff) < 0.05 else f"{diff:+.1f} points".replace("-", "−")
+    if now[0] == "accuracy":
+        return f"{size}, accuracy {percent(now[1])} ({change})"
+    return f"{size}, {percent(now[1])} of predictions as before ({change})"
