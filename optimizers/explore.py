@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from optimizers import evaluate, keras_io
+from optimizers import evaluate, keras_io, latency
+from optimizers.latency import Latency
 from optimizers.pipeline import (
     OptimizationConfig,
     TensorRef,
@@ -153,6 +154,8 @@ class Exported:
     preview_accuracy: float | None  # the optimized model as the preview computes it
     file_accuracy: float | None  # the file itself, run by Keras or the LiteRT interpreter
     agreement: float | None  # fraction of samples where the file predicts what the preview does
+    latency: Latency | None = None  # batch-1 time of a LiteRT file on this CPU
+    baseline_latency: Latency | None = None  # the original model's float32 LiteRT file
 
     @property
     def size_bytes(self) -> int:
@@ -187,7 +190,12 @@ def export_file(prepared: Prepared, outcome: Outcome, fmt: str) -> Exported:
         agreement = evaluate.fidelity(preview, outputs).agreement
         if prepared.y is not None:
             file_accuracy = evaluate.accuracy(outputs, prepared.y)
-    return Exported(fmt, data, gzip_size(data), outcome.accuracy, file_accuracy, agreement)
+    timing = base = None
+    if fmt != "keras":
+        timing, base = latency.time_file(data), latency.model_latency(prepared.model)
+    return Exported(
+        fmt, data, gzip_size(data), outcome.accuracy, file_accuracy, agreement, timing, base
+    )
 
 
 def exported_to_dict(exported: Exported) -> dict[str, Any]:
@@ -200,6 +208,7 @@ def exported_to_dict(exported: Exported) -> dict[str, Any]:
         "size_bytes": exported.size_bytes,
         "gzip_bytes": exported.gzip_bytes,
         "departs_from_preview": exported.departs,
+        **latency.latency_to_dict(exported.latency, exported.baseline_latency),
     }
 
 

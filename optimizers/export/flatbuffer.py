@@ -140,3 +140,24 @@ def pack(codes: np.ndarray, bits: int) -> np.ndarray:
     for k in range(per_byte):
         out |= groups[:, k] << np.uint8(k * bits)
     return out
+
+
+# Bytes per element of LiteRT tensor types (schema TensorType codes), for activation sizes.
+TYPE_BYTES = {0: 4, 1: 2, 2: 4, 3: 1, 4: 8, 6: 1, 7: 2, 9: 1, 10: 8, 12: 8, 15: 4, 16: 2, 18: 2}
+
+
+def largest_activation_bytes(data: bytes) -> int:
+    """Bytes of the largest non-constant tensor of the main graph at batch 1.
+
+    A lower bound on the interpreter's activation memory (its arena holds at least that tensor
+    at once), read from the file because LiteRT's Python interpreter does not report its arena.
+    A free batch dimension is stored as 1 in the tensor's shape, so this is batch 1.
+    """
+    model = read_flatbuffer(data)
+    graph = model.subgraphs[0]
+    sizes = [
+        int(np.prod([max(int(d), 1) for d in t.shape])) * TYPE_BYTES.get(t.type, 4)
+        for t in graph.tensors
+        if t.shape is not None and buffer_bytes(model, t) is None
+    ]
+    return max(sizes, default=0)
