@@ -17,6 +17,7 @@ from collections.abc import Mapping, MutableMapping, Sequence
 from typing import Any
 
 from optimizers.clustering import ClusteringConfig
+from optimizers.finetune import FinetuneConfig
 from optimizers.pruning import PruningConfig
 from optimizers.quantization import QuantizationConfig
 
@@ -56,6 +57,15 @@ LOG_Y = "log_y"
 LEARN_SPARSITY = "learn_sparsity"  # percent
 LEARN_CLUSTERS = "learn_clusters"
 LEARN_BITS = "learn_bits"
+
+# --- fine-tuning on the Explore page (ui/finetune.py) ---
+FT_EPOCHS = "finetune_epochs"  # widget
+FT_LEARNING_RATE = "finetune_learning_rate"  # widget
+FT_DATA_FILE = "finetune_data_file"  # file uploader: training data for an uploaded model
+FT_TRAIN = "finetune_train"  # (model key, services.TrainingData) uploaded for that model
+FT_REFUSED = "finetune_refused"  # (digest, sentence) of the training file last refused
+FT_JOB = "finetune_job"  # ui.finetune.Job: the session's fine-tuning run, running or done
+FT_ORIGIN = "finetune_origin"  # (fine-tuned model key, the model it was fine-tuned from)
 
 # --- links: the query parameter that carries each setting (ui/links.py), named as the CLI's
 # options are ---
@@ -99,6 +109,8 @@ DEFAULTS: dict[str, Any] = {
     LEARN_SPARSITY: 50,
     LEARN_CLUSTERS: 8,
     LEARN_BITS: 4,
+    FT_EPOCHS: FinetuneConfig().epochs,
+    FT_LEARNING_RATE: FinetuneConfig().learning_rate,
 }
 
 
