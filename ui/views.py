@@ -6,6 +6,8 @@ They take values that a service returned and draw them; every figure comes from 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
 
 import pandas as pd
 import streamlit as st
@@ -60,26 +62,31 @@ def _points(now: float, before: float) -> str | None:
 MEASURING = "measuring…"
 
 
-def quality_metric(outcome: Outcome, baseline: Outcome) -> None:
+@dataclass(frozen=True)
+class Card:
+    """One metric card, as the pages draw it and the report prints it."""
+
+    label: str
+    value: str
+    delta: str | None = None
+    help: str | None = None
+    color: Literal["normal", "inverse", "off"] = "inverse"  # which way of the delta is good
+
+
+def quality_card(outcome: Outcome, baseline: Outcome) -> Card:
     now, before = explain.quality(outcome), explain.quality(baseline)
     if not outcome.measured and baseline.fidelity is not None:
-        st.metric(
+        return Card(
             "Test accuracy" if baseline.accuracy is not None else "Top-1 agreement",
             MEASURING,
             help="Running the optimized model on the evaluation data.",
-            border=True,
-            height="stretch",
         )
-        return
     if now is None or before is None:
-        st.metric(
+        return Card(
             "Accuracy",
             "—",
             help="Add evaluation data (an .npz with x and y) on the Model page to measure it.",
-            border=True,
-            height="stretch",
         )
-        return
     label = "Test accuracy" if now[0] == "accuracy" else "Top-1 agreement"
     hint = (
         "Share of the evaluation samples classified correctly."
@@ -87,14 +94,12 @@ def quality_metric(outcome: Outcome, baseline: Outcome) -> None:
         else "No labels: share of samples where the optimized model predicts the same class "
         "as the original."
     )
-    st.metric(
-        label, percent(now[1]), _points(now[1], before[1]), help=hint, border=True, height="stretch"
-    )
+    return Card(label, percent(now[1]), _points(now[1], before[1]), hint, "normal")
 
 
-def metric_cards(outcome: Outcome, baseline: Outcome) -> None:
-    """Two rows of four cards, each with its change from the untouched model; the accuracy and
-    gzip cards say "measuring…" until ``outcome`` is measured."""
+def cards(outcome: Outcome, baseline: Outcome) -> list[Card]:
+    """Eight cards, each with its change from the untouched model, the quality first; the
+    quality and gzip cards say "measuring…" until ``outcome`` is measured."""
     s, b = outcome.sizes, baseline.sizes
     eligible, base_eligible = outcome.eligible, baseline.eligible
     sparsity, base_sparsity = (
@@ -103,9 +108,9 @@ def metric_cards(outcome: Outcome, baseline: Outcome) -> None:
     )
     distinct, base_distinct = explain.max_distinct(eligible), explain.max_distinct(base_eligible)
     packed_ratio, gzip_ratio = ratio(s.float32, s.packed), ratio(b.gzip, s.gzip)
-    # (label, value, change, explanation); the accuracy card comes first
-    cards = [
-        (
+    return [
+        quality_card(outcome, baseline),
+        Card(
             "Packed size",
             format_bytes(s.packed),
             _size_delta(s.packed, b.packed),
@@ -113,7 +118,7 @@ def metric_cards(outcome: Outcome, baseline: Outcome) -> None:
             "tables, and a 1-bit mask for zeros where that is smaller. An estimate, not a file: "
             "the Download page writes the real LiteRT files and measures them.",
         ),
-        (
+        Card(
             "gzip size",
             format_bytes(s.gzip) if outcome.measured else MEASURING,
             _size_delta(s.gzip, b.gzip),
@@ -122,46 +127,53 @@ def metric_cards(outcome: Outcome, baseline: Outcome) -> None:
             "for a setting only the changed kernels are, on a spread sample of 64 KiB pieces "
             "for a large model (measured within 2% of compressing the whole file).",
         ),
-        (
+        Card(
             ".keras file size",
             format_bytes(s.file),
             _size_delta(s.file, b.file),
             "Bytes on disk. A .keras file stores float32, so pruning and clustering do not "
             "shrink it by themselves; a quantized TFLite export does.",
         ),
-        (
+        Card(
             "Sparsity",
             percent(sparsity),
             _points(sparsity, base_sparsity),
             "Share of the eligible weights (kernels) that are exactly zero.",
+            "off",  # more sparsity is neither good nor bad in itself
         ),
-        (
+        Card(
             "Distinct values",
             f"{distinct:,}",
             None if distinct == base_distinct else f"{distinct - base_distinct:+,}",
             "The most distinct weight values in any one eligible tensor.",
         ),
-        (
+        Card(
             "Compression (packed)",
             f"{packed_ratio:.1f}×" if packed_ratio else "—",
             None,
             "float32 bytes ÷ packed bytes.",
         ),
-        (
+        Card(
             "Compression (gzip)",
             f"{gzip_ratio:.1f}×" if gzip_ratio else MEASURING if not outcome.measured else "—",
             None,
             "gzip size of the original .keras file ÷ gzip size of this one.",
         ),
     ]
+
+
+def metric_cards(outcome: Outcome, baseline: Outcome) -> None:
+    """The ``cards`` in two rows of four."""
     columns = st.columns(4) + st.columns(4)
-    with columns[0]:
-        quality_metric(outcome, baseline)
-    for column, (label, value, delta, explanation) in zip(columns[1:], cards, strict=True):
-        # More sparsity is neither good nor bad in itself; smaller sizes and counts are good.
-        color = "off" if label == "Sparsity" else "inverse"
+    for column, card in zip(columns, cards(outcome, baseline), strict=True):
         column.metric(
-            label, value, delta, delta_color=color, help=explanation, border=True, height="stretch"
+            card.label,
+            card.value,
+            card.delta,
+            delta_color=card.color,
+            help=card.help,
+            border=True,
+            height="stretch",
         )
 
 
@@ -335,15 +347,16 @@ def verified_exports(
     return exports
 
 
-def export_table(exports: dict[str, Exported | str]) -> None:
-    """Format, bytes, gzip bytes, ratio to float32 TFLite, preview and file accuracy."""
+def export_rows(exports: dict[str, Exported | str]) -> pd.DataFrame:
+    """One row per format: bytes, gzip bytes, ratio to the float32 LiteRT file, preview and
+    file accuracy (percent) and whether the file does what the preview promised."""
     made = {f: e for f, e in exports.items() if isinstance(e, Exported)}
     float32 = made.get("tflite-float32")
 
     def acc(value: float | None) -> float | None:
         return None if value is None else 100 * value
 
-    rows = pd.DataFrame(
+    return pd.DataFrame(
         {
             "format": [FORMAT_NAMES[f] for f in exports],
             "bytes": [made[f].size_bytes if f in made else None for f in exports],
@@ -362,8 +375,12 @@ def export_table(exports: dict[str, Exported | str]) -> None:
             ],
         }
     )
+
+
+def export_table(exports: dict[str, Exported | str]) -> None:
+    """The ``export_rows`` as a table."""
     st.dataframe(
-        rows,
+        export_rows(exports),
         hide_index=True,
         width="stretch",
         column_config={
