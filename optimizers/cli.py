@@ -1,9 +1,10 @@
-"""Command line: ``python -m optimizers {apply,export,finetune} MODEL [options]``.
+"""Command line: ``python -m optimizers {apply,export,finetune,sweep} MODEL [options]``.
 
 ``apply`` measures a setting (and may write the optimized ``.keras`` file); ``export`` writes the
 optimized model in a deployable format and verifies the file by running it on the data;
 ``finetune`` trains the model toward the setting on training data and measures the float,
-post-training and fine-tuned models side by side. Exit
+post-training and fine-tuned models side by side; ``sweep`` measures a grid of uniform settings
+with its Pareto frontier, each layer's sensitivity and a per-layer recipe within a budget. Exit
 status 0 on success, 2 on any bad input (one ``error:`` line on stderr, no traceback, no output
 file written).
 """
@@ -75,7 +76,32 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_config_arguments(finetune)
     add_finetune_arguments(finetune)
+    add_sweep_arguments(
+        sub.add_parser(
+            "sweep", help="measure a grid of settings, each layer's sensitivity, and recommend"
+        )
+    )
     return parser
+
+
+def add_sweep_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="a .keras or .h5 model")
+    p.add_argument("--data", required=True, help=".npz with x and optionally y to measure on")
+    p.add_argument(
+        "--budget",
+        type=float,
+        default=1.0,
+        help="accuracy points (agreement without labels) the recommended recipe may lose",
+    )
+    p.add_argument(
+        "--grid",
+        action="append",
+        default=[],
+        metavar="AXIS=V1,V2",
+        help="values of one axis (sparsity, clusters, bits; 'off' leaves a stage out), "
+        "repeat per axis; default sparsity=0,0.5,0.75,0.9 clusters=off,16,4 bits=off,8,4",
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
 
 
 def add_finetune_arguments(p: argparse.ArgumentParser) -> None:
@@ -227,6 +253,58 @@ def finetune_command(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def sweep_command(args: argparse.Namespace) -> dict[str, Any]:
+    from optimizers import recommend, sweep
+
+    grid = sweep.grid_from_strings(args.grid)
+    sweep.check_budget(args.budget)
+    prepared = prepared_model(args, OptimizationConfig())
+    swept = sweep.sweep(prepared, grid)
+    best = swept.best_within(args.budget)
+    recommended = recommend.recommend(prepared, args.budget, grid)
+    return {
+        "model": Path(args.model).name,
+        "budget": args.budget,
+        "baseline": sweep.point_to_dict(swept.baseline),
+        "points": [sweep.grid_point_to_dict(p) for p in swept.points],
+        "sensitivity": [
+            recommend.sensitivity_to_dict(row)
+            for row in recommend.sensitivity(prepared, recommend.LEVELS)
+        ],
+        "recommended": {
+            "recipe": config_to_dict(recommended.config),
+            **sweep.point_to_dict(recommended),
+        },
+        "best_uniform": None if best is None else sweep.grid_point_to_dict(best),
+    }
+
+
+def print_sweep(result: dict[str, Any]) -> None:
+    def quality(d: dict[str, Any]) -> str:
+        value = d["agreement"] if d["accuracy"] is None else d["accuracy"]
+        return f"{value:>8.2%}"
+
+    def setting(d: dict[str, Any]) -> str:
+        return f"{d['sparsity']:>8.0%} {d['clusters'] or 'off':>8} {d['bits'] or 'off':>5}"
+
+    print(f"model      {result['model']}, budget {result['budget']:g} points")
+    print(f"{'sparsity':>8} {'clusters':>8} {'bits':>5} {'quality':>8} {'packed':>9} {'gzip':>9}")
+    base = result["baseline"]
+    print(f"{'float':>23} {quality(base)} {base['packed_bytes']:>9,} {base['gzip_bytes']:>9,}")
+    for d in result["points"]:
+        mark = " pareto" if d["pareto"] else ""
+        print(f"{setting(d)} {quality(d)} {d['packed_bytes']:>9,} {d['gzip_bytes']:>9,}{mark}")
+    print("sensitivity (quality with only this layer optimized), most fragile first")
+    for row in result["sensitivity"]:
+        levels = ", ".join(f"{v['setting']} {v['quality']:.1%}" for v in row["levels"])
+        print(f"  {row['layer']}: {levels}")
+    best, rec = result["best_uniform"], result["recommended"]
+    if best is not None:
+        print(f"best uniform  {setting(best)} {quality(best)} {best['packed_bytes']:>9,} packed")
+    print(f"recommended   {quality(rec)} {rec['packed_bytes']:>9,} packed, recipe:")
+    print(json.dumps(rec["recipe"]))
+
+
 def print_finetune(result: dict[str, Any]) -> None:
     print(f"model      {result['model']}")
     print(
@@ -282,6 +360,7 @@ COMMANDS = {
     "apply": (apply_command, print_summary),
     "export": (export_command, print_export),
     "finetune": (finetune_command, print_finetune),
+    "sweep": (sweep_command, print_sweep),
 }
 
 
