@@ -135,3 +135,56 @@ def weight_histogram(
         hovermode="closest",
     )
     return fig
+
+
+ZERO_COLOR = "#3d444d"
+
+
+def weight_grid(w: np.ndarray, bound: float, height: int = 280) -> go.Figure:
+    """A 2-D tensor as a heatmap, one cell per weight: blue negative, red positive, white near
+    zero on a scale of ``±bound`` (pass the original's largest magnitude, so a before and an
+    after share one scale), and exact zeros in dark grey, so pruned weights stand out."""
+    zeros = np.where(w == 0, 1.0, np.nan)
+    fig = go.Figure(
+        [
+            go.Heatmap(
+                z=w,
+                zmin=-bound,
+                zmax=bound,
+                colorscale="RdBu_r",
+                colorbar={"thickness": 10},
+                hovertemplate="row %{y}, column %{x}: %{z:.4f}<extra></extra>",
+            ),
+            go.Heatmap(
+                z=zeros,
+                colorscale=[[0, ZERO_COLOR], [1, ZERO_COLOR]],
+                showscale=False,
+                hovertemplate="exactly 0<extra></extra>",
+            ),
+        ]
+    )
+    fig.update_layout(
+        height=height,
+        margin={"l": 10, "r": 10, "t": 10, "b": 10},
+        xaxis={"visible": False, "constrain": "domain"},
+        yaxis={"visible": False, "autorange": "reversed", "scaleanchor": "x"},
+    )
+    return fig
+
+
+def size_sweep(percents: Sequence[int], raw: Sequence[int], gzipped: Sequence[int]) -> go.Figure:
+    """Bytes of a tensor's raw float32 data and of the same bytes gzipped, against sparsity."""
+    fig = go.Figure(
+        [
+            go.Scatter(x=list(percents), y=list(raw), name="raw float32", mode="lines+markers"),
+            go.Scatter(x=list(percents), y=list(gzipped), name="gzipped", mode="lines+markers"),
+        ]
+    )
+    fig.update_layout(
+        height=300,
+        margin={"l": 10, "r": 10, "t": 30, "b": 10},
+        legend={"orientation": "h", "yanchor": "bottom", "y": 1.02, "x": 0},
+        xaxis={"title": "weights pruned (%)"},
+        yaxis={"title": "bytes", "rangemode": "tozero"},
+    )
+    return fig
