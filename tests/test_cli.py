@@ -366,6 +366,8 @@ def test_export_writes_the_file_the_preview_promised(runs):
     assert result["file_accuracy"] == file_accuracy  # what LiteRT itself measures
     assert abs(file_accuracy - result["preview_accuracy"]) <= 0.005
     assert not result["departs_from_preview"]
+    for key in ("latency_ms", "latency_p90_ms", "latency_threads_ms", "baseline_latency_ms"):
+        assert result[key] > 0, key  # batch-1 times of the file and the original float32 file
 
 
 def test_export_keras_is_the_optimized_model(runs):
