@@ -24,6 +24,8 @@ from ui.explain import format_bytes, percent, ratio
 def model_title(model: services.KerasModel | services.TfliteModel) -> str:
     if isinstance(model, services.KerasModel) and model.sample is not None:
         return sample_models.get(model.sample).title
+    if isinstance(model, services.KerasModel):  # the model's own name, its file beside it
+        return f"{model.prepared.model.name} ({model.name})"
     return model.name
 
 
