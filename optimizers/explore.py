@@ -7,8 +7,8 @@ comes in two stages, so that an app can show the first at once and the second wh
 1. ``optimize``: the optimized weights, the per-tensor report and every size figure that is
    exact and cheap (float32, packed, entropy, file bytes). Milliseconds for a sample, about
    0.2 s for a MobileNet.
-2. ``measure``: the gzip figure (sampled, ``size.GzipBasis``) and accuracy (or fidelity) from
-   running the model on the data, with progress per batch.
+2. ``measure``: accuracy (or fidelity) from running the model on the data, with progress per
+   batch, while the gzip figure (sampled, ``size.GzipBasis``) is measured in other threads.
 
 ``run`` does both; the app and the CLI call the same functions, so they show the same figures.
 """
@@ -32,7 +32,7 @@ from optimizers.pipeline import (
     float_reports,
     optimize_weights,
 )
-from optimizers.size import GzipBasis, Sizes, gzip_basis, gzip_size, weight_sizes
+from optimizers.size import GzipBasis, Sizes, gzip_size, start_gzip_basis, weight_sizes
 
 if TYPE_CHECKING:
     import keras
@@ -100,10 +100,10 @@ def prepare(
     layers = [p.rsplit("/", 1)[0] for p in paths]
     floats = float_reports(weights, paths, layers, {r.index for r in refs})
     clone = evaluate.evaluation_clone(model)
-    reference = None if x is None else evaluate.predict(clone, x, on_batch)
     file = keras_io.save_model_bytes(clone)
-    basis = gzip_basis(file, weights, [r.index for r in refs])
-    return Prepared(model, weights, refs, tuple(floats), x, y, reference, clone, len(file), basis)
+    basis = start_gzip_basis(file, weights, [r.index for r in refs])  # compresses meanwhile
+    reference = None if x is None else evaluate.predict(clone, x, on_batch)
+    return Prepared(model, weights, refs, tuple(floats), x, y, reference, clone, len(file), basis())
 
 
 def optimize(prepared: Prepared, config: OptimizationConfig) -> Outcome:
@@ -117,7 +117,7 @@ def optimize(prepared: Prepared, config: OptimizationConfig) -> Outcome:
 def measure(prepared: Prepared, outcome: Outcome, on_batch: Progress | None = None) -> Outcome:
     """Stage two: ``outcome`` with its accuracy (fidelity) and gzip figure. ``on_batch(done,
     total)`` follows the evaluation; an exception it raises abandons the measurement."""
-    sizes = replace(outcome.sizes, gzip=prepared.gzip.gzip(outcome.weights))
+    gzip = prepared.gzip.start(outcome.weights)  # compresses in other threads meanwhile
     accuracy = fid = None
     if prepared.x is not None:
         with prepared.lock:
@@ -126,6 +126,7 @@ def measure(prepared: Prepared, outcome: Outcome, on_batch: Progress | None = No
         if prepared.y is not None:
             accuracy = evaluate.accuracy(outputs, prepared.y)
         fid = evaluate.fidelity(prepared.reference_outputs, outputs)
+    sizes = replace(outcome.sizes, gzip=gzip())
     return replace(outcome, accuracy=accuracy, fidelity=fid, sizes=sizes, measured=True)
 
 

@@ -23,7 +23,7 @@ import gzip
 import math
 import os
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -52,7 +52,7 @@ def gzip_size(data: bytes) -> int:
 
 PIECE = 1 << 16  # bytes: the unit in which a tensor's share of the gzip figure is measured
 WINDOW = 1 << 15  # deflate's window: each piece is compressed with the 32 KiB before it
-SAMPLE_PIECES = 48  # pieces compressed per estimate, spread over the tensors by their size
+SAMPLE_PIECES = 16  # pieces compressed per estimate beyond one a tensor, spread by tensor size
 _POOL = ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="gzip")  # zlib frees the GIL
 
 
@@ -81,9 +81,13 @@ def sample_plan(nbytes: Sequence[int], pieces: int = SAMPLE_PIECES) -> list[list
     return plan
 
 
-def tensor_gzip_bytes(tensors: Sequence[np.ndarray], pieces: int = SAMPLE_PIECES) -> list[float]:
-    """Each tensor's share of a gzip -9 stream of its bytes, measured on at most ``pieces``
-    pieces of ``PIECE`` bytes in all (in parallel) and scaled up to the tensor's size."""
+def start_gzip_shares(
+    tensors: Sequence[np.ndarray], pieces: int = SAMPLE_PIECES
+) -> Callable[[], list[float]]:
+    """Start measuring each tensor's share of a gzip -9 stream of its bytes, on about
+    ``pieces`` pieces of ``PIECE`` bytes in all (in a thread pool, so a caller can do other
+    work meanwhile), scaled up to the tensor's size; returns the function that waits for them.
+    """
     views = [memoryview(np.ascontiguousarray(t)).cast("B") for t in tensors]
     plan = sample_plan([v.nbytes for v in views], pieces)
     jobs = [
@@ -91,13 +95,22 @@ def tensor_gzip_bytes(tensors: Sequence[np.ndarray], pieces: int = SAMPLE_PIECES
         for i, (v, starts) in enumerate(zip(views, plan, strict=True))
         for s in starts
     ]
-    measured = [0.0] * len(views)
-    for i, job in jobs:
-        measured[i] += job.result()
-    return [
-        m * v.nbytes / min(v.nbytes, len(starts) * PIECE) if v.nbytes else 0.0
-        for m, v, starts in zip(measured, views, plan, strict=True)
-    ]
+
+    def shares() -> list[float]:
+        measured = [0.0] * len(views)
+        for i, job in jobs:
+            measured[i] += job.result()
+        return [
+            m * v.nbytes / min(v.nbytes, len(starts) * PIECE) if v.nbytes else 0.0
+            for m, v, starts in zip(measured, views, plan, strict=True)
+        ]
+
+    return shares
+
+
+def tensor_gzip_bytes(tensors: Sequence[np.ndarray], pieces: int = SAMPLE_PIECES) -> list[float]:
+    """Each tensor's share of a gzip -9 stream of its bytes (``start_gzip_shares``)."""
+    return start_gzip_shares(tensors, pieces)()
 
 
 @dataclass(frozen=True)
@@ -115,14 +128,23 @@ class GzipBasis:
     fixed: float  # gzip bytes of everything in the file but the eligible tensors' data
     indices: tuple[int, ...]  # the eligible tensors, by position in the model's weights
 
+    def start(self, weights: Sequence[np.ndarray]) -> Callable[[], int]:
+        """Start measuring the gzip figure of ``weights``; returns the function that waits."""
+        shares = start_gzip_shares([weights[i] for i in self.indices])
+        return lambda: round(self.fixed + sum(shares()))
+
     def gzip(self, weights: Sequence[np.ndarray]) -> int:
-        return round(self.fixed + sum(tensor_gzip_bytes([weights[i] for i in self.indices])))
+        return self.start(weights)()
 
 
-def gzip_basis(file: bytes, weights: Sequence[np.ndarray], indices: Sequence[int]) -> GzipBasis:
-    """The basis of a model saved as ``file`` with ``weights``, of which ``indices`` change."""
-    share = sum(tensor_gzip_bytes([weights[i] for i in indices]))
-    return GzipBasis(gzip_size(file) - share, tuple(indices))
+def start_gzip_basis(
+    file: bytes, weights: Sequence[np.ndarray], indices: Sequence[int]
+) -> Callable[[], GzipBasis]:
+    """Start measuring the basis of a model saved as ``file`` with ``weights``, of which
+    ``indices`` change with the settings; returns the function that waits for it."""
+    whole = _POOL.submit(gzip_size, file)
+    shares = start_gzip_shares([weights[i] for i in indices])
+    return lambda: GzipBasis(whole.result() - sum(shares()), tuple(indices))
 
 
 def index_bits(levels: int) -> int:

@@ -9,11 +9,11 @@ from optimizers.quantization import QuantizationConfig, fake_quantize
 from optimizers.size import (
     PIECE,
     entropy_bits,
-    gzip_basis,
     gzip_size,
     index_bits,
     packed_bits,
     sample_plan,
+    start_gzip_basis,
     tensor_gzip_bytes,
     weight_sizes,
 )
@@ -113,7 +113,7 @@ def test_gzip_figure_of_a_sampled_model_is_within_two_percent_of_gzip9(tmp_path)
     clone = keras.models.clone_model(model)  # saved as explore saves it: the clone
     clone.set_weights(weights)
     file = keras_io.save_model_bytes(clone)
-    basis = gzip_basis(file, weights, [r.index for r in refs])
+    basis = start_gzip_basis(file, weights, [r.index for r in refs])()
     assert basis.gzip(weights) == gzip_size(file)  # exact for the untouched model
     for config in (
         OptimizationConfig(pruning=PruningConfig(0.5)),
