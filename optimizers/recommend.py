@@ -4,20 +4,21 @@
 model's quality and output SNR: a layer whose quality falls most is the most fragile.
 
 ``recommend`` searches per-layer settings for the smallest packed size within a budget of
-quality points below the untouched model. The evaluation data is split in two halves, even and
-odd samples: the search sees only the *search* half, the other half *checks* its answer.
+quality points below the untouched model, on the evaluation data:
 
-1. Each layer is measured alone at every setting of the grid (on the search half); a layer's
-   useful settings are those on its own frontier of packed bytes against quality.
+1. Each layer is measured alone at every setting of the grid; a layer's useful settings are
+   those on its own frontier of packed bytes against quality.
 2. Greedy descent, from the untouched model and from the best uniform setting within budget:
    repeatedly move one layer to a smaller setting of its frontier, trying first the move that
    saves the most bytes per point of quality it cost that layer alone; a move is kept when the
    whole model stays within budget, else it is never tried again. Fragile layers thus stay
    gentle and robust ones go harsh.
-3. The configs the descents kept are tried on the check half, smallest first; the first within
-   budget there too is the answer (the untouched model always is). Within budget on both
-   halves means within budget on all the data, where the answer is measured by ``explore.run``:
-   the figures ``apply --recipe`` reports.
+3. The smallest config either descent kept is measured by ``explore.run``: the figures
+   ``apply --recipe`` reports on the same data.
+
+The search picks among a few hundred configs on the data it reports on, so its figure can be a
+little optimistic; the tests check the budget on the samples' training splits, which it never
+sees.
 
 Packed bytes are a sum over tensors, so a layer's share at a setting is measured once.
 """
@@ -44,7 +45,7 @@ LEVELS: tuple[Techniques, ...] = (
     *(Techniques(clustering=ClusteringConfig(k)) for k in (16, 8, 4)),
     *(Techniques(quantization=QuantizationConfig(b)) for b in (8, 4, 2)),
 )
-NO_GZIP = GzipBasis(0.0, ())  # a view that skips the gzip figure: the search never reads it
+NO_GZIP = GzipBasis(0.0, ())  # measures no tensor: the gzip figure of the search's answers
 
 
 @dataclass(frozen=True)
@@ -81,20 +82,18 @@ def only(layer: str, setting: Techniques) -> OptimizationConfig:
     return OptimizationConfig(overrides=((layer, setting),))
 
 
-def view(prepared: explore.Prepared, rows: slice) -> explore.Prepared:
-    """``prepared`` evaluated on ``rows`` of its data only, without the gzip figure (which
-    ``explore.run`` then reports as 0). Shares the model, clone and lock."""
-    if prepared.x is None or prepared.reference_outputs is None:
+def without_gzip(prepared: explore.Prepared) -> explore.Prepared:
+    """``prepared`` whose answers skip the gzip figure (``explore.run`` reports it as 0): the
+    search compares quality and packed bytes only. Shares the model, clone and lock."""
+    if prepared.x is None:
         raise ValueError("this needs evaluation data (an .npz with x and optionally y)")
-    y = None if prepared.y is None else prepared.y[rows]
-    reference = prepared.reference_outputs[rows]
-    return replace(prepared, x=prepared.x[rows], y=y, reference_outputs=reference, gzip=NO_GZIP)
+    return replace(prepared, gzip=NO_GZIP)
 
 
 def score(prepared: explore.Prepared, config: OptimizationConfig) -> tuple[float, float | None]:
     """(quality, output SNR) of ``config`` on ``prepared``'s data."""
     outcome = explore.run(prepared, config)
-    assert outcome.fidelity is not None  # views always carry data
+    assert outcome.fidelity is not None  # callers checked that there is data
     quality = outcome.fidelity.agreement if outcome.accuracy is None else outcome.accuracy
     return quality, outcome.fidelity.snr_db
 
@@ -107,7 +106,7 @@ def sensitivity(
     >>> sensitivity(prepared, LEVELS)[0].layer  # doctest: +SKIP
     'classifier'
     """
-    data = view(prepared, slice(None))
+    data = without_gzip(prepared)
     sizes = layers(prepared)
     total, done, rows = len(sizes) * len(settings), 0, []
     for layer, params in sizes.items():
@@ -219,18 +218,12 @@ def recommend(
     >>> recommend(prepared, budget=1.0).config  # doctest: +SKIP
     """
     check_budget(budget)
-    if prepared.x is None:
-        raise ValueError("a recommendation needs evaluation data (an .npz with x and optionally y)")
-    if len(prepared.x) < 2:
-        raise ValueError(
-            f"a recommendation needs at least 2 evaluation samples, got {len(prepared.x)}"
-        )
+    data = without_gzip(prepared)
     params = layers(prepared)
     if not params:
         return measure(prepared, OptimizationConfig())
     grid = grid or Grid()
     settings = [Techniques(), *(s for s in grid.settings() if s.active)]
-    data = view(prepared, slice(None))
     step = on_step or (lambda what: None)
 
     step("measuring each layer alone")
