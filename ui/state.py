@@ -20,6 +20,7 @@ from optimizers.clustering import ClusteringConfig
 from optimizers.finetune import FinetuneConfig
 from optimizers.pruning import PruningConfig
 from optimizers.quantization import QuantizationConfig
+from optimizers.sweep import Grid
 
 # --- the model the session works on (not widgets) ---
 MODEL = "model"  # services.KerasModel | services.TfliteModel
@@ -48,6 +49,16 @@ CLUSTER_GRANULARITY = "cluster_granularity"
 QUANT_MODE = "quant_mode"
 QUANT_GRANULARITY = "quant_granularity"
 SKIP = "skip_layers"
+
+OVERRIDES = "layer_overrides"  # not a widget: ((layer, pipeline.Techniques), ...), see Trade-off
+
+# --- widgets: the Trade-off page (its grid: percents, cluster and bit options as the sliders') ---
+SWEEP_SPARSITIES = "sweep_sparsities"
+SWEEP_CLUSTERS = "sweep_clusters"
+SWEEP_BITS = "sweep_bits"
+BUDGET = "budget"  # accuracy points the recommended recipe may lose
+FRAGILE_LAYER = "fragile_layer"  # the layer the sensitivity actions apply to
+LAYER_SETTING = "layer_setting"  # index of the setting to give that layer
 
 # --- widgets: the histogram on the Explore page ---
 HIST_TENSOR = "hist_tensor"  # ALL_TENSORS or a tensor path
@@ -104,6 +115,13 @@ DEFAULTS: dict[str, Any] = {
     QUANT_MODE: QuantizationConfig().mode,
     QUANT_GRANULARITY: QuantizationConfig().granularity,
     SKIP: [],
+    OVERRIDES: (),
+    SWEEP_SPARSITIES: [round(100 * s) for s in Grid().sparsities],
+    SWEEP_CLUSTERS: [OFF if k is None else k for k in Grid().clusters],
+    SWEEP_BITS: [OFF if b is None else b for b in Grid().bits],
+    BUDGET: 1.0,
+    FRAGILE_LAYER: None,
+    LAYER_SETTING: 0,
     HIST_TENSOR: ALL_TENSORS,
     LOG_Y: False,
     LEARN_SPARSITY: 50,
@@ -164,6 +182,8 @@ def set_model(
         session[UPLOADED] = model
     if not same_layers:
         put(session, SKIP, [])
+        put(session, OVERRIDES, ())
+        put(session, FRAGILE_LAYER, None)
         put(session, HIST_TENSOR, ALL_TENSORS)
         if INSPECT_TENSOR in session:
             del session[INSPECT_TENSOR]
