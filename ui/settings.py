@@ -8,14 +8,14 @@ builds the same config as the Explore page without drawing any widget.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, MutableMapping, Sequence
 from typing import Any
 
 import streamlit as st
 
 from optimizers import clustering, pruning, quantization
 from optimizers.clustering import ClusteringConfig
-from optimizers.pipeline import OptimizationConfig
+from optimizers.pipeline import OptimizationConfig, describe
 from optimizers.pruning import PruningConfig
 from optimizers.quantization import QuantizationConfig
 from ui import state
@@ -72,8 +72,33 @@ def config_from_state(session: Mapping[str, Any]) -> OptimizationConfig:
             int(get(state.BITS)), get(state.QUANT_MODE), get(state.QUANT_GRANULARITY)
         )
     return OptimizationConfig(
-        pruning=prune, clustering=cluster, quantization=quantize, skip=tuple(get(state.SKIP))
+        pruning=prune,
+        clustering=cluster,
+        quantization=quantize,
+        skip=tuple(get(state.SKIP)),
+        overrides=tuple(get(state.OVERRIDES)),
     )
+
+
+def put_config(session: MutableMapping[str, Any], config: OptimizationConfig) -> None:
+    """Set every setting so that ``config_from_state`` gives ``config`` (a stage that is off
+    keeps its options); its sparsity and cluster count must be ones the sliders offer."""
+    p, c, q = config.pruning, config.clustering, config.quantization
+    state.put(session, state.STRUCTURE, p.structure if p else PruningConfig().structure)
+    state.put(session, state.SPARSITY, round(100 * p.sparsity) if p and p.sparsity else 0)
+    if p:
+        state.put(session, state.SCOPE, p.scope)
+    state.put(session, state.CLUSTERS, c.clusters if c else OFF)
+    if c:
+        state.put(session, state.INIT, c.init)
+        state.put(session, state.PRESERVE_SPARSITY, c.preserve_sparsity)
+        state.put(session, state.CLUSTER_GRANULARITY, c.granularity)
+    state.put(session, state.BITS, q.bits if q else OFF)
+    if q:
+        state.put(session, state.QUANT_MODE, q.mode)
+        state.put(session, state.QUANT_GRANULARITY, q.granularity)
+    state.put(session, state.SKIP, list(config.skip))
+    state.put(session, state.OVERRIDES, config.overrides)
 
 
 def _radio(title: str, key: str, labels: Mapping[str, str], **kwargs: Any) -> None:
@@ -168,3 +193,16 @@ def draw_advanced(layers: Sequence[str]) -> None:
             placeholder="None: every eligible layer is optimized",
             help="Often the first and last layers are the most sensitive to compression.",
         )
+        overrides = state.get(session, state.OVERRIDES)
+        if overrides:
+            st.caption(
+                "Per-layer settings (from the Trade-off page) are active: "
+                + "; ".join(f"{layer}: {describe(t)}" for layer, t in overrides)
+                + ". The settings above apply to the other layers."
+            )
+            st.button(
+                "Clear per-layer settings",
+                on_click=state.put,
+                args=(session, state.OVERRIDES, ()),
+                key="clear_overrides",
+            )
