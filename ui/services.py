@@ -35,9 +35,9 @@ import numpy as np
 import streamlit as st
 
 import sample_models
-from optimizers import explore, keras_io
+from optimizers import explore, keras_io, recommend, sweep
 from optimizers.keras_io import InputError
-from optimizers.pipeline import OptimizationConfig, config_to_dict
+from optimizers.pipeline import OptimizationConfig, Techniques, config_to_dict
 from optimizers.size import gzip_size
 from ui import tflite
 
@@ -302,3 +302,47 @@ def export(model: KerasModel, config: OptimizationConfig, fmt: str) -> explore.E
 def recipe_json(config: OptimizationConfig) -> str:
     """The JSON recipe that ``python -m optimizers apply MODEL --recipe FILE`` reads."""
     return json.dumps(config_to_dict(config), indent=2) + "\n"
+
+
+# --- the Trade-off page: sweeps, sensitivity and recommendations (figures only, no weights,
+# counted at 1 kB per measured setting) ---
+
+KB = 1024
+SWEEPS = ByteCache[sweep.Sweep](16 * MB, lambda s: KB * (len(s.points) + 1))
+SENSITIVITIES = ByteCache["list[recommend.LayerSensitivity]"](
+    16 * MB, lambda rows: KB * sum(len(r.scores) for r in rows)
+)
+RECOMMENDED = ByteCache[sweep.Point](4 * MB, lambda p: KB)
+
+
+def swept(
+    model: KerasModel, grid: sweep.Grid, on_point: sweep.Progress | None = None
+) -> sweep.Sweep:
+    """Every setting of ``grid`` measured on ``model`` (cached)."""
+    return SWEEPS.get_or_make(
+        (model.key, grid), lambda: sweep.sweep(model.prepared, grid, on_point)
+    )
+
+
+def sensitivity(
+    model: KerasModel,
+    settings: tuple[Techniques, ...],
+    on_step: sweep.Progress | None = None,
+) -> list[recommend.LayerSensitivity]:
+    """Each layer alone at each of ``settings``, most fragile first (cached)."""
+    return SENSITIVITIES.get_or_make(
+        (model.key, settings), lambda: recommend.sensitivity(model.prepared, settings, on_step)
+    )
+
+
+def recommended(
+    model: KerasModel,
+    grid: sweep.Grid,
+    budget: float,
+    on_step: Callable[[str], None] | None = None,
+) -> sweep.Point:
+    """The per-layer recipe within ``budget`` points, measured as ``apply`` would (cached)."""
+    return RECOMMENDED.get_or_make(
+        (model.key, grid, budget),
+        lambda: recommend.recommend(model.prepared, budget, grid, on_step),
+    )
