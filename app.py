@@ -17,6 +17,7 @@ page = st.navigation(
         st.Page("pages/model.py", title="Model", icon=":material/deployed_code:", default=True),
         st.Page("pages/explore.py", title="Explore", icon=":material/tune:"),
         st.Page("pages/download.py", title="Download", icon=":material/download:"),
+        st.Page("pages/tradeoff.py", title="Trade-off", icon=":material/scatter_plot:"),
     ],
     position="top",
 )

@@ -191,7 +191,9 @@ def apply_command(args: argparse.Namespace) -> dict[str, Any]:
     baseline = explore.run(prepared, OptimizationConfig())
     optimized = explore.run(prepared, config)
     if output is not None:
-        output.write_bytes(explore.optimized_model_bytes(prepared, optimized.weights))
+        output.write_bytes(
+            explore.optimized_model_bytes(optimized.source or prepared, optimized.weights)
+        )
     return {
         "model": Path(args.model).name,
         "config": config_to_dict(config),

@@ -16,13 +16,14 @@ comes in two stages, so that an app can show the first at once and the second wh
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from optimizers import evaluate, keras_io, latency
+from optimizers import channels, evaluate, keras_io, latency
 from optimizers.latency import Latency
 from optimizers.pipeline import (
     OptimizationConfig,
@@ -53,6 +54,8 @@ class Prepared:
     file_bytes: int  # the saved .keras file: the same for every setting (weights keep shapes)
     gzip: GzipBasis
     lock: threading.Lock = field(default_factory=threading.Lock, compare=False)
+    # Channel-pruned rewrites of this model, by (sparsity, skip); see ``channel_pruned``.
+    derived: OrderedDict[Any, Prepared] = field(default_factory=OrderedDict, compare=False)
 
     @property
     def nbytes(self) -> int:
@@ -71,6 +74,7 @@ class Outcome:
     fidelity: evaluate.Fidelity | None
     sizes: Sizes
     measured: bool = True
+    source: Prepared | None = None  # the channel-pruned model the weights belong to, if any
 
     @property
     def eligible(self) -> list[TensorReport]:
@@ -107,7 +111,13 @@ def prepare(
 
 
 def optimize(prepared: Prepared, config: OptimizationConfig) -> Outcome:
-    """Stage one: apply ``config``; the exact, cheap figures (no accuracy, no gzip yet)."""
+    """Stage one: apply ``config``; the exact, cheap figures (no accuracy, no gzip yet).
+
+    Channel pruning answers with the smaller, rewritten model (``Outcome.source``) and applies
+    the other techniques to it."""
+    if config.pruning is not None and config.pruning.structure == "channels":
+        smaller = channel_pruned(prepared, config.pruning.sparsity, config.skip)
+        return replace(optimize(smaller, replace(config, pruning=None)), source=smaller)
     weights, reports = optimize_weights(prepared.weights, prepared.refs, config)
     reports = reports + list(prepared.float_reports)
     sizes = weight_sizes(weights, reports, file=prepared.file_bytes)
@@ -117,6 +127,7 @@ def optimize(prepared: Prepared, config: OptimizationConfig) -> Outcome:
 def measure(prepared: Prepared, outcome: Outcome, on_batch: Progress | None = None) -> Outcome:
     """Stage two: ``outcome`` with its accuracy (fidelity) and gzip figure. ``on_batch(done,
     total)`` follows the evaluation; an exception it raises abandons the measurement."""
+    prepared = outcome.source or prepared
     gzip = prepared.gzip.start(outcome.weights)  # compresses in other threads meanwhile
     accuracy = fid = None
     if prepared.x is not None:
@@ -128,6 +139,28 @@ def measure(prepared: Prepared, outcome: Outcome, on_batch: Progress | None = No
         fid = evaluate.fidelity(prepared.reference_outputs, outputs)
     sizes = replace(outcome.sizes, gzip=gzip())
     return replace(outcome, accuracy=accuracy, fidelity=fid, sizes=sizes, measured=True)
+
+
+DERIVED_KEPT = 4  # channel-pruned rewrites kept per prepared model
+
+
+def channel_pruned(prepared: Prepared, sparsity: float, skip: tuple[str, ...]) -> Prepared:
+    """The prepared model rewritten without ``sparsity`` of its channels (``skip``: layers
+    left whole), made once per (sparsity, skip). Fidelity compares with the original model."""
+    found = prepared.derived.get((sparsity, skip))
+    if found is None:
+        smaller = channels.prune_channels(prepared.model, sparsity, skip)
+        found = replace(
+            prepare(smaller),
+            x=prepared.x,
+            y=prepared.y,
+            reference_outputs=prepared.reference_outputs,
+        )
+        with prepared.lock:
+            prepared.derived[(sparsity, skip)] = found
+            while len(prepared.derived) > DERIVED_KEPT:
+                prepared.derived.popitem(last=False)
+    return found
 
 
 def run(prepared: Prepared, config: OptimizationConfig) -> Outcome:
@@ -178,6 +211,7 @@ def export_file(prepared: Prepared, outcome: Outcome, fmt: str) -> Exported:
     """
     from optimizers import export
 
+    original, prepared = prepared, outcome.source or prepared
     clone = evaluate.evaluation_clone(prepared.model)  # conversion is slow: not under the lock
     clone.set_weights(outcome.weights)
     data = export.export_bytes(clone, fmt, prepared.x)
@@ -193,7 +227,7 @@ def export_file(prepared: Prepared, outcome: Outcome, fmt: str) -> Exported:
             file_accuracy = evaluate.accuracy(outputs, prepared.y)
     timing = base = None
     if fmt != "keras":
-        timing, base = latency.time_file(data), latency.model_latency(prepared.model)
+        timing, base = latency.time_file(data), latency.model_latency(original.model)
     return Exported(
         fmt, data, gzip_size(data), outcome.accuracy, file_accuracy, agreement, timing, base
     )

@@ -11,6 +11,9 @@ Three flavours, all deterministic:
 * ``2:4`` (N:M structured): in every group of 4 consecutive weights along the input dimension,
   the 2 smallest are zeroed (50% sparsity, the pattern sparse tensor cores and TFLite's block
   sparsity can exploit). ``sparsity`` is ignored for structured pruning.
+* ``channels``: whole output channels (filters, Dense units) with the smallest norm are
+  removed and the model is rewritten smaller (``optimizers.channels``), so it also runs faster.
+  It works on the model's graph, not on one tensor: ``prune`` refuses it.
 
 Ties at the threshold are broken by position: among equal magnitudes, the weight with the lower
 flat (C-order) index is pruned first. Existing zeros count towards the target.
@@ -27,7 +30,7 @@ import numpy as np
 
 from optimizers.tensors import check_finite, is_real_number
 
-Structure = Literal["unstructured", "2:4"]
+Structure = Literal["unstructured", "2:4", "channels"]
 Scope = Literal["per-layer", "global"]
 STRUCTURES: tuple[Structure, ...] = get_args(Structure)
 SCOPES: tuple[Scope, ...] = get_args(Scope)
@@ -35,6 +38,7 @@ SCOPES: tuple[Scope, ...] = get_args(Scope)
 STRUCTURE_LABELS: dict[Structure, str] = {
     "unstructured": "Unstructured: any weight may be removed",
     "2:4": "2:4 structured: 2 of every 4 input weights are removed (50%)",
+    "channels": "Channels: whole filters and units are removed; the model gets smaller and faster",
 }
 SCOPE_LABELS: dict[Scope, str] = {
     "per-layer": "Per layer: every tensor reaches the same sparsity",
@@ -62,6 +66,11 @@ class PruningConfig:
             raise ValueError(f"structure must be one of {STRUCTURES}, got {self.structure!r}")
         if self.scope not in SCOPES:
             raise ValueError(f"scope must be one of {SCOPES}, got {self.scope!r}")
+        if self.structure == "channels" and self.scope != "per-layer":
+            raise ValueError(
+                f"scope must be 'per-layer' for channel pruning (each channel group loses the "
+                f"same share), got {self.scope!r}"
+            )
 
     @property
     def effective_sparsity(self) -> float:
@@ -133,6 +142,8 @@ def prune(w: np.ndarray, config: PruningConfig) -> np.ndarray:
     >>> prune(np.array([0.1, -0.4, 0.3, 0.2]), PruningConfig(sparsity=0.5))
     array([ 0. , -0.4,  0.3,  0. ])
     """
+    if config.structure == "channels":
+        raise ValueError("channel pruning rewrites the whole model; it cannot prune one tensor")
     mask = n_m_mask(w) if config.structure == "2:4" else magnitude_mask(w, config.sparsity)
     return np.where(mask, w, np.zeros((), dtype=w.dtype))
 
