@@ -18,6 +18,7 @@ page = st.navigation(
         st.Page("pages/explore.py", title="Explore", icon=":material/tune:"),
         st.Page("pages/download.py", title="Download", icon=":material/download:"),
         st.Page("pages/tradeoff.py", title="Trade-off", icon=":material/scatter_plot:"),
+        st.Page("pages/learn.py", title="Learn", icon=":material/school:"),
     ],
     position="top",
 )
