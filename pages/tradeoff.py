@@ -1,0 +1,184 @@
+"""Trade-off: a sweep of uniform settings with its Pareto frontier, the recommended per-layer
+recipe within an accuracy budget, and which layer breaks accuracy.
+
+Every figure is the one ``apply`` reports for that setting on the same data; results are cached
+per model, so the page is instant after the first visit.
+"""
+
+from functools import partial
+
+import streamlit as st
+
+from optimizers.pipeline import Techniques, describe
+from optimizers.recommend import LEVELS
+from ui import loading, services, settings, state, tradeoff, views
+from ui.explain import format_bytes, percent
+
+session = st.session_state
+loading.bootstrap(session)
+model = views.require_keras(loading.current(session))
+if not model.has_data:
+    st.info(
+        "Add evaluation data (an .npz with x and optionally y) on the Model page: the trade-off "
+        "is measured on it.",
+        icon=":material/info:",
+    )
+    st.stop()
+
+quality_name = "accuracy" if model.has_labels else "agreement"
+st.title("Trade-off")
+st.caption(
+    f"{views.model_title(model)} · every point is measured as `apply` measures it; click one "
+    "to set the sliders to it."
+)
+
+with st.expander("Sweep grid and budget"):
+    left, middle, right, last = st.columns(4, gap="large")
+    left.multiselect(
+        "Pruning",
+        list(range(0, settings.MAX_SPARSITY + 1, settings.SPARSITY_STEP)),
+        default=state.get(session, state.SWEEP_SPARSITIES),
+        key=state.SWEEP_SPARSITIES,
+        format_func=lambda v: f"{v}%",
+    )
+    middle.multiselect(
+        "Clustering",
+        settings.CLUSTER_OPTIONS,
+        default=state.get(session, state.SWEEP_CLUSTERS),
+        key=state.SWEEP_CLUSTERS,
+        format_func=settings.cluster_label,
+    )
+    right.multiselect(
+        "Quantization",
+        settings.BIT_OPTIONS,
+        default=state.get(session, state.SWEEP_BITS),
+        key=state.SWEEP_BITS,
+        format_func=settings.bits_label,
+    )
+    last.number_input(
+        f"Budget: {quality_name} points to lose at most",
+        0.0,
+        100.0,
+        value=float(state.get(session, state.BUDGET)),
+        step=0.5,
+        key=state.BUDGET,
+    )
+try:
+    grid = tradeoff.grid_from_state(session)
+except ValueError as e:
+    st.error(f"Choose at least one value on each axis of the grid ({e}).")
+    st.stop()
+budget = float(state.get(session, state.BUDGET))
+config = settings.config_from_state(session)
+
+bar = st.progress(0.0)
+result = services.swept(
+    model, grid, lambda done, total: bar.progress(done / total, f"Measuring {done} of {total}…")
+)
+bar.progress(1.0, "Searching per-layer settings…")
+recommended = services.recommended(model, grid, budget)
+bar.empty()
+best = result.best_within(budget)
+
+st.plotly_chart(
+    tradeoff.scatter(result, config, recommended, quality_name),
+    key=tradeoff.SCATTER,
+    on_select=partial(tradeoff.pick, result.points, session),
+    selection_mode="points",
+    config={"displayModeBar": False},
+)
+
+st.subheader(f"Within {budget:g} points of the float model")
+uniform_col, recommended_col = st.columns(2, gap="large")
+with uniform_col:
+    if best is None:
+        st.metric("Best uniform setting", "none in budget", border=True)
+    else:
+        st.metric(
+            f"Best uniform setting: {tradeoff.label(best.config)}",
+            format_bytes(best.packed_bytes),
+            f"{quality_name} {percent(best.quality, 2)}",
+            delta_color="off",
+            help="The smallest packed size of the grid's points within the budget.",
+            border=True,
+        )
+with recommended_col:
+    smaller = "" if best is None else f", {1 - recommended.packed_bytes / best.packed_bytes:.0%}"
+    st.metric(
+        "Recommended per-layer recipe",
+        format_bytes(recommended.packed_bytes),
+        f"{quality_name} {percent(recommended.quality, 2)}{smaller} smaller",
+        delta_color="off",
+        help="Fragile layers get gentler settings, robust ones harsher: a greedy search over "
+        "the grid's settings per layer, for the smallest packed size within the budget.",
+        border=True,
+    )
+    st.markdown(
+        "\n".join(
+            f"- **{layer}**: {describe(recommended.config.for_layer(layer))}"
+            for layer in model.layers
+        )
+    )
+    apply_col, download_col = st.columns(2)
+    apply_col.button(
+        "Apply to the sliders",
+        on_click=settings.put_config,
+        args=(session, recommended.config),
+        icon=":material/tune:",
+        key="apply_recommended",
+    )
+    download_col.download_button(
+        "Download recipe (.json)",
+        services.recipe_json(recommended.config),
+        file_name=f"{model.stem}_recommended.json",
+        mime="application/json",
+        icon=":material/description:",
+        on_click="ignore",
+        key="download_recommended",
+    )
+
+st.subheader("Which layer breaks accuracy")
+current = Techniques(config.pruning, config.clustering, config.quantization)
+levels = (current, *LEVELS) if current.active and current not in LEVELS else LEVELS
+bar = st.progress(0.0)
+rows = services.sensitivity(
+    model, levels, lambda done, total: bar.progress(done / total, "Optimizing one layer at a time…")
+)
+bar.empty()
+st.caption(
+    f"The model's {quality_name} with only that layer optimized (every other layer float); "
+    "most fragile layer on top."
+)
+st.plotly_chart(
+    tradeoff.heatmap(rows, result.baseline.quality, quality_name),
+    key="sensitivity_heatmap",
+    config={"displayModeBar": False},
+)
+ordered = [r.layer for r in rows]
+pick_col, float_col, setting_col, give_col = st.columns([2, 1, 2, 1], vertical_alignment="bottom")
+layer = pick_col.selectbox(
+    "Layer",
+    ordered,
+    index=state.index_of(session, state.FRAGILE_LAYER, ordered),
+    key=state.FRAGILE_LAYER,
+)
+float_col.button(
+    "Keep in float",
+    on_click=tradeoff.keep_float,
+    args=(session, layer),
+    disabled=layer in state.get(session, state.SKIP),
+    key="keep_float",
+)
+choice = setting_col.selectbox(
+    "Its own setting",
+    range(len(levels)),
+    index=min(state.get(session, state.LAYER_SETTING), len(levels) - 1),
+    key=state.LAYER_SETTING,
+    format_func=lambda i: describe(levels[i]),
+)
+give_col.button(
+    "Give it this setting",
+    on_click=tradeoff.give_setting,
+    args=(session, layer, levels[choice]),
+    key="give_setting",
+)

@@ -1,0 +1,138 @@
+"""AppTest of the Trade-off page: the sweep chart, a click on a point, the recommended recipe
+and the per-layer actions, each checked through the settings the other pages read."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from streamlit.proto.WidgetStates_pb2 import WidgetState
+from streamlit.testing.v1 import AppTest
+
+from optimizers.pipeline import Techniques, config_from_dict
+from optimizers.recommend import LEVELS
+from ui import services, settings, state, tradeoff
+
+ROOT = Path(__file__).resolve().parents[1]
+APP = str(ROOT / "app.py")
+TRADEOFF, EXPLORE = "pages/tradeoff.py", "pages/explore.py"
+
+
+def start() -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=300)
+    at.run()
+    at.switch_page(TRADEOFF).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def chart(at: AppTest, key: str) -> tuple[str, dict]:
+    found = [c for c in at.get("plotly_chart") if c.proto.id.endswith(key)]
+    assert found, f"no chart {key}"
+    return found[0].proto.id, json.loads(found[0].proto.spec)
+
+
+def click(at: AppTest, index: int, curve: int = tradeoff.POINTS) -> AppTest:
+    """What the browser sends when a point is clicked: the chart's selection as its widget value
+    (AppTest has no plotly API, so the value is added to the widget states of the next run)."""
+    chart_id, _ = chart(at, tradeoff.SCATTER)
+    point = {"curve_number": curve, "point_number": index, "point_index": index}
+    selection = {"points": [point], "point_indices": [index], "box": [], "lasso": []}
+    states = at._tree.get_widget_states()
+    states.widgets.append(
+        WidgetState(id=chart_id, string_value=json.dumps({"selection": selection}))
+    )
+    at._run(states)
+    assert not at.exception, at.exception
+    return at
+
+
+def sweep_of(at: AppTest):
+    """The cached sweep the page drew (the same key the page asked for)."""
+    model = at.session_state[state.MODEL]
+    return services.swept(model, tradeoff.grid_from_state(at.session_state))
+
+
+def test_the_page_draws_every_point_the_frontier_and_the_float_model() -> None:
+    at = start()
+    result = sweep_of(at)
+    _, spec = chart(at, tradeoff.SCATTER)
+    names = [t.get("name") for t in spec["data"]]
+    points = spec["data"][names.index("uniform setting")]
+    assert len(points["x"]) == len(result.points) >= 30
+    frontier = spec["data"][names.index("Pareto frontier")]
+    assert sorted(frontier["x"]) == sorted(p.packed_bytes for p in result.points if p.pareto)
+    assert "float model" in names and "recommended recipe" in names
+    assert "current setting" in names  # the sliders start at float, one of the points
+    _, heat = chart(at, "sensitivity_heatmap")
+    assert len(heat["data"][0]["y"]) == len(at.session_state[state.MODEL].layers)
+    assert len(heat["data"][0]["x"]) == len(LEVELS)
+
+
+def test_clicking_a_point_sets_the_sliders_to_it() -> None:
+    at = start()
+    result = sweep_of(at)
+    index = next(
+        i
+        for i, p in enumerate(result.points)
+        if p.config.pruning and p.config.clustering and p.config.quantization
+    )
+    click(at, index)
+    chosen = result.points[index].config
+    assert settings.config_from_state(at.session_state) == chosen
+    at.switch_page(EXPLORE).run()
+    assert at.slider(key=state.SPARSITY).value == round(100 * chosen.pruning.sparsity)
+    assert at.select_slider(key=state.CLUSTERS).value == chosen.clustering.clusters
+    assert at.select_slider(key=state.BITS).value == chosen.quantization.bits
+    at.switch_page(TRADEOFF).run()
+    _, spec = chart(at, tradeoff.SCATTER)
+    ring = next(t for t in spec["data"] if t.get("name") == "current setting")
+    assert ring["x"] == [result.points[index].packed_bytes]
+
+
+def test_a_click_off_the_points_changes_nothing() -> None:
+    at = start()
+    before = settings.config_from_state(at.session_state)
+    click(at, 0, curve=2)  # the float model's star
+    assert settings.config_from_state(at.session_state) == before
+
+
+def test_the_recommended_recipe_applies_and_downloads() -> None:
+    at = start()
+    model = at.session_state[state.MODEL]
+    grid = tradeoff.grid_from_state(at.session_state)
+    recommended = services.recommended(model, grid, state.get(at.session_state, state.BUDGET))
+    best = sweep_of(at).best_within(state.get(at.session_state, state.BUDGET))
+    assert recommended.packed_bytes <= best.packed_bytes
+    assert recommended.config.overrides or recommended.config.skip  # per layer indeed
+    download = at.get("download_button")
+    assert download, "no download button"
+    at.button(key="apply_recommended").click().run()
+    assert settings.config_from_state(at.session_state) == recommended.config
+    recipe = services.recipe_json(settings.config_from_state(at.session_state))
+    assert config_from_dict(json.loads(recipe)) == recommended.config
+    at.switch_page(EXPLORE).run()
+    assert not at.exception, at.exception
+    captions = " ".join(c.value for c in at.caption)
+    assert "Per-layer settings (from the Trade-off page) are active" in captions
+    at.button(key="clear_overrides").click().run()
+    assert state.get(at.session_state, state.OVERRIDES) == ()
+
+
+def test_a_layer_can_be_kept_float_or_given_its_own_setting() -> None:
+    at = start()
+    layer = at.selectbox(key=state.FRAGILE_LAYER).value
+    at.button(key="keep_float").click().run()
+    assert layer in state.get(at.session_state, state.SKIP)
+    assert settings.config_from_state(at.session_state).for_layer(layer) == Techniques()
+    at.selectbox(key=state.LAYER_SETTING).set_value(len(LEVELS) - 1).run()
+    at.button(key="give_setting").click().run()
+    config = settings.config_from_state(at.session_state)
+    assert layer not in config.skip and config.for_layer(layer) == LEVELS[-1]
+
+
+def test_an_empty_grid_axis_is_one_sentence() -> None:
+    at = start()
+    at.multiselect(key=state.SWEEP_BITS).set_value([]).run()
+    assert not at.exception
+    assert len(at.error) == 1 and "at least one value" in at.error[0].value
