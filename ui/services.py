@@ -10,6 +10,8 @@ Everything here is shared by every session, so nothing here ever mutates what it
   config is a frozen dataclass, hashed by value.
 * Each verified export (the file's bytes and the figures of running it) is kept the same way
   plus the format.
+* Each completed fine-tuning run (the result and the fine-tuned model, opened from its
+  ``.keras`` bytes) is kept by (model key, config, ``FinetuneConfig``, training-data digest).
 
 Each kind lives in a ``ByteCache``: least recently used first out, bounded by the bytes its
 entries hold rather than by their number, since one ResNet50 answer holds 100 MB of weights
@@ -35,7 +37,7 @@ import numpy as np
 import streamlit as st
 
 import sample_models
-from optimizers import explore, keras_io, recommend, sweep
+from optimizers import explore, finetune, keras_io, recommend, sweep
 from optimizers.keras_io import InputError
 from optimizers.pipeline import OptimizationConfig, Techniques, config_to_dict
 from optimizers.size import gzip_size
@@ -346,3 +348,74 @@ def recommended(
         (model.key, grid, budget),
         lambda: recommend.recommend(model.prepared, budget, grid, on_step),
     )
+
+
+# --- fine-tuning ---
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """Labelled samples to fine-tune on, checked against the model they are for."""
+
+    name: str
+    digest: str  # sha256 of the .npz bytes
+    x: np.ndarray
+    y: np.ndarray
+
+
+@dataclass(frozen=True)
+class Finetuned:
+    """A fine-tuning run and its model, opened from the ``.keras`` bytes Download writes and
+    evaluated on the original's data (preview it with ``result.config``)."""
+
+    result: finetune.FinetuneResult
+    model: KerasModel
+
+
+FINETUNED = ByteCache[Finetuned](64 * MB, lambda f: f.model.prepared.nbytes)
+
+
+def training_data(model: KerasModel, name: str, data: bytes) -> TrainingData:
+    """An uploaded training ``.npz`` (``x``, ``y``), checked like evaluation data."""
+    check_upload(name, data, DATA_SUFFIXES, "an .npz data file")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / Path(name).name
+        path.write_bytes(data)
+        x, y = finetune.load_training_data(path, model.prepared.model)
+    return TrainingData(Path(name).name, digest(data), x, y)
+
+
+def sample_training_data(model: KerasModel) -> TrainingData | None:
+    """The training split a bundled sample ships with (None for an upload)."""
+    if model.sample is None:
+        return None
+    path = sample_models.get(model.sample).train_path
+    return training_data(model, path.name, path.read_bytes())
+
+
+def finetuned(
+    model: KerasModel,
+    config: OptimizationConfig,
+    settings: finetune.FinetuneConfig,
+    train: TrainingData,
+    on_epoch: finetune.OnEpoch | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> Finetuned:
+    """``model`` fine-tuned toward ``config`` on ``train`` (cached; a stopped run is not, as
+    the same settings run again would train further)."""
+    key = (model.key, config, settings, train.digest)
+    found = FINETUNED.get(key)
+    if found is not None:
+        return found
+    result = finetune.finetune(
+        model.prepared.model, config, train.x, train.y, settings, on_epoch, should_stop
+    )
+    data = keras_io.save_model_bytes(result.model)
+    name = f"{model.stem}_finetuned.keras"
+    keras_model = _keras_model(digest(data), name, data)
+    tuned_key = f"{digest(data)}:{model.key.split(':', 1)[1]}"
+    prepared = _prepared(tuned_key, keras_model, model.prepared.x, model.prepared.y)
+    tuned = Finetuned(
+        result, KerasModel(tuned_key, name, None, model.data_name, prepared, len(data))
+    )
+    return tuned if result.stopped else FINETUNED.put(key, tuned)

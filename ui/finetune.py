@@ -1,0 +1,343 @@
+"""Fine-tuning on the Explore page: train the model toward the current setting, watch it, stop
+it, compare it, and explore the fine-tuned model.
+
+Training runs in a background thread that the session owns (``Job``, under ``state.FT_JOB``),
+so neither a slider move (which reruns the Explore fragment) nor the Stop button (which reruns
+it too) interrupts it: the page only reads the job's epochs, and Stop sets the job's event,
+which ``finetune.finetune`` polls after every batch before it keeps the best epoch so far. A
+small fragment redraws the progress every ``POLL_SECONDS`` while the job runs. Nothing starts
+training but the Fine-tune button.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import MutableMapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from optimizers import constraints
+from optimizers.finetune import EpochRecord, FinetuneConfig, check_plans
+from optimizers.keras_io import InputError
+from optimizers.pipeline import OptimizationConfig
+from optimizers.pruning import PruningConfig
+from ui import services, state
+from ui.explain import percent
+from ui.state import OFF
+
+POLL_SECONDS = 0.5
+LEARNING_RATES = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2)
+MAX_EPOCHS = 200
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Job:
+    """One fine-tuning run in a background thread; the thread writes ``epochs`` and then
+    ``done`` (or ``error``), the page reads them."""
+
+    model: services.KerasModel
+    config: OptimizationConfig
+    settings: FinetuneConfig
+    train_name: str
+    stop: threading.Event = field(default_factory=threading.Event)
+    epochs: list[EpochRecord] = field(default_factory=list)
+    done: services.Finetuned | None = None
+    error: str | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.done is None and self.error is None
+
+    def run(self, train: services.TrainingData) -> None:
+        def on_epoch(epoch: int, loss: float, val_accuracy: float | None) -> None:
+            self.epochs.append(EpochRecord(epoch, loss, val_accuracy, 0.0))
+
+        try:
+            self.done = services.finetuned(
+                self.model, self.config, self.settings, train, on_epoch, self.stop.is_set
+            )
+        except ValueError as e:  # one sentence: a refused setting, model or data
+            self.error = str(e)
+        except Exception as e:  # a bug: log it, and say so in one sentence
+            log.exception("fine-tuning failed")
+            self.error = f"fine-tuning failed ({type(e).__name__}: {' '.join(str(e).split())})"
+
+
+def start(model: services.KerasModel, config: OptimizationConfig, train: services.TrainingData):
+    """``on_click`` of Fine-tune: train toward the setting the button was drawn for, with the
+    epochs and learning rate its widgets hold now."""
+    session = st.session_state
+    settings = FinetuneConfig(
+        epochs=int(session[state.FT_EPOCHS]), learning_rate=session[state.FT_LEARNING_RATE]
+    )
+    job = Job(model, config, settings, train.name)
+    session[state.FT_JOB] = job
+    threading.Thread(target=job.run, args=(train,), daemon=True, name="finetune").start()
+
+
+def switch(
+    model: services.KerasModel,
+    config: OptimizationConfig | None = None,
+    origin: services.KerasModel | None = None,
+) -> None:
+    """``on_click``: make ``model`` the session's model; a fine-tuned one comes with the
+    ``config`` to preview it with and the ``origin`` it was tuned from. ``draw`` then reruns
+    the whole page for it."""
+    session = st.session_state
+    state.set_model(session, model, same_layers=True)
+    if config is not None:
+        put_config(session, config)
+    if origin is not None:
+        session[state.FT_ORIGIN] = (model.key, origin)
+
+
+def describe(config: OptimizationConfig) -> str:
+    """The setting in a few words: ``80% pruning · 8 shared values · 4 bits``."""
+    parts = []
+    if config.pruning is not None:
+        p = config.pruning
+        parts.append(
+            "2:4 pruning" if p.structure == "2:4" else f"{p.sparsity:.0%} pruning ({p.scope})"
+        )
+    if config.clustering is not None:
+        parts.append(f"{config.clustering.clusters} shared values")
+    if config.quantization is not None:
+        parts.append(f"{config.quantization.bits} bits")
+    return " · ".join(parts)
+
+
+def put_config(session: MutableMapping[str, Any], config: OptimizationConfig) -> None:
+    """Set the Explore controls so that ``settings.config_from_state`` gives ``config``."""
+    p, c, q = config.pruning, config.clustering, config.quantization
+    if p is not None:
+        state.put(session, state.STRUCTURE, p.structure)
+        state.put(session, state.SCOPE, p.scope)
+        state.put(session, state.SPARSITY, round(100 * p.sparsity))
+    else:
+        state.put(session, state.STRUCTURE, PruningConfig().structure)
+        state.put(session, state.SPARSITY, 0)
+    state.put(session, state.CLUSTERS, OFF if c is None else c.clusters)
+    if c is not None:
+        state.put(session, state.INIT, c.init)
+        state.put(session, state.PRESERVE_SPARSITY, c.preserve_sparsity)
+        state.put(session, state.CLUSTER_GRANULARITY, c.granularity)
+    state.put(session, state.BITS, OFF if q is None else q.bits)
+    if q is not None:
+        state.put(session, state.QUANT_MODE, q.mode)
+        state.put(session, state.QUANT_GRANULARITY, q.granularity)
+    state.put(session, state.SKIP, list(config.skip))
+
+
+def progress_chart(epochs: list[EpochRecord], total: int) -> go.Figure:
+    """Training loss (left axis) and validation accuracy (right axis) per epoch."""
+    x = [e.epoch for e in epochs]
+    fig = go.Figure()
+    fig.add_scatter(x=x, y=[e.loss for e in epochs], name="training loss", mode="lines+markers")
+    fig.add_scatter(
+        x=x,
+        y=[None if e.val_accuracy is None else 100 * e.val_accuracy for e in epochs],
+        name="validation accuracy (%)",
+        mode="lines+markers",
+        yaxis="y2",
+    )
+    fig.update_layout(
+        height=260,
+        margin={"l": 10, "r": 10, "t": 10, "b": 10},
+        xaxis={"title": "epoch", "range": [0.5, total + 0.5]},
+        yaxis={"title": "loss", "rangemode": "tozero"},
+        yaxis2={"title": "validation accuracy (%)", "overlaying": "y", "side": "right"},
+        legend={"orientation": "h", "y": 1.12},
+    )
+    return fig
+
+
+def _live(job: Job) -> None:
+    """Progress bar, chart and Stop while ``job`` runs; the whole page once it ends."""
+    if not job.running:
+        st.rerun()
+    done = len(job.epochs)
+    last = job.epochs[-1] if job.epochs else None
+    words = f"Fine-tuning toward {describe(job.config)}: epoch {done} of {job.settings.epochs}"
+    if last is not None:
+        words += f" · loss {last.loss:.3f}"
+        if last.val_accuracy is not None:
+            words += f" · validation accuracy {percent(last.val_accuracy)}"
+    st.progress(done / job.settings.epochs, text=words)
+    st.plotly_chart(
+        progress_chart(job.epochs, job.settings.epochs),
+        key="finetune_progress",
+        config={"displayModeBar": False},
+    )
+    stopping = job.stop.is_set()
+    st.button(
+        "Stopping after this batch…" if stopping else "Stop",
+        icon=":material/stop:",
+        key="finetune_stop",
+        on_click=job.stop.set,
+        disabled=stopping,
+        help="Ends training now and keeps the best epoch so far.",
+    )
+
+
+live = st.fragment(run_every=POLL_SECONDS)(_live)
+
+
+def training_data(
+    session: MutableMapping[str, Any], model: services.KerasModel
+) -> services.TrainingData | None:
+    """The sample's training split, or the training ``.npz`` uploaded here for this model
+    (kept until another one is accepted; a refused file leaves it as it was)."""
+    kept = session.get(state.FT_TRAIN)
+    train = kept[1] if kept is not None and kept[0] == model.key else None
+    if model.sample is not None:
+        if train is None:
+            train = services.sample_training_data(model)
+            session[state.FT_TRAIN] = (model.key, train)
+        return train
+    uploaded = st.file_uploader(
+        "Training data",
+        type=[s.lstrip(".") for s in services.DATA_SUFFIXES],
+        key=state.FT_DATA_FILE,
+        help="An .npz with x (inputs shaped like the evaluation data) and y (class ids or "
+        "one-hot). A tenth of it is held out to pick the best epoch.",
+    )
+    if uploaded is not None:
+        raw = uploaded.getvalue()
+        key = services.digest(raw)
+        refused = session.get(state.FT_REFUSED)
+        if refused is not None and refused[0] == key:
+            st.error(refused[1], icon=":material/error:")
+        elif train is None or train.digest != key:
+            try:
+                train = services.training_data(model, uploaded.name, raw)
+                session[state.FT_TRAIN] = (model.key, train)
+            except InputError as e:
+                session[state.FT_REFUSED] = (key, str(e))
+                st.error(str(e), icon=":material/error:")
+    if train is not None:
+        st.caption(f"Training on {train.name}: {len(train.x):,} samples.")
+    return train
+
+
+def comparison(model: services.KerasModel, config: OptimizationConfig, job: Job) -> None:
+    """Float, post-training and fine-tuned: accuracy, packed bytes and gzip bytes."""
+    assert job.done is not None
+    tuned = job.done
+    result = tuned.result
+    rows = [
+        ("float", services.baseline(model)),
+        ("post-training", services.measured(model, config)),
+        ("fine-tuned", services.measured(tuned.model, result.config)),
+    ]
+    table = pd.DataFrame(
+        {
+            "model": [name for name, _ in rows],
+            "accuracy": [100 * (o.accuracy or 0) for _, o in rows],
+            "packed bytes": [o.sizes.packed for _, o in rows],
+            "gzip bytes": [o.sizes.gzip for _, o in rows],
+        }
+    )
+    how = "stopped" if result.stopped else "trained"
+    st.caption(
+        f"{how.capitalize()} after {result.epochs_run} full epochs in {result.seconds:.1f} s; "
+        f"kept epoch {result.best_epoch}, the best on the held-out split."
+    )
+    st.dataframe(
+        table,
+        hide_index=True,
+        key="finetune_table",
+        column_config={
+            "accuracy": st.column_config.NumberColumn(format="%.2f%%"),
+            "packed bytes": st.column_config.NumberColumn(format="localized"),
+            "gzip bytes": st.column_config.NumberColumn(format="localized"),
+        },
+    )
+    st.button(
+        "Explore the fine-tuned model",
+        icon=":material/swap_horiz:",
+        key="finetune_explore",
+        on_click=switch,
+        args=(tuned.model, result.config, model),
+        help="Makes the fine-tuned model this session's model, with the sliders at this "
+        "setting: the Download page then writes and verifies its files.",
+    )
+
+
+def draw(model: services.KerasModel, config: OptimizationConfig) -> None:
+    """The Fine-tune section for ``model`` at ``config``."""
+    session = st.session_state
+    if session[state.MODEL] is not model:  # switched by a button below: redraw the page
+        st.rerun()
+    st.subheader("Fine-tune")
+    origin = session.get(state.FT_ORIGIN)
+    if origin is not None and origin[0] == model.key:
+        st.caption(
+            f"This is {origin[1].name} fine-tuned: the pipeline at this setting leaves its "
+            "weights as they are, so the Download page's files equal this preview."
+        )
+        st.button(
+            f"Back to {origin[1].name}", key="finetune_back", on_click=switch, args=(origin[1],)
+        )
+        return
+    st.caption(
+        "Train the model with the current setting's structure in place, so the remaining "
+        "weights make up for what pruning, clustering and quantization took."
+    )
+    job: Job | None = session.get(state.FT_JOB)
+    if job is not None and job.running:
+        live(job)
+        return
+    if not model.has_labels:
+        st.info(
+            "Fine-tuning is compared by accuracy: add evaluation data with labels (y) on the "
+            "Model page.",
+            icon=":material/info:",
+        )
+        return
+    if not config.active:
+        st.info("Move a slider first: fine-tuning trains toward a setting.", icon=":material/info:")
+        return
+    try:
+        check_plans(constraints.plan(model.prepared.refs, config))
+    except ValueError as e:
+        st.info(f"This setting cannot be fine-tuned: {e}.", icon=":material/info:")
+        return
+    train = training_data(session, model)
+    epochs_col, rate_col, button_col = st.columns([1, 1, 1], vertical_alignment="bottom")
+    epochs_col.number_input(
+        "Epochs",
+        1,
+        MAX_EPOCHS,
+        value=state.get(session, state.FT_EPOCHS),
+        key=state.FT_EPOCHS,
+        help="Passes over the training data; the best epoch is kept.",
+    )
+    rate_col.select_slider(
+        "Learning rate",
+        LEARNING_RATES,
+        value=state.get(session, state.FT_LEARNING_RATE),
+        key=state.FT_LEARNING_RATE,
+        format_func=lambda r: f"{r:g}",
+        help="Adam's peak step size, decayed to zero along a cosine.",
+    )
+    button_col.button(
+        "Fine-tune",
+        type="primary",
+        icon=":material/model_training:",
+        key="finetune_start",
+        on_click=start,
+        args=(model, config, train),
+        disabled=train is None,
+        help="Upload training data first." if train is None else None,
+    )
+    if job is not None and job.model.key == model.key and job.config == config:
+        if job.error is not None:
+            st.error(job.error, icon=":material/error:")
+        else:
+            comparison(model, config, job)
