@@ -8,10 +8,11 @@ progress bar. A newer move stops an older measurement at its next batch.
 
 import streamlit as st
 
-from ui import explain, figures, finetune, loading, services, settings, state, views
+from ui import explain, figures, finetune, links, loading, services, settings, state, views
 
 session = st.session_state
 loading.bootstrap(session)
+ignored = links.follow(session)
 model = views.require_keras(loading.current(session))
 
 st.title("Explore")
@@ -19,6 +20,7 @@ st.caption(
     f"{views.model_title(model)} · every change re-optimizes the model; accuracy and the gzip "
     "size follow as soon as they are measured."
 )
+links.show(ignored, model)
 
 
 @st.fragment
@@ -27,6 +29,7 @@ def answer(model: services.KerasModel) -> None:
     settings.draw_sliders()
     settings.draw_advanced(model.layers)
     config = settings.config_from_state(session)
+    links.write(session)
 
     progress = st.empty()
     baseline = views.measure(model, services.NO_CONFIG, progress)
@@ -34,6 +37,8 @@ def answer(model: services.KerasModel) -> None:
     cards = st.empty()
     with cards.container():
         views.metric_cards(outcome, baseline)
+    headline = st.empty()
+    headline.markdown(f"## {explain.headline(outcome, baseline)}", anchors=False)
     progress = st.empty()
 
     chart, words = st.columns([3, 2], gap="large")
@@ -70,6 +75,7 @@ def answer(model: services.KerasModel) -> None:
         outcome = views.measure(model, config, progress)
         with cards.container():
             views.metric_cards(outcome, baseline)
+        headline.markdown(f"## {explain.headline(outcome, baseline)}", anchors=False)
         sentences.markdown(views.bullets(explain.sentences(config, outcome, baseline)))
 
     finetune.draw(model, config)
