@@ -57,7 +57,9 @@ def config_from_state(session: Mapping[str, Any]) -> OptimizationConfig:
     if get(state.STRUCTURE) == STRUCTURED:
         prune = PruningConfig(0.5, STRUCTURED)
     elif get(state.SPARSITY) > 0:
-        prune = PruningConfig(round(get(state.SPARSITY) / 100, 4), scope=get(state.SCOPE))
+        structure = get(state.STRUCTURE)  # unstructured or channels: the slider sets the share
+        scope = get(state.SCOPE) if structure == "unstructured" else "per-layer"
+        prune = PruningConfig(round(get(state.SPARSITY) / 100, 4), structure, scope)
     cluster = None
     if get(state.CLUSTERS) != OFF:
         cluster = ClusteringConfig(
@@ -129,7 +131,8 @@ def draw_sliders() -> None:
             format="%d%%",
             key=state.SPARSITY,
             disabled=structured,
-            help="The smallest-magnitude weights of every eligible tensor become exactly zero."
+            help="The smallest-magnitude weights of every eligible tensor become exactly zero "
+            "(with channel pruning: this share of each layer's channels is removed)."
             + (" 2:4 structured pruning always removes 50%." if structured else ""),
         )
     with middle:
@@ -157,13 +160,13 @@ def draw_sliders() -> None:
 def draw_advanced(layers: Sequence[str]) -> None:
     """Technique options and layers to leave alone, in an expander."""
     session = st.session_state
-    structured = state.get(session, state.STRUCTURE) == STRUCTURED
+    unstructured = state.get(session, state.STRUCTURE) == "unstructured"
     with st.expander("Advanced settings"):
         prune_col, cluster_col, quant_col = st.columns(3, gap="large")
         with prune_col:
             st.markdown("**Pruning**")
             _radio("Structure", state.STRUCTURE, pruning.STRUCTURE_LABELS)
-            _radio("Scope", state.SCOPE, pruning.SCOPE_LABELS, disabled=structured)
+            _radio("Scope", state.SCOPE, pruning.SCOPE_LABELS, disabled=not unstructured)
         with cluster_col:
             st.markdown("**Clustering**")
             st.selectbox(

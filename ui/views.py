@@ -14,6 +14,7 @@ import streamlit as st
 from streamlit.delta_generator import DeltaGenerator
 
 import sample_models
+from optimizers import latency
 from optimizers.explore import Exported, Outcome
 from optimizers.export import FORMAT_LABELS, FORMAT_NAMES, FORMAT_SUFFIXES, FORMATS, natural_format
 from optimizers.pipeline import OptimizationConfig, TensorReport
@@ -354,6 +355,8 @@ def export_rows(exports: dict[str, Exported | str]) -> pd.DataFrame:
     file accuracy (percent) and whether the file does what the preview promised."""
     made = {f: e for f, e in exports.items() if isinstance(e, Exported)}
     float32 = made.get("tflite-float32")
+    timed = {f: e.latency for f, e in made.items() if e.latency is not None}
+    base = {f: e.baseline_latency for f, e in made.items() if e.baseline_latency is not None}
 
     def acc(value: float | None) -> float | None:
         return None if value is None else 100 * value
@@ -371,6 +374,15 @@ def export_rows(exports: dict[str, Exported | str]) -> pd.DataFrame:
                 acc(made[f].preview_accuracy) if f in made else None for f in exports
             ],
             "file accuracy": [acc(made[f].file_accuracy) if f in made else None for f in exports],
+            "ms (1 thread)": [timed[f].median_ms if f in timed else None for f in exports],
+            "p90 ms": [timed[f].p90_ms if f in timed else None for f in exports],
+            "ms (all cores)": [timed[f].threads_ms if f in timed else None for f in exports],
+            "× faster than original": [
+                base[f].median_ms / timed[f].median_ms if f in timed else None for f in exports
+            ],
+            "peak activation bytes": [
+                timed[f].activation_bytes if f in timed else None for f in exports
+            ],
             "check": [
                 explain.verdict(made[f]) if f in made else f"not available: {e}"
                 for f, e in exports.items()
@@ -398,8 +410,38 @@ def export_table(exports: dict[str, Exported | str]) -> None:
             "file accuracy": st.column_config.NumberColumn(
                 format="%.2f%%", width="small", help="The downloaded file itself, run on the data."
             ),
+            "ms (1 thread)": st.column_config.NumberColumn(
+                format="%.3f", width="small", help="Median time of one sample (batch 1)."
+            ),
+            "p90 ms": st.column_config.NumberColumn(
+                format="%.3f", width="small", help="9 of 10 runs with one thread are this fast."
+            ),
+            "ms (all cores)": st.column_config.NumberColumn(
+                format="%.3f", width="small", help="Median with one thread per core."
+            ),
+            "× faster than original": st.column_config.NumberColumn(
+                format="%.2f×",
+                width="small",
+                help="The original model's float32 LiteRT file's time ÷ this file's (1 thread).",
+            ),
+            "peak activation bytes": st.column_config.NumberColumn(
+                format="localized",
+                width="small",
+                help="The file's largest tensor computed at run time (dequantized weights too); "
+                "the interpreter needs at least this much memory besides the file.",
+            ),
             "check": st.column_config.TextColumn(width="large"),
         },
+    )
+
+
+def latency_note() -> None:
+    """One sentence on where and how the latency columns were measured."""
+    st.caption(
+        f"Latency: each LiteRT file run by LiteRT's interpreter (XNNPack) at batch 1 on this "
+        f"server's processor ({latency.processor_name()}), median of at least "
+        f"{latency.MIN_RUNS} runs after warm-up, against the original model's float32 file; "
+        "phones and other processors differ, so compare the ratios rather than the milliseconds."
     )
 
 
