@@ -1,17 +1,22 @@
 """Download: the optimized model in every format, each file verified by running it; the recipe."""
 
+from functools import partial
+
 import streamlit as st
 
 from optimizers.pipeline import describe
-from ui import explain, loading, services, settings, views
+from ui import explain, links, loading, report, services, settings, state, views
 
 session = st.session_state
 loading.bootstrap(session)
+ignored = links.follow(session)
 model = views.require_keras(loading.current(session))
 config = settings.config_from_state(session)
+links.write(session)
 
 st.title("Download")
 st.caption(f"{views.model_title(model)} · settings: **{describe(config)}**")
+links.show(ignored, model)
 
 result = services.compare(model, config)
 recipe = services.recipe_json(config)
@@ -28,6 +33,31 @@ views.export_table(exports)
 views.latency_note()
 views.export_warnings(exports, config)
 views.export_buttons(model, exports, config)
+
+st.subheader("Report")
+st.write(
+    "One page for whoever decides: the headline, these figures, the weight histogram, the "
+    "verified files and the recipe, in an HTML file that opens offline and prints on one page."
+)
+shown = state.get(session, state.HIST_TENSOR)
+st.download_button(
+    "Download report",
+    partial(  # written when the button is clicked
+        report.build,
+        model,
+        config,
+        result,
+        exports,
+        links.settings_to_params(session),
+        None if shown == state.ALL_TENSORS else shown,
+        state.get(session, state.LOG_Y),
+    ),
+    file_name=f"{model.stem}_report.html",
+    mime="text/html",
+    icon=":material/summarize:",
+    on_click="ignore",
+    key="download_report",
+)
 
 st.subheader("Recipe")
 st.write("The settings as JSON; the command line applies them to any model and writes any format:")
