@@ -255,12 +255,27 @@ def load_model(path: str | Path) -> keras.Model:
     return model
 
 
+SAVED_ON = "1980-01-01@00:00:00"  # the date every saved file records, the zip format's first
+
+
 def save_model_bytes(model: keras.Model) -> bytes:
-    """The ``.keras`` file of ``model`` as bytes."""
+    """The ``.keras`` file of ``model`` as bytes, reproducible: Keras records the date and time
+    of saving (in ``metadata.json`` and each zip entry), which are fixed here, so the same model
+    always gives the same bytes and the same gzip figure, in the app and the CLI alike."""
     with tempfile.TemporaryDirectory() as tmp:
         target = Path(tmp) / "model.keras"
         model.save(target)
-        return target.read_bytes()
+        out = Path(tmp) / "fixed.keras"
+        with zipfile.ZipFile(target) as src, zipfile.ZipFile(out, "w") as dst:
+            for info in src.infolist():
+                content = src.read(info)
+                if info.filename == "metadata.json":
+                    meta = json.loads(content)
+                    meta["date_saved"] = SAVED_ON
+                    content = json.dumps(meta).encode()
+                info.date_time = (1980, 1, 1, 0, 0, 0)
+                dst.writestr(info, content)
+        return out.read_bytes()
 
 
 def load_model_bytes(data: bytes, name: str) -> keras.Model:

@@ -22,6 +22,7 @@ from optimizers.clustering import ClusteringConfig, cluster
 from optimizers.pruning import PruningConfig, global_masks, prune
 from optimizers.quantization import QuantizationConfig, fake_quantize
 from optimizers.tensors import as_channel_columns
+from optimizers.workers import POOL
 
 if TYPE_CHECKING:
     import keras
@@ -177,6 +178,10 @@ def value_statistics(
     if per_channel:
         distinct = np.unique(values).size
         totals = np.bincount(channels, weights=counts)[channels]
+    elif values.size > w.size // 8:  # mostly distinct values: a flat sort beats an argsort
+        ordered = np.sort(w, axis=None)
+        edges = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+        distinct, counts, totals = edges.size, np.diff(np.append(edges, w.size)), w.size
     else:
         unique, which = np.unique(values, return_inverse=True)
         distinct, counts, totals = unique.size, np.bincount(which, weights=counts), w.size
@@ -281,8 +286,7 @@ def optimize_weights(
             zip(members, global_masks([weights[i] for i in members], p.sparsity), strict=True)
         )
 
-    reports = []
-    for i, (r, t) in plan.items():
+    def one(i: int, r: TensorRef, t: Techniques) -> tuple[np.ndarray, TensorReport]:
         w = weights[i]
         if t.pruning:
             w = np.where(masks[i], w, np.zeros((), w.dtype)) if i in masks else prune(w, t.pruning)
@@ -290,8 +294,14 @@ def optimize_weights(
             w = cluster(w, t.clustering, r.channel_axes)
         if t.quantization:
             w = fake_quantize(w, t.quantization, r.channel_axes)
-        out[i] = w
-        reports.append(report_tensor(i, r.path, r.layer, weights[i], w, t, r.channel_axes))
+        return w, report_tensor(i, r.path, r.layer, weights[i], w, t, r.channel_axes)
+
+    # Tensors are independent: side by side in the pool (numpy releases the GIL), in order.
+    jobs = [POOL.submit(one, i, r, t) for i, (r, t) in plan.items()]
+    reports = []
+    for i, job in zip(plan, jobs, strict=True):
+        out[i], report = job.result()
+        reports.append(report)
     return out, reports
 
 

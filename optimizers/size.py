@@ -21,15 +21,14 @@ from __future__ import annotations
 
 import gzip
 import math
-import os
 import zlib
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 
 from optimizers.pipeline import TensorReport
+from optimizers.workers import POOL
 
 FLOAT_BITS = 32
 
@@ -53,7 +52,6 @@ def gzip_size(data: bytes) -> int:
 PIECE = 1 << 16  # bytes: the unit in which a tensor's share of the gzip figure is measured
 WINDOW = 1 << 15  # deflate's window: each piece is compressed with the 32 KiB before it
 SAMPLE_PIECES = 16  # pieces compressed per estimate beyond one a tensor, spread by tensor size
-_POOL = ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="gzip")  # zlib frees the GIL
 
 
 def deflate_piece(data: memoryview, start: int, stop: int) -> int:
@@ -91,7 +89,7 @@ def start_gzip_shares(
     views = [memoryview(np.ascontiguousarray(t)).cast("B") for t in tensors]
     plan = sample_plan([v.nbytes for v in views], pieces)
     jobs = [
-        (i, _POOL.submit(deflate_piece, v, s, min(s + PIECE, v.nbytes)))
+        (i, POOL.submit(deflate_piece, v, s, min(s + PIECE, v.nbytes)))
         for i, (v, starts) in enumerate(zip(views, plan, strict=True))
         for s in starts
     ]
@@ -142,7 +140,7 @@ def start_gzip_basis(
 ) -> Callable[[], GzipBasis]:
     """Start measuring the basis of a model saved as ``file`` with ``weights``, of which
     ``indices`` change with the settings; returns the function that waits for it."""
-    whole = _POOL.submit(gzip_size, file)
+    whole = POOL.submit(gzip_size, file)
     shares = start_gzip_shares([weights[i] for i in indices])
     return lambda: GzipBasis(whole.result() - sum(shares()), tuple(indices))
 

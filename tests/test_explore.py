@@ -1,0 +1,144 @@
+"""The staged answer (``optimize`` then ``measure``) and the app's byte-bounded caches."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import sample_models
+from optimizers import explore, keras_io
+from optimizers.clustering import ClusteringConfig
+from optimizers.pipeline import OptimizationConfig
+from optimizers.pruning import PruningConfig
+from optimizers.quantization import QuantizationConfig
+from optimizers.size import gzip_size
+
+ROOT = Path(__file__).resolve().parents[1]
+SETTING = OptimizationConfig(
+    pruning=PruningConfig(0.6), clustering=ClusteringConfig(16), quantization=QuantizationConfig(4)
+)
+
+
+@pytest.fixture(scope="module")
+def prepared() -> explore.Prepared:
+    sample = sample_models.get("digits_cnn")
+    model = keras_io.load_model(sample.model_path)
+    return explore.prepare(model, *keras_io.load_data(sample.data_path, model))
+
+
+def test_stage_one_has_the_exact_figures_and_stage_two_the_rest(prepared):
+    first = explore.optimize(prepared, SETTING)
+    assert not first.measured and first.accuracy is None and first.sizes.gzip is None
+    assert first.sizes.packed > 0 and first.sizes.file == prepared.file_bytes
+    full = explore.measure(prepared, first)
+    assert full.measured and full.accuracy is not None and full.sizes.gzip is not None
+    assert full.weights is first.weights and full.reports == first.reports
+    again = explore.run(prepared, SETTING)  # the CLI's one call is the same answer
+    assert explore.outcome_to_dict(again) == explore.outcome_to_dict(full)
+    assert all(np.array_equal(a, b) for a, b in zip(again.weights, full.weights, strict=True))
+
+
+def test_measured_figures_are_those_of_the_saved_file(prepared):
+    """Accuracy is the saved model's own; the file's size never changes with the settings; the
+    gzip figure of a model this small is gzip -9 of its file to within the pieces' endings."""
+    outcome = explore.run(prepared, SETTING)
+    data = explore.optimized_model_bytes(prepared, outcome.weights)
+    assert len(data) == outcome.sizes.file == prepared.file_bytes
+    assert abs(outcome.sizes.gzip - gzip_size(data)) / gzip_size(data) < 0.01
+    sample = sample_models.get("digits_cnn")
+    saved = keras_io.load_model_bytes(data, "out.keras")
+    x, y = keras_io.load_data(sample.data_path, saved)
+    classes = np.argmax(saved.predict(x, verbose=0), axis=1)
+    assert outcome.accuracy == float(np.mean(classes == y))
+
+
+def test_untouched_model_measures_its_real_gzip_size(prepared):
+    """The gzip figure of the untouched model is gzip -9 of its saved file, to the byte."""
+    baseline = explore.run(prepared, OptimizationConfig())
+    with prepared.lock:
+        prepared.clone.set_weights(list(prepared.weights))
+        data = keras_io.save_model_bytes(prepared.clone)
+    assert baseline.sizes.gzip == gzip_size(data)  # saves are reproducible: the same file
+
+
+def test_an_abandoned_measurement_leaves_nothing_behind(prepared):
+    """A newer slider move stops an older measurement by raising from its progress callback:
+    the exception comes out, the evaluation clone is free again and the next answer is right."""
+
+    class Superseded(Exception):
+        pass
+
+    def stop(done: int, total: int) -> None:
+        raise Superseded
+
+    first = explore.optimize(prepared, SETTING)
+    with pytest.raises(Superseded):
+        explore.measure(prepared, first, stop)
+    assert not prepared.lock.locked()
+    again = explore.measure(prepared, first)
+    assert explore.outcome_to_dict(again) == explore.outcome_to_dict(explore.run(prepared, SETTING))
+
+
+def test_progress_follows_every_batch(prepared, monkeypatch):
+    from optimizers import evaluate
+
+    monkeypatch.setattr(evaluate, "BATCH_ELEMENTS", 64 * 100)  # 100 digits a batch
+    seen: list[tuple[int, int]] = []
+    explore.measure(prepared, explore.optimize(prepared, SETTING), lambda d, t: seen.append((d, t)))
+    n = len(prepared.x)
+    assert seen == [(min(d, n), n) for d in range(100, n + 100, 100)]
+
+
+def test_cli_apply_reports_what_the_app_shows(prepared, tmp_path):
+    """The app's services and ``apply --json`` compute the same figures the same way."""
+    from ui import services
+
+    sample = sample_models.get("digits_cnn")
+    model = services.open_sample("digits_cnn")
+    app = explore.outcome_to_dict(services.measured(model, SETTING))
+    done = subprocess.run(
+        [sys.executable, "-m", "optimizers", "apply", str(sample.model_path)]
+        + ["--data", str(sample.data_path), "--sparsity", "0.6", "--clusters", "16"]
+        + ["--bits", "4", "--json"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=True,
+    )
+    assert json.loads(done.stdout)["optimized"] == app
+
+
+def test_byte_cache_keeps_the_newest_within_its_budget():
+    from ui.services import ByteCache
+
+    cache = ByteCache[bytes](10, len)
+    for key in "abcd":
+        cache.put(key, b"xxxx")
+    assert [cache.get(k) for k in "abcd"] == [None, None, b"xxxx", b"xxxx"]
+    assert cache.held == 8
+    cache.get("c")  # used: now the newest
+    cache.put("e", b"xxxx")
+    assert cache.get("d") is None and cache.get("c") == b"xxxx"
+    cache.put("big", b"y" * 50)  # alone over the budget: kept, everything else goes
+    assert cache.get("big") and cache.held == 50 and cache.get("e") is None
+    made = []
+    assert cache.get_or_make("k", lambda: made.append(1) or b"z") == b"z"
+    assert cache.get_or_make("k", lambda: made.append(1) or b"w") == b"z" and made == [1]
+
+
+def test_answers_are_cached_once_measured_and_bounded_by_bytes(monkeypatch):
+    from ui import services
+
+    model = services.open_sample("digits_cnn")
+    first = services.optimized(model, SETTING)
+    assert services.optimized(model, SETTING) is first  # stage one is kept
+    full = services.measured(model, SETTING)
+    assert full.measured and services.optimized(model, SETTING) is full  # replaced, not added
+    assert full.weights is first.weights  # one copy of the weights
+    budget = services.OUTCOMES.budget
+    assert services.OUTCOMES.held <= max(budget, full.nbytes)
