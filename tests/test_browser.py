@@ -298,3 +298,93 @@ def test_data_dropped_while_the_model_loads_is_evaluated_on_that_model(
     expect(page.get_by_test_id("stAlert")).to_have_count(0)  # no refusal
     expect(page.get_by_test_id("stException")).to_have_count(0)
     page.close()
+
+
+# --- links carry the settings; the report stands alone ---
+
+LINKED = {"sample": "digits_mlp", "sparsity": "0.6", "clusters": "16", "bits": "4"}
+
+
+def measured_cards(page: Page) -> dict[str, str]:
+    """Every metric card's value once the answer is measured, by label."""
+    expect(page.get_by_test_id("stMetricValue").filter(has_text="measuring…")).to_have_count(0)
+    labels = page.get_by_test_id("stMetricLabel").all_inner_texts()
+    values = page.get_by_test_id("stMetricValue").all_inner_texts()
+    return dict(zip([label.strip() for label in labels], values, strict=True))
+
+
+def press(page: Page, index: int, times: int) -> None:
+    """Move the ``index``-th slider on the page ``times`` steps to the right."""
+    handle = page.get_by_test_id("stSlider").nth(index).get_by_role("slider")
+    handle.focus()
+    for _ in range(times):
+        handle.press("ArrowRight")
+
+
+def test_a_link_reproduces_the_view_and_the_report_opens_offline(
+    app_url: str, browser: Browser, tmp_path: Path
+) -> None:
+    query = "&".join(f"{k}={v}" for k, v in LINKED.items())
+    linked = browser.new_context(viewport={"width": 1440, "height": 1000}).new_page()
+    linked.set_default_timeout(TIMEOUT_MS)
+    linked.goto(f"{app_url}/explore?{query}")
+    expect(metric_value(linked, "Sparsity")).to_have_text("60.0%")
+    from_link = measured_cards(linked)
+    headline = linked.locator("h2", has_text="smaller download")
+    expect(headline).to_be_visible()
+    headline_text = headline.inner_text()
+
+    # The same settings by hand, in a fresh browser session.
+    by_hand = browser.new_context(viewport={"width": 1440, "height": 1000}).new_page()
+    by_hand.set_default_timeout(TIMEOUT_MS)
+    by_hand.goto(app_url)
+    expect(metric_value(by_hand, "Baseline accuracy")).to_be_visible()
+    title = sample_models.get(LINKED["sample"]).title
+    by_hand.get_by_test_id("stSelectbox").click()
+    by_hand.get_by_role("option", name=title).click()
+    expect(by_hand.get_by_role("heading", name=title)).to_be_visible()
+    by_hand.get_by_role("link", name="Explore").click()
+    expect(metric_value(by_hand, "Sparsity")).to_have_text("0.0%")
+    press(by_hand, 0, 12)  # 12 steps of 5%
+    expect(metric_value(by_hand, "Sparsity")).to_have_text("60.0%")
+    press(by_hand, 1, 5)  # Off, 256, 128, 64, 32, 16
+    press(by_hand, 2, 6)  # Off, 16, 8, 7, 6, 5, 4
+    expect(by_hand.locator("h2", has_text="smaller download")).to_have_text(headline_text)
+    assert measured_cards(by_hand) == from_link
+    for key, value in LINKED.items():  # the address bar is that link
+        assert f"{key}={value}" in by_hand.url
+
+    # The report, downloaded from the linked session, opened from disk with the network blocked.
+    linked.get_by_role("link", name="Download").click()
+    button = linked.get_by_role("button", name="Download report")
+    expect(button).to_be_visible()
+    on_page = measured_cards(linked)
+    with linked.expect_download() as download:
+        button.click()
+    path = tmp_path / download.value.suggested_filename
+    download.value.save_as(path)
+    assert path.name == "digits_mlp_report.html"
+
+    offline = browser.new_context(offline=True, viewport={"width": 1000, "height": 1400})
+    requested: list[str] = []
+
+    def block(route) -> None:
+        if route.request.url.startswith("file:"):
+            route.continue_()
+        else:
+            requested.append(route.request.url)
+            route.abort()
+
+    offline.route("**/*", block)
+    report = offline.new_page()
+    report.goto(path.as_uri())
+    report.wait_for_function("() => document.querySelector('.js-plotly-plot')?._fullData?.length")
+    assert report.locator(".headline").inner_text() == headline_text
+    labels = report.locator(".card .label").all_inner_texts()
+    values = report.locator(".card .value").all_inner_texts()
+    assert dict(zip(labels, values, strict=True)) == on_page
+    assert requested == []
+    pdf = report.pdf(format="A4", print_background=True)
+    assert len(re.findall(rb"/Type\s*/Page[^s]", pdf)) == 1  # prints on one page
+    for context in (linked.context, by_hand.context, offline):
+        context.close()
