@@ -14,9 +14,11 @@ in the TensorFlow Model Optimization toolkit, but on plain Keras 3 (no layer wra
 
 All three compose (PQAT, CQAT, PCQAT) for any combination: pruning ramps up first, clustering
 starts once the masks are final (pruned zeros stay one of the k values), fake quantization is on
-throughout. After every epoch the weights are snapped onto the structure by the pipeline itself
-(``constraints.snap``), BatchNorm statistics are re-estimated for those weights, and the epoch
-with the best accuracy on a held-out validation split is kept. The result is an ordinary Keras
+throughout. The loss mixes the labels' cross-entropy with knowledge distillation from the
+float model's own outputs (Hinton et al., 2015), which tell the constrained model how sure to be
+of every sample. After every epoch the weights are snapped onto the structure by the pipeline
+itself (``constraints.snap``), BatchNorm statistics are re-estimated for those weights, and the
+epoch with the best accuracy on a held-out validation split is kept. The result is an ordinary Keras
 model whose weights the pipeline (with ``FinetuneResult.config``) and every export leave as
 they are, so the downloaded file equals the preview.
 
@@ -52,17 +54,19 @@ class FinetuneConfig:
     """How to train. The pruning schedule is given as fractions of all training steps.
 
     >>> FinetuneConfig(epochs=5).pruning_end
-    0.3
+    0.5
     """
 
-    epochs: int = 30
+    epochs: int = 50
     learning_rate: float = 3e-3  # Adam, peak of a cosine decay
     batch_size: int = 32
     seed: int = 0
     validation_split: float = 0.1  # held out to pick the best epoch; 0 keeps the last epoch
     pruning_begin: float = 0.0  # the masks start growing here...
-    pruning_end: float = 0.3  # ...reach the target here; clustering trains from here on
+    pruning_end: float = 0.5  # ...reach the target here; clustering trains from here on
     pruning_frequency: float = 0.02  # the masks are recomputed this often
+    distillation: float = 0.5  # weight of the float model's soft outputs in the loss
+    temperature: float = 2.0  # softens both distributions for the distillation term
 
     def __post_init__(self) -> None:
         wholes = {"epochs": (1, 10_000), "batch_size": (1, 1 << 20), "seed": (0, 2**32 - 1)}
@@ -77,6 +81,8 @@ class FinetuneConfig:
             "pruning_begin": (0.0, 1.0, "[0, 1]"),
             "pruning_end": (0.0, 1.0, "[0, 1]"),
             "pruning_frequency": (0.0, 1.0, "(0, 1]"),
+            "distillation": (0.0, 1.0, "[0, 1]"),
+            "temperature": (0.0, 100.0, "(0, 100]"),
         }
         for name, (lo, hi, shown) in reals.items():
             value = getattr(self, name)
@@ -221,6 +227,54 @@ class Trained:
         return v if self.mask is None else v * np.asarray(self.mask)
 
 
+def class_logits(out: Any, binary: bool, from_logits: bool) -> Any:
+    """Outputs as logits over the classes: probabilities become their logarithms, and one
+    binary unit becomes two classes with logits 0 and its own (``softmax`` gives ``1 - p, p``)."""
+    import tensorflow as tf
+
+    if not from_logits:
+        p = tf.clip_by_value(out, 1e-7, 1 - 1e-7)
+        out = tf.math.log(p) - tf.math.log1p(-p) if binary else tf.math.log(p)
+    return tf.concat([tf.zeros_like(out), out], axis=1) if binary else out
+
+
+Loss = Callable[[Any, Any, Any], Any]  # (labels, teacher's soft targets, outputs) -> loss
+
+
+def make_loss(binary: bool, from_logits: bool, settings: FinetuneConfig) -> Loss:
+    """Cross-entropy on the labels, mixed with knowledge distillation (Hinton et al., 2015):
+    cross-entropy against the float model's outputs softened by ``settings.temperature``
+    (``teacher_targets``), scaled by its square so the two terms' gradients stay comparable."""
+    import keras
+    import tensorflow as tf
+
+    hard = (
+        keras.losses.BinaryCrossentropy(from_logits=from_logits)
+        if binary
+        else keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits)
+    )
+    weight, t = settings.distillation, settings.temperature
+
+    def loss(y: Any, teacher: Any, out: Any) -> Any:
+        if weight == 0:
+            return hard(y, out)
+        log_p = tf.nn.log_softmax(class_logits(out, binary, from_logits) / t)
+        soft = -tf.reduce_mean(tf.reduce_sum(teacher * log_p, axis=1)) * t * t
+        return (1 - weight) * hard(y, out) + weight * soft
+
+    return loss
+
+
+def teacher_targets(
+    outputs: np.ndarray, binary: bool, from_logits: bool, temperature: float
+) -> np.ndarray:
+    """The float model's ``outputs`` as class distributions softened by ``temperature``."""
+    import tensorflow as tf
+
+    z = class_logits(tf.constant(outputs, tf.float32), binary, from_logits) / temperature
+    return np.asarray(tf.nn.softmax(z), np.float32)
+
+
 def dense(grads: list[Any], variables: list[Any]) -> list[Any]:
     """Gradients as dense tensors, zeros where a variable does not affect the loss."""
     import tensorflow as tf
@@ -231,7 +285,7 @@ def dense(grads: list[Any], variables: list[Any]) -> list[Any]:
     ]
 
 
-def make_step(model: keras.Model, tensors: list[Trained], loss_fn: Any, learning_rate: float):
+def make_step(model: keras.Model, tensors: list[Trained], loss_fn: Loss, learning_rate: float):
     """One compiled training step with a fresh Adam over the tensors' parameters and every
     other trainable weight. Gradients reach the parameters through the projection."""
     import keras
@@ -245,13 +299,13 @@ def make_step(model: keras.Model, tensors: list[Trained], loss_fn: Any, learning
     optimizer.build(params + others)
 
     @tf.function(reduce_retracing=True)
-    def step(x: Any, y: Any) -> Any:
+    def step(x: Any, y: Any, teacher: Any) -> Any:
         with tf.GradientTape() as projection:
             projected = [t.project() for t in tensors]
         for kernel, p in zip(kernels, projected, strict=True):
             kernel.assign(p)
         with tf.GradientTape() as tape:
-            loss = loss_fn(y, model(x, training=True))
+            loss = loss_fn(y, teacher, model(x, training=True))
             total = loss + tf.add_n(model.losses) if model.losses else loss
         grads = tape.gradient(total, kernels + others)
         grads = dense(grads, kernels + others)
@@ -329,12 +383,9 @@ def finetune(
     if len(x) != len(y) or len(x) < MIN_TRAIN:
         raise ValueError(f"need at least {MIN_TRAIN} samples and one label each")
     binary, from_logits = output_kind(model, x[:REFRESH_BATCH])
-    if binary:
-        labels = np.asarray(y, np.float32).reshape(-1, 1)
-        loss_fn = keras.losses.BinaryCrossentropy(from_logits=from_logits)
-    else:
-        labels = np.asarray(y, np.int32)
-        loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits)
+    labels = np.asarray(y, np.float32).reshape(-1, 1) if binary else np.asarray(y, np.int32)
+    loss_fn = make_loss(binary, from_logits, settings)
+    soft = teacher_targets(evaluate.predict(model, x), binary, from_logits, settings.temperature)
 
     keras.utils.set_random_seed(settings.seed)  # dropout in the clone, below
     rng = np.random.default_rng(settings.seed)
@@ -409,7 +460,8 @@ def finetune(
                 start_clustering()
             batch = batches[i : i + settings.batch_size]
             optimizer.learning_rate = learning_rate(settings.learning_rate, at, total)
-            losses.append(float(step_fn(tf.constant(x[batch]), tf.constant(labels[batch]))))
+            inputs = (tf.constant(a[batch]) for a in (x, labels, soft))
+            losses.append(float(step_fn(*inputs)))
             at += 1
             if should_stop is not None and should_stop():
                 stopped = True

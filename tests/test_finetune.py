@@ -81,6 +81,8 @@ def test_masks_are_recomputed_every_frequency_steps_and_at_the_end():
         ("validation_split", 0.6, "[0, 0.5]"),
         ("pruning_end", 1.5, "[0, 1]"),
         ("pruning_frequency", 0, "(0, 1]"),
+        ("distillation", 1.5, "[0, 1]"),
+        ("temperature", 0, "(0, 100]"),
     ],
 )
 def test_finetune_config_names_field_range_and_value(field, value, shown):
@@ -92,6 +94,35 @@ def test_finetune_config_names_field_range_and_value(field, value, shown):
 def test_pruning_must_end_after_it_begins():
     with pytest.raises(ValueError, match="pruning_end must be at least pruning_begin"):
         finetune.FinetuneConfig(pruning_begin=0.6, pruning_end=0.4)
+
+
+# ----------------------------------------------------------------------------- distillation
+
+
+def test_teacher_targets_are_the_float_outputs_softened_by_the_temperature():
+    p = np.array([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]], np.float32)
+    np.testing.assert_allclose(finetune.teacher_targets(p, False, False, 1.0), p, rtol=1e-5)
+    root = np.sqrt(p) / np.sqrt(p).sum(axis=1, keepdims=True)  # softmax(log p / 2)
+    np.testing.assert_allclose(finetune.teacher_targets(p, False, False, 2.0), root, rtol=1e-5)
+    binary = finetune.teacher_targets(np.array([[0.8], [0.1]], np.float32), True, False, 1.0)
+    np.testing.assert_allclose(binary, [[0.2, 0.8], [0.9, 0.1]], rtol=1e-5)
+    logits = np.array([[0.0, np.log(4.0)]], np.float32)  # softmax: 0.2, 0.8
+    np.testing.assert_allclose(
+        finetune.teacher_targets(logits, False, True, 1.0), [[0.2, 0.8]], rtol=1e-5
+    )
+
+
+@pytest.mark.parametrize("weight", [0.0, 0.5, 1.0])
+def test_loss_mixes_label_and_distillation_cross_entropy_by_hand(weight):
+    p = np.array([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]], np.float32)
+    y = np.array([0, 1], np.int32)
+    teacher = np.array([[0.5, 0.5, 0.0], [0.0, 0.0, 1.0]], np.float32)
+    settings = finetune.FinetuneConfig(distillation=weight, temperature=1.0)
+    loss = finetune.make_loss(False, False, settings)
+    hard = -(np.log(0.7) + np.log(0.1)) / 2
+    soft = -(0.5 * np.log(0.7) + 0.5 * np.log(0.2) + np.log(0.8)) / 2
+    expected = (1 - weight) * hard + weight * soft
+    assert float(loss(y, teacher, p)) == pytest.approx(expected, rel=1e-5)
 
 
 # ----------------------------------------------------------------------------- gradients
