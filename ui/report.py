@@ -79,7 +79,9 @@ def cell(column: str, value: object) -> str:
         return "—"
     if column in FORMATS:
         return FORMATS[column].format(value)
-    return f"{value:,.2f}" if isinstance(value, float) else str(value)
+    if isinstance(value, float):  # a column the report has no format for: as short as exact
+        return f"{value:,.0f}" if value.is_integer() else f"{value:.3g}"
+    return str(value)
 
 
 def table_html(exports: dict[str, Exported | str]) -> str:
@@ -109,7 +111,12 @@ def build(
     figure = figures.weight_histogram(
         original, optimized, log_y=log_y, marks_name=figures.mark_label(config)
     )
-    figure.update_layout(width=CHART_WIDTH, height=CHART_HEIGHT, font={"size": 10})
+    figure.update_layout(
+        width=CHART_WIDTH,
+        height=CHART_HEIGHT,
+        font={"size": 10},
+        margin={"l": 55, "r": 10, "t": 30, "b": 40},  # room for the axis labels at this size
+    )
     chart = figure.to_html(include_plotlyjs=True, full_html=False, config={"displayModeBar": False})
     title = views.model_title(model)
     data = model.data_name or "none"
