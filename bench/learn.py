@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PAGE = "pages/learn.py"
 # (widget kind, key, values to move through, the lesson function it reruns)
 MOVES = (
-    ("slider", "learn_sparsity", (10, 30, 60, 90, 50), "pruning"),
+    ("select_slider", "learn_sparsity", (10, 30, 60, 90, 50), "pruning"),
     ("select_slider", "learn_clusters", (2, 4, 16, 32, 8), "clustering"),
     ("select_slider", "learn_bits", (2, 3, 6, 8, 4), "quantization"),
 )

@@ -5,6 +5,9 @@ is a fragment, so its slider reruns only that lesson; the numbers and sentences 
 ``ui.learn``, which runs the library's own functions on a fixed-seed kernel.
 """
 
+from collections.abc import Callable, Sequence
+from typing import Any
+
 import numpy as np
 import pandas as pd
 import streamlit as st
@@ -51,43 +54,60 @@ def before_and_after(lesson: learn.Lesson, marks: str, key: str) -> None:
     st.markdown(lesson.sentence)
 
 
+def lesson(
+    title: str,
+    label: str,
+    key: str,
+    options: Sequence[Any],
+    teach: Callable[[np.ndarray, Any], learn.Lesson],
+    marks: str,
+    chart: str,
+    **slider: Any,
+) -> None:
+    """One technique: its slider over ``options``, then what ``teach`` made of the kernel."""
+    st.header(title, anchor=False)
+    value = st.select_slider(label, options, value=state.get(session, key), key=key, **slider)
+    before_and_after(teach(kernel, value), marks, chart)
+
+
 @st.fragment
 def pruning() -> None:
-    st.header("1. Pruning: remove the smallest weights", anchor=False)
-    percent = st.slider(
+    lesson(
+        "1. Pruning: remove the smallest weights",
         "Share of weights set to zero",
-        0,
-        settings.MAX_SPARSITY,
-        value=state.get(session, state.LEARN_SPARSITY),
-        step=settings.SPARSITY_STEP,
-        format="%d%%",
-        key=state.LEARN_SPARSITY,
+        state.LEARN_SPARSITY,
+        range(0, settings.MAX_SPARSITY + 1, settings.SPARSITY_STEP),
+        learn.pruning,
+        "distinct values",
+        "learn_pruning",
+        format_func="{}%".format,
     )
-    before_and_after(learn.pruning(kernel, percent), "distinct values", "learn_pruning")
 
 
 @st.fragment
 def clustering() -> None:
-    st.header("2. Clustering: share a few values", anchor=False)
-    k = st.select_slider(
+    lesson(
+        "2. Clustering: share a few values",
         "Shared values",
+        state.LEARN_CLUSTERS,
         learn.CLUSTER_CHOICES,
-        value=state.get(session, state.LEARN_CLUSTERS),
-        key=state.LEARN_CLUSTERS,
+        learn.clustering,
+        "shared values",
+        "learn_clustering",
     )
-    before_and_after(learn.clustering(kernel, k), "shared values", "learn_clustering")
 
 
 @st.fragment
 def quantization() -> None:
-    st.header("3. Quantization: round to a grid", anchor=False)
-    bits = st.select_slider(
+    lesson(
+        "3. Quantization: round to a grid",
         "Bits per weight",
+        state.LEARN_BITS,
         learn.BIT_CHOICES,
-        value=state.get(session, state.LEARN_BITS),
-        key=state.LEARN_BITS,
+        learn.quantization,
+        "grid levels in use",
+        "learn_quantization",
     )
-    before_and_after(learn.quantization(kernel, bits), "grid levels in use", "learn_quantization")
 
 
 pruning()

@@ -188,7 +188,7 @@ def test_learn_page_shows_every_lesson() -> None:
 def test_each_slider_changes_its_own_lesson() -> None:
     at = start()
     w = learn.kernel()
-    at.slider(key=state.LEARN_SPARSITY).set_value(80).run()
+    at.select_slider(key=state.LEARN_SPARSITY).set_value(80).run()
     assert grey_cells(at, "learn_pruning_after") == target_zeros(0.8, w.size)
     assert learn.pruning(w, 80).sentence in text(at)
     at.select_slider(key=state.LEARN_CLUSTERS).set_value(3).run()
@@ -204,8 +204,8 @@ def test_each_slider_changes_its_own_lesson() -> None:
 
 def test_learn_sliders_survive_a_trip_to_another_page() -> None:
     at = start()
-    at.slider(key=state.LEARN_SPARSITY).set_value(30).run()
+    at.select_slider(key=state.LEARN_SPARSITY).set_value(30).run()
     at.switch_page("pages/model.py").run()
     at.switch_page(LEARN).run()
-    assert at.slider(key=state.LEARN_SPARSITY).value == 30
+    assert at.select_slider(key=state.LEARN_SPARSITY).value == 30
     assert re.search(r"Pruning 30% set the \d+ weights", text(at))
