@@ -388,3 +388,44 @@ def test_a_link_reproduces_the_view_and_the_report_opens_offline(
     assert len(re.findall(rb"/Type\s*/Page[^s]", pdf)) == 1  # prints on one page
     for context in (linked.context, by_hand.context, offline):
         context.close()
+
+
+# --- fine-tuning: a real click starts it, the chart follows, Stop ends it ---
+
+
+def test_finetune_draws_its_progress_and_stop_keeps_the_best_epoch(
+    app_url: str, browser: Browser
+) -> None:
+    page = browser.new_context(viewport={"width": 1440, "height": 1000}).new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(f"{app_url}/explore")
+    expect(metric_value(page, "Sparsity")).to_have_text("0.0%")
+    press(page, 2, 6)  # Off, 16, 8, 7, 6, 5, 4 bits
+    expect(page.get_by_role("button", name="Fine-tune")).to_be_enabled()
+    epochs = page.get_by_label("Epochs", exact=True).and_(page.get_by_role("spinbutton"))
+    epochs.fill("200")
+    epochs.press("Enter")
+    page.get_by_role("button", name="Fine-tune").click()
+
+    progress = page.get_by_text(re.compile(r"Fine-tuning toward 4 bits: epoch [1-9]\d* of 200"))
+    expect(progress).to_be_visible()  # at least one epoch drawn live, while training goes on
+    page.wait_for_function(  # the chart's validation accuracy has a point per epoch so far
+        "() => [...document.querySelectorAll('.js-plotly-plot')].some(p => (p._fullData || [])"
+        ".some(t => t.name.startsWith('validation') && t.y.length > 0))"
+    )
+    page.get_by_role("button", name="Stop").click()
+    stopped = page.get_by_text(re.compile(r"Stopped after (\d+) full epochs"))
+    expect(stopped).to_be_visible()
+    epochs_run = int(re.search(r"after (\d+)", stopped.inner_text()).group(1))
+    assert 1 <= epochs_run < 200
+    expect(page.get_by_test_id("stDataFrame").filter(has_text="post-training")).to_be_visible()
+
+    # A button inside the fragment switches the whole page to the fine-tuned model, and back.
+    page.get_by_role("button", name="Explore the fine-tuned model").click()
+    expect(
+        page.get_by_text(re.compile(r"digits_cnn_finetuned\.keras.* every change"))
+    ).to_be_visible()
+    page.get_by_role("button", name="Back to digits_cnn.keras").click()
+    expect(page.get_by_role("button", name="Explore the fine-tuned model")).to_be_visible()
+    expect(page.get_by_test_id("stException")).to_have_count(0)
+    page.context.close()
