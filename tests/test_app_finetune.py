@@ -11,10 +11,15 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 from streamlit.testing.v1 import AppTest
 
 import sample_models
-from ui import finetune, services, state
+from optimizers.clustering import ClusteringConfig
+from optimizers.pipeline import OptimizationConfig
+from optimizers.pruning import PruningConfig
+from optimizers.quantization import QuantizationConfig
+from ui import finetune, services, settings, state
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = str(ROOT / "app.py")
@@ -117,6 +122,8 @@ def test_stop_ends_training_and_keeps_the_best_epoch_so_far() -> None:
     change(at, "number_input", state.FT_EPOCHS, finetune.MAX_EPOCHS)
     at.button(key="finetune_start").click().run()
     wait(at, lambda: len(job(at).epochs) >= 1)
+    (bar,) = at.get("progress")
+    assert "toward 4 bits: epoch" in bar.proto.text and "validation accuracy" in bar.proto.text
     at.button(key="finetune_stop").click().run()
     assert job(at).stop.is_set()
     wait(at, lambda: not job(at).running)
@@ -125,6 +132,28 @@ def test_stop_ends_training_and_keeps_the_best_epoch_so_far() -> None:
     assert 1 <= result.best_epoch <= result.epochs_run + 1
     assert "Stopped after" in captions(at)
     assert table(at).loc["fine-tuned", "accuracy"] > 0
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        OptimizationConfig(quantization=QuantizationConfig(2)),
+        OptimizationConfig(
+            pruning=PruningConfig(0.8, scope="global"),
+            clustering=ClusteringConfig(8, init="density", granularity="per-channel"),
+            quantization=QuantizationConfig(4, "asymmetric", "per-tensor"),
+            skip=("dense",),
+        ),
+        OptimizationConfig(pruning=PruningConfig(0.5, "2:4"), clustering=ClusteringConfig(16)),
+    ],
+)
+def test_the_sliders_are_set_to_the_fine_tuned_config(config: OptimizationConfig) -> None:
+    session: dict = {}
+    state.init(session, DEFAULT.name)
+    state.put(session, state.SPARSITY, 40)  # something else first
+    state.put(session, state.BITS, 8)
+    finetune.put_config(session, config)
+    assert settings.config_from_state(session) == config
 
 
 def npz(**arrays: np.ndarray) -> bytes:

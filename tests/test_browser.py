@@ -407,7 +407,7 @@ def test_finetune_draws_its_progress_and_stop_keeps_the_best_epoch(
     epochs.press("Enter")
     page.get_by_role("button", name="Fine-tune").click()
 
-    progress = page.get_by_text(re.compile(r"Fine-tuning toward 4 bits: epoch [1-9]\d* of 200"))
+    progress = page.get_by_text(re.compile(r"toward 4 bits: epoch [1-9]\d* of 200"))
     expect(progress).to_be_visible()  # at least one epoch drawn live, while training goes on
     page.wait_for_function(  # the chart's validation accuracy has a point per epoch so far
         "() => [...document.querySelectorAll('.js-plotly-plot')].some(p => (p._fullData || [])"

@@ -22,7 +22,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from optimizers import constraints
-from optimizers.finetune import EpochRecord, FinetuneConfig, check_plans
+from optimizers.finetune import FinetuneConfig, check_plans
 from optimizers.keras_io import InputError
 from optimizers.pipeline import OptimizationConfig
 from optimizers.pruning import PruningConfig
@@ -34,6 +34,7 @@ POLL_SECONDS = 0.5
 LEARNING_RATES = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2)
 MAX_EPOCHS = 200
 log = logging.getLogger(__name__)
+Epoch = tuple[int, float, "float | None"]  # (epoch, training loss, validation accuracy)
 
 
 @dataclass
@@ -44,9 +45,8 @@ class Job:
     model: services.KerasModel
     config: OptimizationConfig
     settings: FinetuneConfig
-    train_name: str
     stop: threading.Event = field(default_factory=threading.Event)
-    epochs: list[EpochRecord] = field(default_factory=list)
+    epochs: list[Epoch] = field(default_factory=list)
     done: services.Finetuned | None = None
     error: str | None = None
 
@@ -56,7 +56,7 @@ class Job:
 
     def run(self, train: services.TrainingData) -> None:
         def on_epoch(epoch: int, loss: float, val_accuracy: float | None) -> None:
-            self.epochs.append(EpochRecord(epoch, loss, val_accuracy, 0.0))
+            self.epochs.append((epoch, loss, val_accuracy))
 
         try:
             self.done = services.finetuned(
@@ -69,14 +69,16 @@ class Job:
             self.error = f"fine-tuning failed ({type(e).__name__}: {' '.join(str(e).split())})"
 
 
-def start(model: services.KerasModel, config: OptimizationConfig, train: services.TrainingData):
+def start(
+    model: services.KerasModel, config: OptimizationConfig, train: services.TrainingData
+) -> None:
     """``on_click`` of Fine-tune: train toward the setting the button was drawn for, with the
     epochs and learning rate its widgets hold now."""
     session = st.session_state
     settings = FinetuneConfig(
         epochs=int(session[state.FT_EPOCHS]), learning_rate=session[state.FT_LEARNING_RATE]
     )
-    job = Job(model, config, settings, train.name)
+    job = Job(model, config, settings)
     session[state.FT_JOB] = job
     threading.Thread(target=job.run, args=(train,), daemon=True, name="finetune").start()
 
@@ -134,14 +136,16 @@ def put_config(session: MutableMapping[str, Any], config: OptimizationConfig) ->
     state.put(session, state.SKIP, list(config.skip))
 
 
-def progress_chart(epochs: list[EpochRecord], total: int) -> go.Figure:
+def progress_chart(epochs: list[Epoch], total: int) -> go.Figure:
     """Training loss (left axis) and validation accuracy (right axis) per epoch."""
-    x = [e.epoch for e in epochs]
+    x = [epoch for epoch, _, _ in epochs]
     fig = go.Figure()
-    fig.add_scatter(x=x, y=[e.loss for e in epochs], name="training loss", mode="lines+markers")
+    fig.add_scatter(
+        x=x, y=[loss for _, loss, _ in epochs], name="training loss", mode="lines+markers"
+    )
     fig.add_scatter(
         x=x,
-        y=[None if e.val_accuracy is None else 100 * e.val_accuracy for e in epochs],
+        y=[None if acc is None else 100 * acc for _, _, acc in epochs],
         name="validation accuracy (%)",
         mode="lines+markers",
         yaxis="y2",
@@ -162,12 +166,15 @@ def _live(job: Job) -> None:
     if not job.running:
         st.rerun()
     done = len(job.epochs)
-    last = job.epochs[-1] if job.epochs else None
-    words = f"Fine-tuning toward {describe(job.config)}: epoch {done} of {job.settings.epochs}"
-    if last is not None:
-        words += f" · loss {last.loss:.3f}"
-        if last.val_accuracy is not None:
-            words += f" · validation accuracy {percent(last.val_accuracy)}"
+    words = (
+        f"Fine-tuning {job.model.name} toward {describe(job.config)}: "
+        f"epoch {done} of {job.settings.epochs}"
+    )
+    if job.epochs:
+        _, loss, accuracy = job.epochs[-1]
+        words += f" · loss {loss:.3f}"
+        if accuracy is not None:
+            words += f" · validation accuracy {percent(accuracy)}"
     st.progress(done / job.settings.epochs, text=words)
     st.plotly_chart(
         progress_chart(job.epochs, job.settings.epochs),
@@ -243,9 +250,9 @@ def comparison(model: services.KerasModel, config: OptimizationConfig, job: Job)
             "gzip bytes": [o.sizes.gzip for _, o in rows],
         }
     )
-    how = "stopped" if result.stopped else "trained"
+    how = "Stopped after" if result.stopped else "Trained for"
     st.caption(
-        f"{how.capitalize()} after {result.epochs_run} full epochs in {result.seconds:.1f} s; "
+        f"{how} {result.epochs_run} full epochs in {result.seconds:.1f} s; "
         f"kept epoch {result.best_epoch}, the best on the held-out split."
     )
     st.dataframe(
