@@ -144,7 +144,8 @@ def sorted_channels(w: np.ndarray, axes: tuple[int, ...]) -> tuple[np.ndarray, n
     """Each output channel's values sorted (one row per channel), and a mask of where each run
     of equal values starts in those rows."""
     columns, _ = as_channel_columns(w, axes)
-    ordered = np.sort(columns, axis=0).T
+    ordered = np.ascontiguousarray(columns.T)  # rows in memory: a faster sort, and no copies
+    ordered.sort(axis=1)  # when the caller flattens them
     starts = np.ones(ordered.shape, dtype=bool)
     starts[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
     return ordered, starts

@@ -1,0 +1,94 @@
+"""A real-size upload in a real browser: ResNet50 (``weights=None``) and 16 images, uploaded
+through the Model page's uploaders, then slider moves on the Explore page timed from the key
+press to the answer drawn: the first stage (the sparsity card shows the new value) and the
+whole answer (agreement and gzip cards measured). Run as ``python -m bench.browser``; ``make
+bench`` runs it too. Needs Debian's chromium (``make chromium``).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bench.serve import CHROMIUM, CHROMIUM_ARGS, streamlit_app
+
+MEASURING = "measuring…"
+
+
+def card(page, label: str) -> str:
+    metric = page.get_by_test_id("stMetric").filter(
+        has=page.get_by_test_id("stMetricLabel").get_by_text(label, exact=True)
+    )
+    return metric.get_by_test_id("stMetricValue").inner_text()
+
+
+def wait(condition, seconds: float = 300) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError("the page did not answer")
+        time.sleep(0.02)
+
+
+def browser_row(arch: str = "ResNet50", images: int = 16, moves: int = 6) -> dict:
+    import keras
+    from playwright.sync_api import sync_playwright
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        keras.utils.set_random_seed(0)
+        model = getattr(keras.applications, arch)(weights=None)
+        model_path = folder / f"{arch.lower()}.keras"
+        model.save(model_path)
+        data_path = folder / f"{arch.lower()}_data.npz"
+        rng = np.random.default_rng(0)
+        np.savez(data_path, x=rng.random((images, *model.input_shape[1:]), np.float32))
+        with streamlit_app(folder / "server.log") as url, sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": 1440, "height": 1000})
+            page.set_default_timeout(600_000)
+            page.goto(url)
+            page.get_by_role("radio", name="Upload a model").click()
+            start = time.perf_counter()
+            page.locator("input[type=file]").nth(0).set_input_files(str(model_path))
+            page.locator("input[type=file]").nth(1).set_input_files(str(data_path))
+            page.get_by_text(f"evaluation data: {data_path.name}").wait_for()
+            loaded = time.perf_counter() - start
+            page.get_by_role("link", name="Explore").click()
+            wait(lambda: card(page, "Top-1 agreement") not in ("", MEASURING))
+            first, full = [], []
+            slider = page.get_by_test_id("stSlider").locator("input[type=range]").first
+            for step in range(1, moves + 1):
+                slider.focus()
+                start = time.perf_counter()
+                slider.press("ArrowRight")
+                sparsity = f"{5 * step:.1f}%"
+                wait(lambda s=sparsity: card(page, "Sparsity") == s)
+                first.append(time.perf_counter() - start)
+                wait(
+                    lambda: (
+                        card(page, "Top-1 agreement") != MEASURING
+                        and card(page, "gzip size") != MEASURING
+                    )
+                )
+                full.append(time.perf_counter() - start)
+            errors = page.get_by_test_id("stException").count()
+            browser.close()
+    return {
+        "model": arch,
+        "images": images,
+        "load_s": loaded,
+        "first_s": statistics.median(first),
+        "full_s": statistics.median(full),
+        "slowest_s": max(full),
+        "exceptions": errors,
+    }
+
+
+if __name__ == "__main__":
+    print(json.dumps(browser_row()))
