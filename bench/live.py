@@ -229,7 +229,10 @@ def live_rows(smoke: bool) -> dict:
             "samples_gzip": [],
             "memory": [],
             "sessions": [sessions_row(2)],
+            "browser": [],
         }
+    from bench.browser import browser_row
+
     return {
         "staged": [
             staged_row("MobileNetV2", 64, 8, with_before=True),
@@ -238,6 +241,7 @@ def live_rows(smoke: bool) -> dict:
         "samples_gzip": sample_gzip_errors(),
         "memory": [memory("ResNet50", 16, 40)],
         "sessions": [sessions_row(20)],
+        "browser": [browser_row()],
     }
 
 
@@ -264,6 +268,13 @@ def markdown(live: dict) -> list[str]:
             f"{r['sessions']} app sessions on {r['model']} moving a slider at the same moment, "
             f"each to a new setting: p50 {r['p50_s']:.2f} s, p95 {r['p95_s']:.2f} s, slowest "
             f"{r['max_s']:.2f} s" + (f"; failures: {r['failed']}" if r["failed"] else "."),
+        ]
+    for r in live["browser"]:
+        out += [
+            "",
+            f"{r['model']} with {r['images']} images uploaded in chromium (loaded in "
+            f"{r['load_s']:.1f} s): a slider move draws its first answer in {r['first_s']:.2f} s "
+            f"and the whole answer in {r['full_s']:.2f} s (median; slowest {r['slowest_s']:.2f} s).",
         ]
     for r in live["memory"]:
         if "error" in r:
