@@ -23,7 +23,7 @@ from ui import finetune, services, settings, state
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = str(ROOT / "app.py")
-EXPLORE = "pages/explore.py"
+EXPLORE, DOWNLOAD = "pages/explore.py", "pages/download.py"
 DEFAULT = sample_models.SAMPLES[0]
 WAIT_S = 600  # a generous limit for training to end on a loaded machine, not a measurement
 
@@ -109,6 +109,14 @@ def test_finetune_a_sample_then_explore_the_fine_tuned_model() -> None:
     assert at.select_slider(key=state.BITS).value == 2
     assert metric(at, "Test accuracy") == f"{rows.loc['fine-tuned', 'accuracy']:.1f}%"
     assert "fine-tuned" in captions(at)
+
+    # Download writes the fine-tuned model's files: those that hold 2 bits equal the preview.
+    at.switch_page(DOWNLOAD).run()
+    assert not at.exception, at.exception
+    files = at.dataframe[0].value.set_index("format")
+    for name in ("Keras", "LiteRT int2"):
+        assert files.loc[name, "file accuracy"] == rows.loc["fine-tuned", "accuracy"], name
+    at.switch_page(EXPLORE).run()
 
     at.button(key="finetune_back").click().run()  # the original model, with the same setting
     assert not at.exception, at.exception
