@@ -131,6 +131,41 @@ def test_byte_cache_keeps_the_newest_within_its_budget():
     assert cache.get_or_make("k", lambda: made.append(1) or b"w") == b"z" and made == [1]
 
 
+def test_byte_cache_makes_a_key_once_for_callers_at_the_same_time():
+    """A second caller of a key being made waits for that result (a rerun that starts while
+    the previous run still loads an upload does not load it twice); if the first maker fails,
+    the waiter makes it itself."""
+    import threading
+
+    from ui.services import ByteCache
+
+    cache = ByteCache[str](100, len)
+    started, release, calls = threading.Event(), threading.Event(), []
+
+    def slow() -> str:
+        calls.append("slow")
+        started.set()
+        release.wait(10)
+        return "made"
+
+    results: list[str] = []
+    first = threading.Thread(target=lambda: results.append(cache.get_or_make("k", slow)))
+    first.start()
+    started.wait(10)
+    second = threading.Thread(target=lambda: results.append(cache.get_or_make("k", slow)))
+    second.start()
+    release.set()
+    first.join(10), second.join(10)
+    assert results == ["made", "made"] and calls == ["slow"]
+
+    def fail() -> str:
+        raise RuntimeError("abandoned")
+
+    with pytest.raises(RuntimeError):
+        cache.get_or_make("other", fail)
+    assert cache.get_or_make("other", lambda: "second try") == "second try"
+
+
 def test_answers_are_cached_once_measured_and_bounded_by_bytes(monkeypatch):
     from ui import services
 

@@ -58,13 +58,16 @@ class ByteCache(Generic[T]):
     """A thread-safe least-recently-used map bounded by the bytes its values hold.
 
     ``size(value)`` says what a value holds; the newest entry is always kept, even alone over
-    the budget. Values are computed outside the lock, so a slow one never blocks the others
-    (two sessions asking for the same new key at once may both compute it; one result stays).
+    the budget. Values are computed outside the lock, so a slow one never blocks other keys;
+    a second caller of a key being computed waits for that result instead of computing it
+    again (a rerun that starts while the previous run still loads the same upload must not
+    load it twice), and computes it itself if the first computation failed or was abandoned.
     """
 
     def __init__(self, budget: int, size: Callable[[T], int]) -> None:
         self.budget, self.size = budget, size
         self._items: OrderedDict[Hashable, tuple[T, int]] = OrderedDict()
+        self._making: dict[Hashable, threading.Event] = {}
         self._lock = threading.Lock()
 
     def get(self, key: Hashable) -> T | None:
@@ -83,16 +86,26 @@ class ByteCache(Generic[T]):
         return value
 
     def get_or_make(self, key: Hashable, make: Callable[[], T]) -> T:
-        found = self.get(key)
-        return found if found is not None else self.put(key, make())
+        while True:
+            with self._lock:
+                if key in self._items:
+                    self._items.move_to_end(key)
+                    return self._items[key][0]
+                making = self._making.get(key)
+                if making is None:
+                    making = self._making[key] = threading.Event()
+                    break
+            making.wait()  # another caller is making it: take its result, or try again
+        try:
+            return self.put(key, make())
+        finally:
+            with self._lock:
+                del self._making[key]
+            making.set()
 
     @property
     def held(self) -> int:
         return sum(n for _, n in self._items.values())
-
-    def clear(self) -> None:
-        with self._lock:
-            self._items.clear()
 
 
 # Budgets: two ResNet50s (100 MB of weights each: the model, its clone and a copy of the weights),
