@@ -144,8 +144,10 @@ def sorted_channels(w: np.ndarray, axes: tuple[int, ...]) -> tuple[np.ndarray, n
     """Each output channel's values sorted (one row per channel), and a mask of where each run
     of equal values starts in those rows."""
     columns, _ = as_channel_columns(w, axes)
-    ordered = np.ascontiguousarray(columns.T)  # rows in memory: a faster sort, and no copies
-    ordered.sort(axis=1)  # when the caller flattens them
+    # A C-ordered copy (never a view of ``w``, which is sorted in place next): rows lie in
+    # memory, which sorts faster and lets callers flatten them without another copy.
+    ordered = np.array(columns.T, order="C")
+    ordered.sort(axis=1)
     starts = np.ones(ordered.shape, dtype=bool)
     starts[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
     return ordered, starts

@@ -155,3 +155,33 @@ def test_recipe_round_trip_and_refusals():
         config_from_dict({"quantization": {"bits": 1}})
     with pytest.raises(ValueError, match="unknown recipe keys"):
         config_from_dict({"prunning": {}})
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        OptimizationConfig(),
+        OptimizationConfig(pruning=PruningConfig(0.5)),
+        OptimizationConfig(clustering=ClusteringConfig(4)),
+        OptimizationConfig(quantization=QuantizationConfig(4, granularity="per-tensor")),
+        FULL,
+    ],
+)
+def test_the_weights_given_are_never_changed(config):
+    """Every tensor shape that views as one channel row too: a (16, 1) classifier kernel is its
+    own transpose in memory, and sorting it in place would sort the model's weights."""
+    rng = np.random.default_rng(0)
+    model = keras.Sequential(
+        [
+            keras.Input((8, 8, 2)),
+            keras.layers.DepthwiseConv2D(3, name="depthwise"),
+            keras.layers.Conv2D(1, 1, name="one_filter"),
+            keras.layers.Flatten(),
+            keras.layers.Dense(16, name="hidden"),
+            keras.layers.Dense(1, name="classifier"),
+        ]
+    )
+    weights = [rng.normal(size=w.shape).astype(np.float32) for w in model.get_weights()]
+    before = [w.copy() for w in weights]
+    optimize_weights(weights, eligible_tensors(model), config)
+    assert all(np.array_equal(a, b) for a, b in zip(weights, before, strict=True))
