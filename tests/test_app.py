@@ -353,7 +353,7 @@ def test_download_page_offers_every_format_verified() -> None:
     labels = [b.label for b in at.download_button]
     assert labels[0] == "Download int4 .tflite"  # the container of the 4-bit setting first
     assert sorted(labels) == sorted(
-        ["Download .keras", "Download recipe (.json)"]
+        ["Download .keras", "Download recipe (.json)", "Download report"]
         + [f"Download {name} .tflite" for name in ("float32", "float16", "int4", "int2")]
         + ["Download int8 dynamic range .tflite", "Download int8 full integer .tflite"]
     )
