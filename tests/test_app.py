@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import zipfile
@@ -48,6 +49,13 @@ def histogram(at: AppTest) -> dict:
     charts = at.get("plotly_chart")
     assert charts, "no histogram on the page"
     return json.loads(charts[0].proto.spec)
+
+
+def array(field: list | dict) -> np.ndarray:
+    """A plotly trace's data: a list, or plotly's packed form ``{"dtype", "bdata"}``."""
+    if isinstance(field, dict):
+        return np.frombuffer(base64.b64decode(field["bdata"]), dtype=field["dtype"])
+    return np.asarray(field)
 
 
 def model_name(at: AppTest) -> str:
@@ -107,7 +115,9 @@ def test_cluster_slider_limits_distinct_values_and_marks_centroids() -> None:
     assert number(metric(at, "Distinct values")) <= 16
     change(at, "selectbox", state.HIST_TENSOR, "dense/kernel")
     marks = [t for t in histogram(at)["data"] if "cluster centroids" in t.get("name", "")]
-    assert marks and 2 <= len(marks[0]["x"]) <= 16
+    levels = array(marks[0]["x"]) if marks else np.zeros(0)
+    assert 2 <= levels.size <= 16 and np.unique(levels).size == levels.size
+    assert marks[0]["name"] == f"{levels.size} cluster centroids"
 
 
 def test_log_scale_toggle_changes_the_y_axis() -> None:
