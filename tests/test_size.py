@@ -75,14 +75,14 @@ def test_weight_sizes_adds_up_every_tensor():
     assert s.packed < s.float32
 
 
-def test_sample_plan_takes_every_piece_within_budget_and_spreads_the_rest():
-    assert sample_plan([3 * PIECE, 100], pieces=48) == [[0, PIECE, 2 * PIECE], [0]]
+def test_sample_plan_takes_whole_buffers_within_budget_and_spreads_pieces_of_the_rest():
+    assert sample_plan([3 * PIECE, 100], pieces=48) == [[(0, 3 * PIECE)], [(0, 100)]]
     plan = sample_plan([100 * PIECE + 5, 10], pieces=4)
-    assert plan[1] == [0]  # a small buffer is measured whole, however small its share
-    starts = plan[0]
-    assert len(starts) == 4 and starts == sorted(set(starts))
-    assert all(s % PIECE == 0 and s + PIECE <= 100 * PIECE for s in starts)
-    assert starts[0] >= 10 * PIECE and starts[-1] <= 90 * PIECE  # spread, not clustered
+    assert plan[1] == [(0, 10)]  # a small buffer is measured whole, however small its share
+    ranges = plan[0]
+    assert len(ranges) == 4 and ranges == sorted(set(ranges))
+    assert all(s % PIECE == 0 and e == s + PIECE <= 100 * PIECE for s, e in ranges)
+    assert ranges[0][0] >= 10 * PIECE and ranges[-1][1] <= 90 * PIECE  # spread, not clustered
 
 
 def test_tensor_share_of_a_gzip_stream_matches_the_whole_stream():
@@ -131,3 +131,25 @@ def test_gzip_figure_of_a_sampled_model_is_within_two_percent_of_gzip9(tmp_path)
         assert len(saved) == len(file)  # the file's size never depends on the settings
         real = gzip_size(saved)
         assert abs(basis.gzip(optimized) - real) / real < 0.02, config
+
+
+def test_file_layout_needs_every_tensor_once_in_a_stored_weights_entry(tmp_path):
+    """Tensors found once each, in order, inside the weights entry; a file where one cannot be
+    told apart (two equal tensors) or that is no archive has no layout, and is sampled."""
+    import io
+    import zipfile
+
+    from optimizers.size import file_layout
+
+    a, b = np.arange(64, dtype=np.float32), np.arange(64, 128, dtype=np.float32)
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as z:
+        z.writestr("config.json", b"{}")
+        z.writestr("model.weights.h5", b"head" + a.tobytes() + b"mid" + b.tobytes() + b"end")
+    file = buffer.getvalue()
+    layout = file_layout(file, [a, b])
+    assert layout is not None
+    assert [file[o : o + 256] for o in layout.offsets] == [a.tobytes(), b.tobytes()]
+    assert file_layout(file, [b, a]) is None  # not in model order
+    assert file_layout(file, [a, a]) is None
+    assert file_layout(b"not a zip", [a]) is None

@@ -126,9 +126,9 @@ def cards(outcome: Outcome, baseline: Outcome) -> list[Card]:
             format_bytes(s.gzip) if outcome.measured else MEASURING,
             _size_delta(s.gzip, b.gzip),
             "The .keras file compressed with gzip -9: roughly what an app download transfers. "
-            "Zeros and repeated values compress well. The untouched file is compressed whole; "
-            "for a setting only the changed kernels are, on a spread sample of 64 KiB pieces "
-            "for a large model (measured within 2% of compressing the whole file).",
+            "Zeros and repeated values compress well. Exact for a file up to 2 MB; for a larger "
+            "one the changed kernels are compressed on a spread sample for each setting "
+            "(measured within 2% of compressing the whole file).",
         ),
         Card(
             ".keras file size",
