@@ -45,7 +45,8 @@ LEVELS: tuple[Techniques, ...] = (
     *(Techniques(clustering=ClusteringConfig(k)) for k in (16, 8, 4)),
     *(Techniques(quantization=QuantizationConfig(b)) for b in (8, 4, 2)),
 )
-NO_GZIP = GzipBasis(None, None, 0.0, ())  # measures no tensor: the gzip figure of the search's answers
+# Measures no tensor: the search's answers skip the gzip figure (the recipe is measured in full).
+NO_GZIP = GzipBasis(None, None, 0.0, ())
 
 
 @dataclass(frozen=True)
