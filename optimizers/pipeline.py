@@ -153,17 +153,6 @@ def sorted_channels(w: np.ndarray, axes: tuple[int, ...]) -> tuple[np.ndarray, n
     return ordered, starts
 
 
-def channel_value_counts(w: np.ndarray, axes: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
-    """How often each distinct value occurs in each output channel, without a Python loop.
-
-    Returns ``(channel, count)`` arrays with one entry per (channel, distinct value) pair.
-    """
-    ordered, starts = sorted_channels(w, axes)
-    flat_starts = np.flatnonzero(starts.ravel())
-    counts = np.diff(np.append(flat_starts, ordered.size))
-    return flat_starts // max(ordered.shape[1], 1), counts
-
-
 def value_statistics(
     w: np.ndarray, axes: tuple[int, ...], per_channel: bool
 ) -> tuple[int, int, float]:

@@ -111,11 +111,6 @@ def start_gzip_shares(
     return shares
 
 
-def tensor_gzip_bytes(tensors: Sequence[np.ndarray], pieces: int = SAMPLE_PIECES) -> list[float]:
-    """Each tensor's share of a gzip -9 stream of its bytes (``start_gzip_shares``)."""
-    return start_gzip_shares(tensors, pieces)()
-
-
 EXACT_FILE_BYTES = 1 << 21  # files up to this size are compressed whole for every setting
 
 
