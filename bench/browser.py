@@ -54,9 +54,11 @@ def browser_row(arch: str = "ResNet50", images: int = 16, moves: int = 6) -> dic
             page.set_default_timeout(600_000)
             page.goto(url)
             page.get_by_role("radio", name="Upload a model").click()
+            inputs = page.locator("input[type=file]")
+            wait(lambda: inputs.count() == 2)  # the model's uploader appears after the click
             start = time.perf_counter()
-            page.locator("input[type=file]").nth(0).set_input_files(str(model_path))
-            page.locator("input[type=file]").nth(1).set_input_files(str(data_path))
+            inputs.nth(0).set_input_files(str(model_path))
+            inputs.nth(1).set_input_files(str(data_path))
             page.get_by_text(f"evaluation data: {data_path.name}").wait_for()
             loaded = time.perf_counter() - start
             page.get_by_role("link", name="Explore").click()

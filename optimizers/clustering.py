@@ -25,6 +25,7 @@ from typing import Literal, get_args
 
 import numpy as np
 
+from optimizers.levels import Coded
 from optimizers.tensors import as_channel_columns, check_finite, is_whole_number
 
 Init = Literal["linear", "density", "kmeans++"]
@@ -85,31 +86,42 @@ class ClusteringConfig:
 
 @dataclass(frozen=True)
 class Histogram:
-    """Equal-width bins over ``[lo, lo + width * len(counts))`` with each bin's count and sum."""
+    """Equal-width bins over ``[lo, lo + width * regular)`` with each bin's count and sum; with
+    ``zeros_apart`` the exact zeros are counted in one more bin, after the others."""
 
     bins: np.ndarray  # bin index of every value
     lo: float
     width: float
     counts: np.ndarray
     sums: np.ndarray
+    zeros_apart: bool = False
+
+    @property
+    def regular(self) -> int:
+        """How many equal-width bins there are (the zeros' bin aside)."""
+        return self.counts.size - self.zeros_apart
 
     @property
     def points(self) -> tuple[np.ndarray, np.ndarray]:
-        """The non-empty bins as weighted points: (exact mean of the bin, count)."""
-        used = self.counts > 0
-        return self.sums[used] / self.counts[used], self.counts[used]
+        """The non-empty equal-width bins as weighted points: (exact mean of the bin, count)."""
+        counts, sums = self.counts[: self.regular], self.sums[: self.regular]
+        used = counts > 0
+        return sums[used] / counts[used], counts[used]
 
 
-def histogram(x: np.ndarray, n_bins: int = MAX_POINTS) -> Histogram:
+def histogram(x: np.ndarray, n_bins: int = MAX_POINTS, zeros_apart: bool = False) -> Histogram:
     """Bin 1-D ``x`` (not constant) in a few O(n) passes, in ``x``'s own float type."""
     lo, hi = x.min(), x.max()
     t = x - lo
     t *= x.dtype.type(n_bins / (float(hi) - float(lo)))
     np.minimum(t, n_bins - 1, out=t)  # the maximum lands in the last bin
     bins = t.astype(np.intp)  # numpy's own index type: gathers and bincount need no conversion
-    counts = np.bincount(bins, minlength=n_bins)
-    sums = np.bincount(bins, weights=x, minlength=n_bins)
-    return Histogram(bins, float(lo), (float(hi) - float(lo)) / n_bins, counts, sums)
+    if zeros_apart:
+        np.putmask(bins, x == 0, n_bins)
+    counts = np.bincount(bins, minlength=n_bins + zeros_apart)
+    sums = np.bincount(bins, weights=x, minlength=n_bins + zeros_apart)
+    width = (float(hi) - float(lo)) / n_bins
+    return Histogram(bins, float(lo), width, counts, sums, zeros_apart)
 
 
 def initial_centroids(
@@ -169,69 +181,135 @@ def lloyd(points: np.ndarray, counts: np.ndarray, centroids: np.ndarray) -> np.n
     return centroids
 
 
-def cluster_values(x: np.ndarray, k: int, init: Init = "linear", seed: int = 0) -> np.ndarray:
-    """Cluster 1-D ``x`` into at most ``k`` values; returns the clustered copy (same dtype).
-
-    Every value goes to its nearest centroid, and every centroid is the exact mean of its
-    members. If ``x`` has at most ``k`` distinct values it is returned unchanged.
-    """
-    if x.size <= MAX_POINTS:
-        points, counts = np.unique(x, return_counts=True)
-        if points.size <= k:
-            return x.copy()
-        points = points.astype(np.float64)
-        centroids = lloyd(points, counts, initial_centroids(points, counts, k, init, seed))
-        labels = assign(x, centroids)
-        size = np.bincount(labels, minlength=centroids.size)
-        total = np.bincount(labels, weights=x, minlength=centroids.size)
-        return (total / np.maximum(size, 1))[labels].astype(x.dtype)
-    if x.min() == x.max():
-        return x.copy()
-    return cluster_histogram(x, histogram(x), k, init, seed)
+Flat = tuple[np.ndarray, np.ndarray]  # codes of a 1-D array, and the sorted table they index
 
 
-def cluster_histogram(x: np.ndarray, h: Histogram, k: int, init: Init, seed: int) -> np.ndarray:
-    """Large-tensor clustering: Lloyd on the bins, then a lookup table from bin to value.
+def means_table(size: np.ndarray, total: np.ndarray, dtype: np.dtype) -> Flat:
+    """For clusters of ``size`` members summing to ``total``: the new code of each cluster and
+    the table of their exact means, empty clusters dropped. Means of disjoint, increasing
+    intervals increase strictly, also after rounding to ``dtype``: the table has no ties."""
+    used = size > 0
+    return np.cumsum(used) - 1, (total[used] / size[used]).astype(dtype)
+
+
+def with_zero(table: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """Zero joined to a sorted table in its place (or found there: a cluster mean of 0.0):
+    the new table, the new code of each old one, and zero's code."""
+    at = int(np.searchsorted(table, 0))
+    shift = np.arange(table.size)
+    if at == table.size or table[at] != 0:
+        table, shift = np.insert(table, at, 0), shift + (shift >= at)
+    return table, shift, at
+
+
+def cluster_points(x: np.ndarray, k: int, init: Init, seed: int) -> Flat:
+    """Small 1-D ``x`` clustered on its distinct values; unchanged if there are at most ``k``."""
+    points, inverse, counts = np.unique(x, return_inverse=True, return_counts=True)
+    if points.size <= k:
+        return inverse, points
+    wide = points.astype(np.float64)
+    centroids = lloyd(wide, counts, initial_centroids(wide, counts, k, init, seed))
+    labels = assign(wide, centroids)  # per distinct value, then per weight
+    size = np.bincount(labels, weights=counts, minlength=centroids.size)
+    total = np.bincount(labels, weights=counts * wide, minlength=centroids.size)
+    renumber, table = means_table(size, total, x.dtype)
+    return renumber[labels][inverse], table
+
+
+def cluster_histogram(x: np.ndarray, h: Histogram, k: int, init: Init, seed: int) -> Flat:
+    """Large-tensor clustering: Lloyd on the bins, then a lookup table from bin to code.
 
     A bin that straddles the midpoint between two centroids cannot be labelled as a whole: only
     its members (about ``k / MAX_POINTS`` of the data) are assigned one by one. Centroid means
     come from the bins' sums plus those members, so no further pass over ``x`` is needed.
+    Zeros counted apart stay zero, one of the ``k`` values.
     """
+    zeros = h.zeros_apart and h.counts[-1] > 0
+    k -= zeros
     points, counts = h.points
     if points.size <= k:
         centroids = points
     else:
         centroids = lloyd(points, counts, initial_centroids(points, counts, k, init, seed))
     midpoints = (centroids[1:] + centroids[:-1]) / 2
-    left = h.lo + h.width * np.arange(h.counts.size)
+    left = h.lo + h.width * np.arange(h.regular)
     # A margin of 1% of a bin absorbs the float rounding of the bin index computation.
     first = np.searchsorted(midpoints, left - 0.01 * h.width)
     last = np.searchsorted(midpoints, left + 1.01 * h.width)
     whole = first == last
+    regular = whole  # the whole bins that belong to a cluster: not the zeros' own
+    if h.zeros_apart:
+        first, whole = np.append(first, 0), np.append(whole, True)
     members = np.flatnonzero(np.take(~whole, h.bins))
     member_labels = np.searchsorted(midpoints, x[members])
     n = centroids.size
-    size = np.bincount(first[whole], weights=h.counts[whole], minlength=n)
+    size = np.bincount(
+        first[: h.regular][regular], weights=h.counts[: h.regular][regular], minlength=n
+    )
     size += np.bincount(member_labels, minlength=n)
-    total = np.bincount(first[whole], weights=h.sums[whole], minlength=n)
+    total = np.bincount(
+        first[: h.regular][regular], weights=h.sums[: h.regular][regular], minlength=n
+    )
     total += np.bincount(member_labels, weights=x[members], minlength=n)
-    means = np.where(size > 0, total / np.maximum(size, 1), centroids).astype(x.dtype)
-    out = np.take(means[first], h.bins)  # right for every member of a whole bin
-    out[members] = means[member_labels]
-    return out
+    renumber, table = means_table(size, total, x.dtype)
+    lookup, member_codes = renumber[first], renumber[member_labels]
+    if zeros:
+        table, shift, lookup[-1] = with_zero(table)
+        lookup[:-1], member_codes = shift[lookup[:-1]], shift[member_codes]
+    codes = np.take(lookup, h.bins)  # right for every member of a whole bin
+    codes[members] = member_codes
+    return codes, table
 
 
-def cluster_flat(x: np.ndarray, config: ClusteringConfig) -> np.ndarray:
-    """Cluster a 1-D array, keeping zeros at zero when ``config.preserve_sparsity``."""
-    if not config.preserve_sparsity:
-        return cluster_values(x, config.clusters, config.init, config.seed)
+def cluster_flat(x: np.ndarray, config: ClusteringConfig) -> Flat:
+    """Cluster a 1-D array into at most ``config.clusters`` values, as codes into a sorted
+    table. Every value goes to its nearest centroid, and every centroid is the exact mean of
+    its members. With ``config.preserve_sparsity`` exact zeros stay zero, one of the values."""
+    k, init, seed = config.clusters, config.init, config.seed
+    if x.size > MAX_POINTS:
+        if x.min() == x.max():
+            return np.zeros(x.size, np.intp), x[:1].copy()
+        return cluster_histogram(
+            x, histogram(x, zeros_apart=config.preserve_sparsity), k, init, seed
+        )
     nonzero = x != 0
-    if nonzero.all():
-        return cluster_values(x, config.clusters, config.init, config.seed)
-    out = np.zeros_like(x)
-    if config.clusters > 1:
-        out[nonzero] = cluster_values(x[nonzero], config.clusters - 1, config.init, config.seed)
-    return out
+    if not config.preserve_sparsity or nonzero.all():
+        return cluster_points(x, k, init, seed)
+    if not nonzero.any():
+        return np.zeros(x.size, np.intp), np.zeros(1, x.dtype)
+    inner, table = cluster_points(x[nonzero], k - 1, init, seed)
+    table, shift, at = with_zero(table)
+    codes = np.full(x.size, at, np.intp)
+    codes[nonzero] = shift[inner]
+    return codes, table
+
+
+def cluster_values(x: np.ndarray, k: int, init: Init = "linear", seed: int = 0) -> np.ndarray:
+    """Cluster 1-D ``x`` into at most ``k`` values; returns the clustered copy (same dtype)."""
+    codes, table = cluster_flat(x, ClusteringConfig(k, init, preserve_sparsity=False, seed=seed))
+    return table[codes]
+
+
+def cluster_codes(
+    w: np.ndarray, config: ClusteringConfig, channel_axes: tuple[int, ...] = (-1,)
+) -> Coded:
+    """``w`` clustered, as codes of ``w``'s shape into a table of at most ``k`` values: one row
+    for the tensor, or one per output channel with ``granularity="per-channel"`` (rows padded
+    with ``inf``, which no code points to). ``w`` is not modified."""
+    check_finite(w)
+    if config.granularity == "per-tensor":
+        codes, table = cluster_flat(w.ravel(), config)
+        return Coded(codes.reshape(w.shape), table[None, :])
+    columns, restore = as_channel_columns(w, channel_axes)
+    codes = np.empty(columns.shape, np.intp)
+    tables = []
+    for c in range(columns.shape[1]):
+        codes[:, c], table = cluster_flat(np.ascontiguousarray(columns[:, c]), config)
+        tables.append(table)
+    table = np.full((len(tables), max((t.size for t in tables), default=1)), np.inf, w.dtype)
+    for c, t in enumerate(tables):
+        table[c, : t.size] = t
+    return Coded(restore(codes), table, channel_axes=channel_axes)
 
 
 def cluster(
@@ -243,11 +321,4 @@ def cluster(
     >>> cluster(np.array([0.0, 0.1, 0.11, 0.9, 1.0]), ClusteringConfig(clusters=3))
     array([0.   , 0.105, 0.105, 0.95 , 0.95 ])
     """
-    check_finite(w)
-    if config.granularity == "per-tensor":
-        return cluster_flat(w.ravel(), config).reshape(w.shape)
-    columns, restore = as_channel_columns(w, channel_axes)
-    out = np.empty_like(columns)
-    for c in range(columns.shape[1]):
-        out[:, c] = cluster_flat(np.ascontiguousarray(columns[:, c]), config)
-    return restore(out)
+    return cluster_codes(w, config, channel_axes).values

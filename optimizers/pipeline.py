@@ -18,9 +18,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from optimizers.clustering import ClusteringConfig, cluster
+from optimizers import quantization
+from optimizers.clustering import ClusteringConfig, cluster_codes
+from optimizers.levels import Coded, Statistics, statistics
 from optimizers.pruning import PruningConfig, global_masks, prune
-from optimizers.quantization import QuantizationConfig, fake_quantize
+from optimizers.quantization import QuantizationConfig, quantize
 from optimizers.tensors import as_channel_columns
 from optimizers.workers import POOL
 
@@ -105,6 +107,8 @@ class TensorReport:
     channel_axes: tuple[int, ...] = (-1,)
     per_channel: bool = False  # quantized with one scale per output channel
     entropy_bits: float = 0.0  # n x H of the values (per channel when per_channel); 0 if float
+    # The distinct values and their counts, when at most ``levels.LEVELS_KEPT`` (eligible only).
+    levels: tuple[np.ndarray, np.ndarray] | None = field(default=None, compare=False, repr=False)
 
     @property
     def transformed(self) -> bool:
@@ -140,50 +144,10 @@ def eligible_tensors(model: keras.Model) -> list[TensorRef]:
     return [refs[i] for i in sorted(refs)]
 
 
-def sorted_channels(w: np.ndarray, axes: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
-    """Each output channel's values sorted (one row per channel), and a mask of where each run
-    of equal values starts in those rows."""
-    columns, _ = as_channel_columns(w, axes)
-    # A C-ordered copy (never a view of ``w``, which is sorted in place next): rows lie in
-    # memory, which sorts faster and lets callers flatten them without another copy.
-    ordered = np.array(columns.T, order="C")
-    ordered.sort(axis=1)
-    starts = np.ones(ordered.shape, dtype=bool)
-    starts[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
-    return ordered, starts
-
-
-def value_statistics(
-    w: np.ndarray, axes: tuple[int, ...], per_channel: bool
-) -> tuple[int, int, float]:
-    """(distinct values in ``w``, the most distinct values in any one output channel, Shannon
-    bits ``n x H`` of its values), from one sort of the channels. With ``per_channel`` the
-    entropy is that of each channel's values (a decoder that knows the channel needs no more).
-    The tensor's distinct values are those of the channels' distinct ones."""
-    if w.size == 0:
-        return 0, 0, 0.0
-    ordered, starts = sorted_channels(w, axes)
-    flat = np.flatnonzero(starts.ravel())
-    counts = np.diff(np.append(flat, ordered.size))
-    channels = flat // ordered.shape[1]
-    values = ordered.ravel()[flat]
-    if per_channel:
-        distinct = np.unique(values).size
-        totals = np.bincount(channels, weights=counts)[channels]
-    elif values.size > w.size // 8:  # mostly distinct values: a flat sort beats an argsort
-        ordered = np.sort(w, axis=None)
-        edges = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
-        distinct, counts, totals = edges.size, np.diff(np.append(edges, w.size)), w.size
-    else:
-        unique, which = np.unique(values, return_inverse=True)
-        distinct, counts, totals = unique.size, np.bincount(which, weights=counts), w.size
-    bits = float(-(counts * np.log2(counts / totals)).sum())
-    return int(distinct), int(starts.sum(axis=1).max()), bits
-
-
 def distinct_counts(w: np.ndarray, axes: tuple[int, ...]) -> tuple[int, int]:
     """(distinct values in ``w``, the most distinct values in any one output channel)."""
-    return value_statistics(w, axes, per_channel=False)[:2]
+    found = statistics(w, axes, per_channel=False)
+    return found.distinct, found.max_channel
 
 
 def sqnr_db(original: np.ndarray, optimized: np.ndarray) -> float | None:
@@ -218,6 +182,7 @@ def report_tensor(
     optimized: np.ndarray,
     techniques: Techniques | None,
     axes: tuple[int, ...] = (-1,),
+    coded: Coded | None = None,
 ) -> TensorReport:
     size = int(optimized.size)
     zeros = size - int(np.count_nonzero(optimized))
@@ -225,9 +190,9 @@ def report_tensor(
     q = techniques.quantization if eligible else None
     per_channel = q is not None and q.granularity == "per-channel"
     if eligible:
-        distinct, max_channel, entropy = value_statistics(optimized, axes, per_channel)
+        found = statistics(optimized, axes, per_channel, coded)
     else:
-        distinct, max_channel, entropy = int(np.unique(optimized).size), 0, 0.0
+        found = Statistics(int(np.unique(optimized).size), 0, 0.0)
     scales = 0
     if q is not None:
         scales = (
@@ -243,21 +208,26 @@ def report_tensor(
         eligible=eligible,
         techniques=describe(techniques) if eligible else "float32 (not eligible)",
         sparsity=zeros / size if size else 0.0,
-        unique_values=distinct,
-        max_channel_values=max_channel,
+        unique_values=found.distinct,
+        max_channel_values=found.max_channel,
         bits=q.bits if q else None,
         scales=scales,
         sqnr_db=sqnr_db(original, optimized),
         channel_axes=axes,
         per_channel=per_channel,
-        entropy_bits=entropy,
+        entropy_bits=found.bits,
+        levels=found.levels,
     )
 
 
 def optimize_weights(
-    weights: Sequence[np.ndarray], refs: Sequence[TensorRef], config: OptimizationConfig
+    weights: Sequence[np.ndarray],
+    refs: Sequence[TensorRef],
+    config: OptimizationConfig,
+    magnitudes: Mapping[int, np.ndarray] | None = None,
 ) -> tuple[list[np.ndarray], list[TensorReport]]:
-    """Apply ``config`` to the eligible ``refs`` of ``weights`` (a model's ``get_weights()``).
+    """Apply ``config`` to the eligible ``refs`` of ``weights`` (a model's ``get_weights()``);
+    ``magnitudes`` are ``pruning.sorted_magnitudes`` of the tensors, by index, if kept.
 
     Returns new weights (untouched tensors are the same objects, never modified) and a report
     for every tensor: eligible ones first in model order, then the float32 ones.
@@ -281,12 +251,18 @@ def optimize_weights(
     def one(i: int, r: TensorRef, t: Techniques) -> tuple[np.ndarray, TensorReport]:
         w = weights[i]
         if t.pruning:
-            w = np.where(masks[i], w, np.zeros((), w.dtype)) if i in masks else prune(w, t.pruning)
+            if i in masks:
+                w = np.where(masks[i], w, np.zeros((), w.dtype))
+            else:
+                w = prune(w, t.pruning, (magnitudes or {}).get(i))
+        coded = None
         if t.clustering:
-            w = cluster(w, t.clustering, r.channel_axes)
+            coded = cluster_codes(w, t.clustering, r.channel_axes)
+            w = coded.values
         if t.quantization:
-            w = fake_quantize(w, t.quantization, r.channel_axes)
-        return w, report_tensor(i, r.path, r.layer, weights[i], w, t, r.channel_axes)
+            q = quantize(w, t.quantization, r.channel_axes)
+            w, coded = q.values, quantization.coded(q, t.quantization, r.channel_axes)
+        return w, report_tensor(i, r.path, r.layer, weights[i], w, t, r.channel_axes, coded)
 
     # Tensors are independent: side by side in the pool (numpy releases the GIL), in order.
     jobs = [POOL.submit(one, i, r, t) for i, (r, t) in plan.items()]

@@ -84,29 +84,38 @@ def target_zeros(sparsity: float, n: int) -> int:
     return math.ceil(round(sparsity * n, 6))
 
 
-def smallest_mask(magnitudes: np.ndarray, count: int) -> np.ndarray:
+def smallest_mask(
+    magnitudes: np.ndarray, count: int, ordered: np.ndarray | None = None
+) -> np.ndarray:
     """Boolean mask (flat) of exactly ``count`` smallest entries, ties to the lower index.
 
-    O(n): one ``np.partition`` finds the threshold, and only the entries equal to it are ranked
-    by position.
+    O(n): one ``np.partition`` finds the threshold (read from ``ordered``, the magnitudes
+    sorted, when given), and only the entries equal to it are ranked by position.
     """
     flat = magnitudes.ravel()
     if count <= 0:
         return np.zeros(flat.size, dtype=bool)
     if count >= flat.size:
         return np.ones(flat.size, dtype=bool)
-    threshold = np.partition(flat, count - 1)[count - 1]
+    threshold = (ordered if ordered is not None else np.partition(flat, count - 1))[count - 1]
     mask = flat < threshold
     missing = count - int(np.count_nonzero(mask))
     mask[np.flatnonzero(flat == threshold)[:missing]] = True
     return mask
 
 
-def magnitude_mask(w: np.ndarray, sparsity: float) -> np.ndarray:
-    """Keep-mask (True = kept) with exactly ``target_zeros(sparsity, w.size)`` False entries."""
+def sorted_magnitudes(w: np.ndarray) -> np.ndarray:
+    """``|w|`` flat and sorted: kept by a caller that prunes ``w`` often, every threshold is
+    then read instead of searched."""
+    return np.sort(np.abs(w), axis=None)
+
+
+def magnitude_mask(w: np.ndarray, sparsity: float, ordered: np.ndarray | None = None) -> np.ndarray:
+    """Keep-mask (True = kept) with exactly ``target_zeros(sparsity, w.size)`` False entries;
+    ``ordered`` is ``sorted_magnitudes(w)`` when the caller keeps it."""
     check_finite(w)
     count = target_zeros(sparsity, w.size)
-    return ~smallest_mask(np.abs(w), count).reshape(w.shape)
+    return ~smallest_mask(np.abs(w), count, ordered).reshape(w.shape)
 
 
 def input_axis(ndim: int) -> int:
@@ -136,15 +145,19 @@ def n_m_mask(w: np.ndarray, n: int = 2, m: int = 4) -> np.ndarray:
     return np.moveaxis(keep, -1, axis)
 
 
-def prune(w: np.ndarray, config: PruningConfig) -> np.ndarray:
+def prune(w: np.ndarray, config: PruningConfig, ordered: np.ndarray | None = None) -> np.ndarray:
     """Return a pruned copy of ``w`` (same shape and dtype); ``w`` is not modified.
+    ``ordered``: ``sorted_magnitudes(w)``, when the caller keeps it.
 
     >>> prune(np.array([0.1, -0.4, 0.3, 0.2]), PruningConfig(sparsity=0.5))
     array([ 0. , -0.4,  0.3,  0. ])
     """
     if config.structure == "channels":
         raise ValueError("channel pruning rewrites the whole model; it cannot prune one tensor")
-    mask = n_m_mask(w) if config.structure == "2:4" else magnitude_mask(w, config.sparsity)
+    if config.structure == "2:4":
+        mask = n_m_mask(w)
+    else:
+        mask = magnitude_mask(w, config.sparsity, ordered)
     return np.where(mask, w, np.zeros((), dtype=w.dtype))
 
 

@@ -19,6 +19,7 @@ from typing import Literal, get_args
 
 import numpy as np
 
+from optimizers.levels import Coded
 from optimizers.tensors import as_channel_columns, check_finite, is_whole_number
 
 Mode = Literal["symmetric", "asymmetric"]
@@ -120,6 +121,16 @@ def quantize(
     values = ((codes - zp) * scale).astype(w.dtype)
     code_dtype = np.int8 if config.bits <= 8 else np.int16
     return Quantized(restore(codes.astype(code_dtype)), scale, zero_point, restore(values))
+
+
+def coded(q: Quantized, config: QuantizationConfig, channel_axes: tuple[int, ...]) -> Coded:
+    """``q`` as codes into a table of every value each scale can give, computed with the same
+    operations as ``q.values`` (so equal to them bit for bit)."""
+    qmin, qmax = code_range(config.bits, config.mode)
+    dtype = q.values.dtype
+    steps = np.arange(qmin, qmax + 1, dtype=dtype)[None, :]
+    table = ((steps - q.zero_point.astype(dtype)[:, None]) * q.scale[:, None]).astype(dtype)
+    return Coded(q.codes, table, channel_axes, base=qmin)
 
 
 def fake_quantize(

@@ -4,7 +4,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import array_shapes, arrays
 
-from optimizers.clustering import INITS, MAX_POINTS, ClusteringConfig, cluster, cluster_values
+from optimizers.clustering import (
+    INITS,
+    MAX_POINTS,
+    ClusteringConfig,
+    cluster,
+    cluster_codes,
+    cluster_values,
+)
 
 finite = st.floats(-10, 10, allow_nan=False, width=32)
 tensors = arrays(np.float32, array_shapes(min_dims=1, max_dims=3, max_side=12), elements=finite)
@@ -96,3 +103,23 @@ def test_non_finite_is_refused(bad):
 def test_config_validation_names_the_field(kwargs):
     with pytest.raises(ValueError, match=next(iter(kwargs))):
         ClusteringConfig(**kwargs)
+
+
+@pytest.mark.parametrize("granularity", ["per-tensor", "per-channel"])
+@pytest.mark.parametrize("shift", [0.0, 0.5])  # mixed signs, or all weights positive
+def test_large_pruned_tensors_keep_zeros_apart_and_the_guarantees(granularity, shift):
+    rng = np.random.default_rng(2)
+    w = (rng.normal(size=(MAX_POINTS // 4, 12)) + shift).astype(np.float32)
+    w[rng.random(w.shape) < 0.4] = 0
+    coded = cluster_codes(w, ClusteringConfig(8, granularity=granularity))
+    out = coded.values
+    np.testing.assert_array_equal(out == 0, w == 0)
+    channels = [out] if granularity == "per-tensor" else [out[:, c] for c in range(12)]
+    originals = [w] if granularity == "per-tensor" else [w[:, c] for c in range(12)]
+    for o, x in zip(channels, originals, strict=True):
+        assert distinct(o) <= 8 and 0 in o
+        for v in np.unique(o[o != 0]):
+            assert np.isclose(v, x[o == v].astype(np.float64).mean(), rtol=1e-5)
+    for row in coded.table:  # sorted, and the entries codes use are distinct
+        used = row[np.isfinite(row)]
+        assert np.all(np.diff(used) > 0)

@@ -11,6 +11,7 @@ from optimizers.pruning import (
     n_m_mask,
     prune,
     prune_global,
+    sorted_magnitudes,
     target_zeros,
 )
 
@@ -30,6 +31,8 @@ def test_exact_count_and_smallest_magnitudes_go(w, sparsity):
     assert np.all(out[pruned] == 0) and np.array_equal(out[~pruned], w[~pruned])
     if pruned.any() and (~pruned).any():
         assert np.abs(w[pruned]).max() <= np.abs(w[~pruned]).min()
+    # A caller that keeps the sorted magnitudes gets the same answer, ties included.
+    np.testing.assert_array_equal(prune(w, PruningConfig(sparsity), sorted_magnitudes(w)), out)
 
 
 def test_ties_prune_the_lower_index_first():
