@@ -45,8 +45,8 @@ def test_parts_counted_or_not_give_the_histogram_of_the_whole():
     assert few_levels([a, counted])[0].size == 0  # ``a`` holds many distinct values
     drawn = weight_histogram([a, b], [a, counted])
     by_name = {t.name: t for t in drawn.data}
-    assert list(by_name["optimized"].y) == list(by_name["original"].y) == expected_bars(
-        whole, drawn
+    assert (
+        list(by_name["optimized"].y) == list(by_name["original"].y) == expected_bars(whole, drawn)
     )
 
 
