@@ -1,8 +1,8 @@
 """One answer to one setting: weights, per-tensor report, accuracy and sizes, in two stages.
 
-``prepare`` does the once-per-model work (read the weights, find the eligible tensors and sort
-their magnitudes, make one evaluation clone, run the original model on the data, measure the
-saved file). An answer then comes in two stages, so that an app can show the first at once and
+``prepare`` does the once-per-model work (read the weights, find the eligible tensors, make one
+evaluation clone, run the original model on the data, measure the saved file; then sort the
+tensors' magnitudes in the background). An answer then comes in two stages, so that an app can show the first at once and
 the second when it is done:
 
 1. ``optimize``: the optimized weights, the per-tensor report and every size figure that is
@@ -20,6 +20,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -57,16 +58,24 @@ class Prepared:
     clone: keras.Model
     file_bytes: int  # the saved .keras file: the same for every setting (weights keep shapes)
     gzip: GzipBasis
-    magnitudes: dict[int, np.ndarray]  # each eligible tensor's |w| sorted: pruning reads them
+    # Each eligible tensor's |w| sorted, made in the background: pruning reads its thresholds
+    # from those that are ready (``ready_magnitudes``) and searches the others.
+    magnitudes: dict[int, Future[np.ndarray]]
     lock: threading.Lock = field(default_factory=threading.Lock, compare=False)
     # Channel-pruned rewrites of this model, by (sparsity, skip); see ``channel_pruned``.
     derived: OrderedDict[Any, Prepared] = field(default_factory=OrderedDict, compare=False)
 
     @property
     def nbytes(self) -> int:
-        """Memory held by the weights and the sorted magnitudes (the model and its clone hold
-        as much as the weights again each)."""
-        return sum(w.nbytes for w in self.weights) + sum(m.nbytes for m in self.magnitudes.values())
+        """Memory held by the weights and their sorted magnitudes, ready or not (the model and
+        its clone hold as much as the weights again each)."""
+        return sum(w.nbytes for w in self.weights) + sum(
+            self.weights[i].nbytes for i in self.magnitudes
+        )
+
+    def ready_magnitudes(self) -> dict[int, np.ndarray]:
+        """The sorted magnitudes made so far (pruning is the same without, only slower)."""
+        return {i: job.result() for i, job in self.magnitudes.items() if job.done()}
 
 
 @dataclass(frozen=True)
@@ -115,8 +124,8 @@ def prepare(
     clone = evaluate.evaluation_clone(model)
     file = keras_io.save_model_bytes(clone)
     basis = start_gzip_basis(file, weights, [r.index for r in refs])  # compresses meanwhile
-    magnitudes = {r.index: POOL.submit(sorted_magnitudes, weights[r.index]) for r in refs}
     reference = None if x is None else evaluate.predict(clone, x, on_batch)
+    magnitudes = {r.index: POOL.submit(sorted_magnitudes, weights[r.index]) for r in refs}
     return Prepared(
         model,
         weights,
@@ -128,7 +137,7 @@ def prepare(
         clone,
         len(file),
         basis(),
-        {i: job.result() for i, job in magnitudes.items()},
+        magnitudes,
     )
 
 
@@ -141,7 +150,7 @@ def optimize(prepared: Prepared, config: OptimizationConfig) -> Outcome:
         smaller = channel_pruned(prepared, config.pruning.sparsity, config.skip)
         return replace(optimize(smaller, replace(config, pruning=None)), source=smaller)
     weights, reports = optimize_weights(
-        prepared.weights, prepared.refs, config, prepared.magnitudes
+        prepared.weights, prepared.refs, config, prepared.ready_magnitudes()
     )
     reports = reports + list(prepared.float_reports)
     sizes = weight_sizes(weights, reports, file=prepared.file_bytes)

@@ -97,6 +97,8 @@ def smallest_mask(
         return np.zeros(flat.size, dtype=bool)
     if count >= flat.size:
         return np.ones(flat.size, dtype=bool)
+    if ordered is not None and ordered.size != flat.size:
+        raise ValueError(f"sorted magnitudes of {ordered.size} weights given for {flat.size}")
     threshold = (ordered if ordered is not None else np.partition(flat, count - 1))[count - 1]
     mask = flat < threshold
     missing = count - int(np.count_nonzero(mask))

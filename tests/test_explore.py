@@ -13,7 +13,7 @@ import pytest
 import sample_models
 from optimizers import explore, keras_io
 from optimizers.clustering import ClusteringConfig
-from optimizers.pipeline import OptimizationConfig
+from optimizers.pipeline import OptimizationConfig, optimize_weights
 from optimizers.pruning import PruningConfig
 from optimizers.quantization import QuantizationConfig
 from optimizers.size import gzip_size
@@ -41,6 +41,16 @@ def test_stage_one_has_the_exact_figures_and_stage_two_the_rest(prepared):
     again = explore.run(prepared, SETTING)  # the CLI's one call is the same answer
     assert explore.outcome_to_dict(again) == explore.outcome_to_dict(full)
     assert all(np.array_equal(a, b) for a, b in zip(again.weights, full.weights, strict=True))
+
+
+def test_sorted_magnitudes_change_the_speed_not_the_answer(prepared):
+    setting = OptimizationConfig(pruning=PruningConfig(0.55))
+    searched, _ = optimize_weights(prepared.weights, prepared.refs, setting)
+    for job in prepared.magnitudes.values():
+        job.result()  # made in the background after ``prepare``
+    assert set(prepared.ready_magnitudes()) == {r.index for r in prepared.refs}
+    read = explore.optimize(prepared, setting).weights
+    assert all(np.array_equal(a, b) for a, b in zip(read, searched, strict=True))
 
 
 def test_measured_figures_are_those_of_the_saved_file(prepared):
