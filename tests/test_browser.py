@@ -218,12 +218,24 @@ def test_data_dropped_while_the_model_loads_is_evaluated_on_that_model(
 LINKED = {"sample": "digits_mlp", "sparsity": "0.6", "clusters": "16", "bits": "4"}
 
 
+CARDS_JS = """() => [...document.querySelectorAll('[data-testid="stMetric"]')].map(m => [
+    m.querySelector('[data-testid="stMetricLabel"]')?.innerText.trim() ?? "",
+    m.querySelector('[data-testid="stMetricValue"]')?.innerText ?? "",
+])"""
+
+
 def measured_cards(page: Page) -> dict[str, str]:
-    """Every metric card's value once the answer is measured, by label."""
+    """Every metric card's value once the answer is measured, by label: each card read whole
+    in one script, until two reads a moment apart agree (the fragment redraws its cards)."""
     expect(page.get_by_test_id("stMetricValue").filter(has_text="measuring…")).to_have_count(0)
-    labels = page.get_by_test_id("stMetricLabel").all_inner_texts()
-    values = page.get_by_test_id("stMetricValue").all_inner_texts()
-    return dict(zip([label.strip() for label in labels], values, strict=True))
+    previous = None
+    for _ in range(100):
+        cards = page.evaluate(CARDS_JS)
+        if cards == previous and all(label and value != "measuring…" for label, value in cards):
+            return dict(cards)
+        previous = cards
+        page.wait_for_timeout(100)
+    raise AssertionError(f"the metric cards did not settle: {previous}")
 
 
 def press(page: Page, index: int, times: int) -> None:
