@@ -109,19 +109,22 @@ class Histogram:
         return sums[used] / counts[used], counts[used]
 
 
-def histogram(x: np.ndarray, n_bins: int = MAX_POINTS, zeros_apart: bool = False) -> Histogram:
-    """Bin 1-D ``x`` (not constant) in a few O(n) passes, in ``x``'s own float type."""
+def histogram(
+    x: np.ndarray, n_bins: int = MAX_POINTS, zeros: np.ndarray | None = None
+) -> Histogram:
+    """Bin 1-D ``x`` (not constant) in a few O(n) passes, in ``x``'s own float type; ``zeros``
+    (the mask of ``x == 0``) are counted apart, in one more bin."""
     lo, hi = x.min(), x.max()
     t = x - lo
     t *= x.dtype.type(n_bins / (float(hi) - float(lo)))
     np.minimum(t, n_bins - 1, out=t)  # the maximum lands in the last bin
     bins = t.astype(np.intp)  # numpy's own index type: gathers and bincount need no conversion
-    if zeros_apart:
-        np.putmask(bins, x == 0, n_bins)
-    counts = np.bincount(bins, minlength=n_bins + zeros_apart)
-    sums = np.bincount(bins, weights=x, minlength=n_bins + zeros_apart)
-    width = (float(hi) - float(lo)) / n_bins
-    return Histogram(bins, float(lo), width, counts, sums, zeros_apart)
+    apart = zeros is not None
+    if apart:
+        np.putmask(bins, zeros, n_bins)
+    counts = np.bincount(bins, minlength=n_bins + apart)
+    sums = np.bincount(bins, weights=x, minlength=n_bins + apart)
+    return Histogram(bins, float(lo), (float(hi) - float(lo)) / n_bins, counts, sums, apart)
 
 
 def initial_centroids(
@@ -266,17 +269,17 @@ def cluster_flat(x: np.ndarray, config: ClusteringConfig) -> Flat:
     table. Every value goes to its nearest centroid, and every centroid is the exact mean of
     its members. With ``config.preserve_sparsity`` exact zeros stay zero, one of the values."""
     k, init, seed = config.clusters, config.init, config.seed
-    if x.size > MAX_POINTS:
+    zeros = x == 0 if config.preserve_sparsity else None
+    clustered = x.size if zeros is None else x.size - int(np.count_nonzero(zeros))
+    if clustered > MAX_POINTS:  # binned, the zeros kept apart
         if x.min() == x.max():
             return np.zeros(x.size, np.intp), x[:1].copy()
-        return cluster_histogram(
-            x, histogram(x, zeros_apart=config.preserve_sparsity), k, init, seed
-        )
-    nonzero = x != 0
-    if not config.preserve_sparsity or nonzero.all():
+        return cluster_histogram(x, histogram(x, zeros=zeros), k, init, seed)
+    if zeros is None or clustered == x.size:
         return cluster_points(x, k, init, seed)
-    if not nonzero.any():
+    if clustered == 0:
         return np.zeros(x.size, np.intp), np.zeros(1, x.dtype)
+    nonzero = ~zeros
     inner, table = cluster_points(x[nonzero], k - 1, init, seed)
     table, shift, at = with_zero(table)
     codes = np.full(x.size, at, np.intp)

@@ -38,7 +38,7 @@ from optimizers.pipeline import (
 )
 from optimizers.pruning import sorted_magnitudes
 from optimizers.size import GzipBasis, Sizes, gzip_size, start_gzip_basis, weight_sizes
-from optimizers.workers import POOL
+from optimizers.workers import BACKGROUND
 
 if TYPE_CHECKING:
     import keras
@@ -67,9 +67,9 @@ class Prepared:
 
     @property
     def nbytes(self) -> int:
-        """Memory held by the weights and their sorted magnitudes, ready or not (the model and
-        its clone hold as much as the weights again each)."""
-        return sum(w.nbytes for w in self.weights) + sum(
+        """Memory this holds beside the model: its copy of the weights, the clone's as much
+        again, and the sorted magnitudes, ready or not."""
+        return 2 * sum(w.nbytes for w in self.weights) + sum(
             self.weights[i].nbytes for i in self.magnitudes
         )
 
@@ -113,9 +113,11 @@ def prepare(
     x: np.ndarray | None = None,
     y: np.ndarray | None = None,
     on_batch: Progress | None = None,
+    prunable: bool = True,
 ) -> Prepared:
     """Read ``model`` once for fast repeated answers; ``x``/``y`` are optional data and
-    ``on_batch(done, total)`` follows the original model's evaluation on them."""
+    ``on_batch(done, total)`` follows the original model's evaluation on them. A model that is
+    not ``prunable`` (a channel-pruned rewrite) gets no sorted magnitudes."""
     weights = tuple(model.get_weights())
     refs = tuple(eligible_tensors(model))
     paths = [v.path for v in model.weights]
@@ -125,7 +127,9 @@ def prepare(
     file = keras_io.save_model_bytes(clone)
     basis = start_gzip_basis(file, weights, [r.index for r in refs])  # compresses meanwhile
     reference = None if x is None else evaluate.predict(clone, x, on_batch)
-    magnitudes = {r.index: POOL.submit(sorted_magnitudes, weights[r.index]) for r in refs}
+    magnitudes = {
+        r.index: BACKGROUND.submit(sorted_magnitudes, weights[r.index]) for r in refs if prunable
+    }
     return Prepared(
         model,
         weights,
@@ -184,7 +188,7 @@ def channel_pruned(prepared: Prepared, sparsity: float, skip: tuple[str, ...]) -
     if found is None:
         smaller = channels.prune_channels(prepared.model, sparsity, skip)
         found = replace(
-            prepare(smaller),
+            prepare(smaller, prunable=False),  # the other techniques follow, never pruning
             x=prepared.x,
             y=prepared.y,
             reference_outputs=prepared.reference_outputs,

@@ -59,6 +59,12 @@ def kept(values: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return (values, counts.astype(np.int64)) if values.size <= LEVELS_KEPT else None
 
 
+def countable(channels: int, width: int, size: int) -> bool:
+    """Whether a table of ``channels`` rows of ``width`` values is small enough to count a
+    tensor of ``size`` weights with (16-bit codes, or a few weights a channel, are sorted)."""
+    return channels * width <= 4 * size + 65536
+
+
 def statistics(
     w: np.ndarray, axes: tuple[int, ...], per_channel: bool, coded: Coded | None = None
 ) -> Statistics:
@@ -69,7 +75,8 @@ def statistics(
         return Statistics(0, 0, 0.0)
     if coded is not None:
         columns = as_channel_columns(coded.codes, axes)[0]
-        if columns.shape[1] * coded.table.shape[1] <= 4 * w.size + 65536:
+        assert coded.table.shape[0] in (1, columns.shape[1]), "a table row per channel of axes"
+        if countable(columns.shape[1], coded.table.shape[1], w.size):
             return counted(columns, coded, per_channel)
     return sorted_statistics(w, axes, per_channel)
 

@@ -19,7 +19,7 @@ from typing import Literal, get_args
 
 import numpy as np
 
-from optimizers.levels import Coded
+from optimizers.levels import Coded, countable
 from optimizers.tensors import as_channel_columns, check_finite, is_whole_number
 
 Mode = Literal["symmetric", "asymmetric"]
@@ -123,10 +123,13 @@ def quantize(
     return Quantized(restore(codes.astype(code_dtype)), scale, zero_point, restore(values))
 
 
-def coded(q: Quantized, config: QuantizationConfig, channel_axes: tuple[int, ...]) -> Coded:
+def coded(q: Quantized, config: QuantizationConfig, channel_axes: tuple[int, ...]) -> Coded | None:
     """``q`` as codes into a table of every value each scale can give, computed with the same
-    operations as ``q.values`` (so equal to them bit for bit)."""
+    operations as ``q.values`` (so equal to them), or ``None`` when that table would be too
+    large to count with (``levels.countable``)."""
     qmin, qmax = code_range(config.bits, config.mode)
+    if not countable(q.scale.size, qmax - qmin + 1, q.codes.size):
+        return None
     dtype = q.values.dtype
     steps = np.arange(qmin, qmax + 1, dtype=dtype)[None, :]
     table = ((steps - q.zero_point.astype(dtype)[:, None]) * q.scale[:, None]).astype(dtype)

@@ -41,7 +41,7 @@ def tensor_choice(
     """Original and optimized values of one eligible tensor, or of all of them (``None``), as
     parts: a changed tensor whose report counted its values is given by those counts."""
     refs = [r for r in prepared.refs if path is None or r.path == path] or list(prepared.refs)
-    levels = {r.index: r.levels for r in outcome.eligible}
+    levels = {r.index: r.levels for r in outcome.eligible if r.sqnr_db is not None}
     original = [prepared.weights[r.index] for r in refs]
     optimized = [
         levels[r.index] if w is not o and levels.get(r.index) else w
