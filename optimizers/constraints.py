@@ -21,7 +21,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from optimizers.clustering import cluster
+from optimizers.clustering import cluster_codes
 from optimizers.pipeline import (
     OptimizationConfig,
     Techniques,
@@ -115,19 +115,15 @@ def cluster_assignments(
     follow the previous channel's) are trained.
     """
     assert t.clustering is not None
-    clustered = cluster(w, t.clustering, axes)
-    if t.clustering.granularity == "per-tensor":
-        centroids, index = np.unique(clustered, return_inverse=True)
-        return centroids.astype(np.float32), index.reshape(w.shape).astype(np.int32)
-    columns, restore = as_channel_columns(clustered, axes)
-    index = np.empty(columns.shape, np.int32)
-    parts, offset = [], 0
-    for c in range(columns.shape[1]):
-        values, inverse = np.unique(columns[:, c], return_inverse=True)
-        index[:, c] = inverse.ravel() + offset
-        parts.append(values)
-        offset += values.size
-    return np.concatenate(parts).astype(np.float32), restore(index)
+    coded = cluster_codes(w, t.clustering, axes)
+    if coded.table.shape[0] == 1:
+        return coded.table[0].astype(np.float32), coded.codes.astype(np.int32)
+    # One row of values per channel, padded with inf: flat, each channel after the previous.
+    used = np.isfinite(coded.table)
+    sizes = used.sum(axis=1)
+    columns, restore = as_channel_columns(coded.codes, axes)
+    index = (columns + (np.cumsum(sizes) - sizes)).astype(np.int32)
+    return coded.table[used].astype(np.float32), restore(index)
 
 
 def fixed_point_config(config: OptimizationConfig) -> OptimizationConfig:

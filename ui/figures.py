@@ -102,14 +102,16 @@ def few_levels(values: Values) -> tuple[np.ndarray, np.ndarray]:
     none = np.zeros(0, np.float32), np.zeros(0, np.int64)
     found = [p for p in parts if isinstance(p, tuple)]
     arrays = [p.ravel() for p in parts if not isinstance(p, tuple)]
-    if sum(p[0].size for p in found) > MAX_MARKS and merged(found)[0].size > MAX_MARKS:
+    levels, counts = merged(found)
+    if levels.size > MAX_MARKS:
         return none
     if arrays:
         step = max(1, sum(a.size for a in arrays) // SAMPLE)
         if np.unique(np.concatenate([a[::step] for a in arrays])).size > MAX_MARKS:
             return none
-        found += [np.unique(a, return_counts=True) for a in arrays]
-    levels, counts = merged(found)
+        levels, counts = merged(
+            [(levels, counts), *(np.unique(a, return_counts=True) for a in arrays)]
+        )
     return (levels, counts) if levels.size <= MAX_MARKS else none
 
 
