@@ -9,9 +9,14 @@ import streamlit as st
 from ui import loading, runtime
 
 runtime.keep_keras_session()
-st.set_page_config(
-    page_title="Model Optimization Explorer", page_icon=":material/compress:", layout="wide"
+# The tab's icon drawn here (Material's "compress"), not named: Streamlit fetches a named
+# ":material/...:" page icon from fonts.gstatic.com, which fails offline. The icons on the page
+# come from the font Streamlit serves itself.
+ICON = (
+    f'<svg viewBox="0 0 24 24" fill="{st.get_option("theme.primaryColor")}"><path d="M8 19h3v3h2'
+    'v-3h3l-4-4-4 4zm8-15h-3V1h-2v3H8l4 4 4-4zM4 9v2h16V9H4zm0 3h16v2H4z"/></svg>'
 )
+st.set_page_config(page_title="Model Optimization Explorer", page_icon=ICON, layout="wide")
 page = st.navigation(
     [
         st.Page("pages/model.py", title="Model", icon=":material/deployed_code:", default=True),

@@ -1,8 +1,10 @@
 """A real-size upload in a real browser: ResNet50 (``weights=None``) and 16 images, uploaded
 through the Model page's uploaders, then slider moves on the Explore page timed from the key
 press to the answer drawn: the first stage (the sparsity card shows the new value) and the
-whole answer (agreement and gzip cards measured). Run as ``python -m bench.browser``; ``make
-bench`` runs it too. Needs Debian's chromium (``make chromium``).
+whole answer (agreement and gzip cards measured); then the Download page, timed to its first
+file offered, every format offered and the report offered, with the server's peak resident
+memory. Run as ``python -m bench.browser``; ``make bench`` runs it too. Needs Debian's chromium
+(``make chromium``).
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.serve import CHROMIUM, CHROMIUM_ARGS, streamlit_app
+from bench.load import peak_mb
+from bench.serve import CHROMIUM, CHROMIUM_ARGS, server_pid, streamlit_app
 
 MEASURING = "measuring…"
 
@@ -75,11 +78,13 @@ def browser_row(arch: str = "ResNet50", images: int = 16, moves: int = 6) -> dic
                 wait(
                     lambda: (
                         card(page, "Top-1 agreement") != MEASURING
-                        and card(page, "gzip size") != MEASURING
+                        and card(page, "Download size (gzip)") != MEASURING
                     )
                 )
                 full.append(time.perf_counter() - start)
+            download = download_times(page)
             errors = page.get_by_test_id("stException").count()
+            peak = peak_mb(server_pid(url))
             browser.close()
     return {
         "model": arch,
@@ -88,7 +93,31 @@ def browser_row(arch: str = "ResNet50", images: int = 16, moves: int = 6) -> dic
         "first_s": statistics.median(first),
         "full_s": statistics.median(full),
         "slowest_s": max(full),
+        **download,
+        "server_peak_mb": peak,
         "exceptions": errors,
+    }
+
+
+FORMAT_BUTTONS = "button:has-text('Download .keras'), button:has-text('.tflite')"
+
+
+def download_times(page) -> dict:
+    """Seconds from opening the Download page to its first file offered (a download button
+    enabled), to every format offered (all seven buttons enabled: ResNet50 refuses none), and
+    to the report offered (every file timed too)."""
+    start = time.perf_counter()
+    page.get_by_role("link", name="Download").click()
+    buttons = page.locator(FORMAT_BUTTONS)
+    wait(lambda: buttons.count() > 0 and any(b.is_enabled() for b in buttons.all()), 900)
+    first = time.perf_counter() - start
+    wait(lambda: all(b.is_enabled() for b in buttons.all()), 900)  # ResNet50: none refused
+    every = time.perf_counter() - start
+    page.get_by_role("button", name="Download report").wait_for(timeout=900_000)
+    return {
+        "download_first_file_s": first,
+        "download_every_format_s": every,
+        "download_report_s": time.perf_counter() - start,
     }
 
 

@@ -65,3 +65,15 @@ def streamlit_app(
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
+
+
+def server_pid(url: str) -> int:
+    """The process of the app that ``streamlit_app`` serves at ``url`` (found by its port)."""
+    port = url.rsplit(":", 1)[1]
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and f"--server.port={port}" in (proc / "cmdline").read_text():
+                return int(proc.name)
+        except OSError:
+            continue
+    raise LookupError(f"no app is serving {url}")

@@ -1,14 +1,16 @@
 """Speed benchmark: batch-1 latency of every LiteRT file, and what channel pruning buys.
 
-``python -m bench.speed`` prints the target rows of issue 11 and a speed table (format, ms,
-ratio to the original model's float32 file) for MobileNetV2 1.0 224x224 (``weights=None``) and
-the bundled samples, as Markdown. Latency is ``optimizers.latency`` (LiteRT interpreter,
-XNNPack, batch 1, one thread, median after warm-up); other load on the machine inflates the
-milliseconds, so the ratios (measured in the same run) are the figures to compare.
+``python -m bench.speed`` prints the target rows of issue 11 and a speed table (format, times,
+speed next to the original model's float32 file) for MobileNetV2 1.0 224x224 (``weights=None``)
+and the bundled samples, as Markdown; ``--quick`` leaves MobileNetV2 out. Latency is
+``optimizers.latency`` (LiteRT interpreter, XNNPack, batch 1, one thread, median after warm-up),
+each file taking turns with the original float32 file in the same run: other load on the
+machine inflates the milliseconds, so the ratios are the figures to compare.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -79,12 +81,13 @@ def residual_digits():
     return model, x[1400:], y[1400:]
 
 
-def models():
+def models(quick: bool):
     import keras
 
-    mobilenet = keras.applications.MobileNetV2(weights=None, input_shape=(224, 224, 3))
-    x = np.random.default_rng(0).random((8, 224, 224, 3), np.float32)
-    yield "MobileNetV2", explore.prepare(mobilenet, x)
+    if not quick:
+        mobilenet = keras.applications.MobileNetV2(weights=None, input_shape=(224, 224, 3))
+        x = np.random.default_rng(0).random((8, 224, 224, 3), np.float32)
+        yield "MobileNetV2", explore.prepare(mobilenet, x)
     for s in sample_models.SAMPLES:
         model = keras_io.load_model(s.model_path)
         yield s.name, explore.prepare(model, *keras_io.load_data(s.data_path, model))
@@ -92,15 +95,24 @@ def models():
     yield "residual digits", explore.prepare(model, x, y)
 
 
+def speedup(e: explore.Exported) -> float:
+    """How many times faster ``e`` ran than the original float32 file, timed in the same run."""
+    assert e.latency is not None and e.baseline_latency is not None
+    return latency.speedup(e.latency, e.baseline_latency)
+
+
 def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.speed", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="the bundled samples only")
+    quick = parser.parse_args().quick
     print(f"processor: {latency.processor_name()}, {latency.cores()} cores (shared)\n")
     print(
-        "| model | setting | format | bytes | ms (1 thread) | p90 ms | ms (all cores) |"
-        " × faster than original float32 | file accuracy | preview accuracy |"
+        "| model | setting | format | bytes | time (1 thread) | p90 | all cores |"
+        " vs original float32 (same run) | file accuracy | preview accuracy |"
     )
     print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|")
     targets = []
-    for name, prepared in models():
+    for name, prepared in models(quick):
         found = {}
         for setting, config in SETTINGS.items():
             try:
@@ -117,8 +129,9 @@ def main() -> None:
                     return "n/a" if v is None else f"{v:.2%}"
 
                 print(
-                    f"| {name} | {setting} | {fmt} | {e.size_bytes:,} | {t.median_ms:.3f} |"
-                    f" {t.p90_ms:.3f} | {t.threads_ms:.3f} | {b.median_ms / t.median_ms:.2f}× |"
+                    f"| {name} | {setting} | {fmt} | {e.size_bytes:,} | {latency.format_time(t.median_ms)} |"
+                    f" {latency.format_time(t.p90_ms)} | {latency.format_time(t.threads_ms)} |"
+                    f" {latency.speed_words(t, b)} |"
                     f" {pct(e.file_accuracy)} | {pct(e.preview_accuracy)} |"
                 )
         base = found[("original", "tflite-float32")]
@@ -137,7 +150,7 @@ def main() -> None:
                     abs(reported / here - 1) <= 0.2,
                 )
             )
-            speed = base.latency.median_ms / small.latency.median_ms
+            speed = speedup(small)
             size = small.size_bytes / base.size_bytes
             targets.append(
                 (
@@ -150,7 +163,7 @@ def main() -> None:
             targets.append(
                 (
                     "channels 50% + full int8 vs float32 baseline",
-                    f"{base.latency.median_ms / both.latency.median_ms:.2f}× faster, "
+                    f"{speedup(both):.2f}× faster, "
                     f"{both.size_bytes / base.size_bytes:.2f}× the bytes",
                     "report",
                     True,

@@ -355,10 +355,14 @@ def print_export(result: dict[str, Any]) -> None:
     print(f"accuracy   preview {acc('preview_accuracy')}, file {acc('file_accuracy')}")
     print(f"size       {result['size_bytes']:,} bytes, {result['gzip_bytes']:,} gzipped")
     if result["latency_ms"] is not None:
+        from optimizers.latency import format_time as time
+
         print(
-            f"latency    {result['latency_ms']:.3f} ms (batch 1, 1 thread; "
-            f"{result['latency_threads_ms']:.3f} ms with {result['latency_threads']} threads), "
-            f"original float32 {result['baseline_latency_ms']:.3f} ms"
+            f"speed      {time(result['latency_ms'])} (batch 1, 1 thread; "
+            f"{time(result['latency_threads_ms'])} with {result['latency_threads']} threads): "
+            f"{result['speed_words']} {'as' if result['speed_verdict'] == 'same speed' else 'than'}"
+            " the original float32 file "
+            f"({time(result['baseline_latency_ms'])} in the same run)"
         )
     if result["departs_from_preview"]:
         print("warning    the file's accuracy departs from the preview's by more than 0.5 points")

@@ -16,6 +16,9 @@ Initializations (``Init``):
 
 ``preserve_sparsity`` keeps exact zeros at zero: the zero value counts as one of the ``k``
 values, and the non-zero weights share the other ``k - 1`` centroids.
+
+Quantization after clustering rounds the table of shared values that ``cluster_codes`` returns
+(``quantization.quantize_table``), one scale per row: per tensor or per channel, as clustered.
 """
 
 from __future__ import annotations

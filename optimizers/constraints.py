@@ -9,15 +9,15 @@ numpy side of that projection:
   pruning functions (per layer, global or 2:4), so they agree with post-training pruning;
 * ``cluster_assignments``: fixed cluster memberships and the starting centroids, from the
   pipeline's own clustering; during training only the centroids move;
-* ``fixed_point_config`` and ``snap``: the config under which the trained weights are a fixed
-  point of ``optimize_weights``, and the final projection onto it, so that the pipeline and
-  every export leave a fine-tuned model exactly as it is.
+* ``snap``: the final projection by ``optimize_weights`` itself, after which the pipeline at
+  the user's own config (and so every export) leaves a fine-tuned model exactly as it is.
+  Training fake-quantizes on the grid each tensor gets in the pipeline (``Techniques.grid``),
+  so snapping only rounds the trained values and needs no other config.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
 
 import numpy as np
 
@@ -126,44 +126,20 @@ def cluster_assignments(
     return coded.table[used].astype(np.float32), restore(index)
 
 
-def fixed_point_config(config: OptimizationConfig) -> OptimizationConfig:
-    """The config whose pipeline leaves a fine-tuned model's weights exactly as they are.
-
-    Identical to ``config`` except where per-tensor clustering meets a per-channel grid: each
-    channel then puts the k shared values on its own grid, so a tensor holds up to k values per
-    channel (as after post-training optimization) and only per-channel clustering keeps them.
-    """
-
-    def fixed(t: Techniques) -> Techniques:
-        c, q = t.clustering, t.quantization
-        if c and q and c.granularity == "per-tensor" and q.granularity == "per-channel":
-            return replace(t, clustering=replace(c, granularity="per-channel"))
-        return t
-
-    base = fixed(Techniques(config.pruning, config.clustering, config.quantization))
-    return replace(
-        config,
-        pruning=base.pruning,
-        clustering=base.clustering,
-        quantization=base.quantization,
-        overrides=tuple((layer, fixed(t)) for layer, t in config.overrides),
-    )
-
-
 def snap(
     weights: Sequence[np.ndarray], refs: Sequence[TensorRef], config: OptimizationConfig
 ) -> list[np.ndarray]:
-    """Project trained ``weights`` onto ``config``'s structure with the pipeline itself, then
-    repeat under ``fixed_point_config(config)`` until nothing changes.
+    """Project trained ``weights`` onto ``config``'s structure with the pipeline itself, and
+    repeat until nothing changes, so that ``optimize_weights(snap(w), refs, config)`` is
+    ``snap(w)``.
 
     The first pass is the post-training pipeline (the trained values already lie in the
     structure, so it only rounds them onto the grid); later passes are no-ops in practice.
     Raises ``RuntimeError`` if the weights do not settle, which would be a bug.
     """
     out, _ = optimize_weights(weights, refs, config)
-    fixed = fixed_point_config(config)
     for _ in range(MAX_SNAPS):
-        again, _ = optimize_weights(out, refs, fixed)
+        again, _ = optimize_weights(out, refs, config)
         if all(np.array_equal(a, b) for a, b in zip(again, out, strict=True)):
             return out
         out = again

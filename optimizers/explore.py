@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
@@ -226,7 +226,7 @@ class Exported:
     file_accuracy: float | None  # the file itself, run by Keras or the LiteRT interpreter
     agreement: float | None  # fraction of samples where the file predicts what the preview does
     latency: Latency | None = None  # batch-1 time of a LiteRT file on this CPU
-    baseline_latency: Latency | None = None  # the original model's float32 LiteRT file
+    baseline_latency: Latency | None = None  # the original float32 file, timed in the same run
 
     @property
     def size_bytes(self) -> int:
@@ -241,14 +241,19 @@ class Exported:
 
 
 def export_file(prepared: Prepared, outcome: Outcome, fmt: str) -> Exported:
-    """The file of ``outcome``'s weights in format ``fmt``, run on the data to verify it.
+    """The file of ``outcome``'s weights in format ``fmt``, verified and timed (``verify``,
+    then ``time_exports``). Raises ``ValueError`` (one sentence) when the model cannot be
+    written in ``fmt``."""
+    return time_exports(prepared, {fmt: verify(prepared, outcome, fmt)})[fmt]
 
-    The evaluation inputs also calibrate a full-integer file. Raises ``ValueError`` (one
-    sentence) when the model cannot be written in ``fmt``.
-    """
+
+def verify(prepared: Prepared, outcome: Outcome, fmt: str) -> Exported:
+    """The file of ``outcome``'s weights in format ``fmt``, run on the data to verify it (not
+    yet timed). The evaluation inputs also calibrate a full-integer file. Raises
+    ``ValueError`` (one sentence) when the model cannot be written in ``fmt``."""
     from optimizers import export
 
-    original, prepared = prepared, outcome.source or prepared
+    prepared = outcome.source or prepared
     clone = evaluate.evaluation_clone(prepared.model)  # conversion is slow: not under the lock
     clone.set_weights(outcome.weights)
     data = export.export_bytes(clone, fmt, prepared.x)
@@ -262,12 +267,25 @@ def export_file(prepared: Prepared, outcome: Outcome, fmt: str) -> Exported:
         agreement = evaluate.fidelity(preview, outputs).agreement
         if prepared.y is not None:
             file_accuracy = evaluate.accuracy(outputs, prepared.y)
-    timing = base = None
-    if fmt != "keras":
-        timing, base = latency.time_file(data), latency.model_latency(original.model)
-    return Exported(
-        fmt, data, gzip_size(data), outcome.accuracy, file_accuracy, agreement, timing, base
-    )
+    return Exported(fmt, data, gzip_size(data), outcome.accuracy, file_accuracy, agreement)
+
+
+def time_exports(prepared: Prepared, files: Mapping[str, Exported]) -> dict[str, Exported]:
+    """``files`` with the LiteRT ones timed, all together with the original model's float32
+    file in one run, taking turns (``latency.time_files``), so load on the machine falls on
+    every file and the baseline alike."""
+    from optimizers import export
+
+    timed = [fmt for fmt, e in files.items() if fmt != "keras"]
+    if not timed:
+        return dict(files)
+    baseline = export.export_bytes(prepared.model, "tflite-float32")
+    *times, base = latency.time_files([files[fmt].data for fmt in timed] + [baseline])
+    found = dict(zip(timed, times, strict=True))
+    return {
+        fmt: replace(e, latency=found[fmt], baseline_latency=base) if fmt in found else e
+        for fmt, e in files.items()
+    }
 
 
 def exported_to_dict(exported: Exported) -> dict[str, Any]:

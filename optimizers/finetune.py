@@ -10,7 +10,8 @@ in the TensorFlow Model Optimization toolkit, but on plain Keras 3 (no layer wra
 |              | schedule (power 3, tfmot's PolynomialDecay)   |                                      |
 | clustering   | ``centroids[index]``; memberships fixed       | each centroid: the sum over members  |
 | quantization | ``fake_quantize(v)`` on the pipeline's grid   | ``v`` unchanged (straight-through)   |
-|              | (LiteRT's symmetric per-channel by default)   |                                      |
+|              | (``Techniques.grid``: a clustered tensor's    |                                      |
+|              | scales follow its clustering)                 |                                      |
 
 All three compose (PQAT, CQAT, PCQAT) for any combination: pruning ramps up first, clustering
 starts once the masks are final (pruned zeros stay one of the k values), fake quantization is on
@@ -19,8 +20,8 @@ float model's own outputs (Hinton et al., 2015), which tell the constrained mode
 of every sample. After every epoch the weights are snapped onto the structure by the pipeline
 itself (``constraints.snap``), BatchNorm statistics are re-estimated for those weights, and the
 epoch with the best accuracy on a held-out validation split is kept. The result is an ordinary Keras
-model whose weights the pipeline (with ``FinetuneResult.config``) and every export leave as
-they are, so the downloaded file equals the preview.
+model whose weights the pipeline at the requested config and every export leave as they are, so
+the downloaded file equals the preview.
 
 Training needs TensorFlow (Keras 3's TensorFlow backend, a gradient tape), imported inside the
 functions as in ``keras_io`` and ``export``.
@@ -117,8 +118,8 @@ class EpochRecord:
 class FinetuneResult:
     """The fine-tuned model and how it got there.
 
-    ``config`` is the config to preview and export ``model`` with: the pipeline leaves its
-    weights exactly as they are (``constraints.fixed_point_config`` of the requested one).
+    ``config`` is the config to preview and export ``model`` with, the requested one: the
+    pipeline at it leaves the model's weights exactly as they are.
     """
 
     model: keras.Model
@@ -176,7 +177,8 @@ def output_kind(model: keras.Model, x: np.ndarray) -> tuple[bool, bool]:
 
 
 def tf_fake_quantize(v: Any, q: QuantizationConfig, axes: tuple[int, ...]) -> Any:
-    """``quantization.fake_quantize`` in TensorFlow, with a straight-through gradient."""
+    """``quantization.fake_quantize`` in TensorFlow, with a straight-through gradient. ``q`` is
+    the grid the pipeline gives the tensor (``Techniques.grid``)."""
     import tensorflow as tf
 
     ndim = len(v.shape)
@@ -216,8 +218,9 @@ class Trained:
         v = self.param if self.index is None else tf.gather(self.param, self.index)
         if self.mask is not None:
             v = v * self.mask
-        if self.techniques.quantization:
-            v = tf_fake_quantize(v, self.techniques.quantization, self.ref.channel_axes)
+        grid = self.techniques.grid  # the pipeline's: k shared values per tensor stay k
+        if grid is not None:
+            v = tf_fake_quantize(v, grid, self.ref.channel_axes)
         return v
 
     def value(self) -> np.ndarray:
@@ -481,7 +484,7 @@ def finetune(
     result.set_weights(best[2])
     return FinetuneResult(
         model=result,
-        config=constraints.fixed_point_config(config),
+        config=config,
         history=tuple(history),
         epochs_run=len(history),
         best_epoch=best[1],

@@ -31,11 +31,16 @@ class Coded:
     @property
     def values(self) -> np.ndarray:
         """The float tensor the codes stand for."""
+        return self.lookup(self.table)
+
+    def lookup(self, table: np.ndarray) -> np.ndarray:
+        """``table[row, code - base]`` for every weight, for any ``table`` laid out as
+        ``self.table`` (a renumbering of the codes, say)."""
         index = np.subtract(self.codes, self.base, dtype=np.intp)  # int8 codes would overflow
-        if self.table.shape[0] == 1:
-            return self.table[0][index]
+        if table.shape[0] == 1:
+            return table[0][index]
         columns, restore = as_channel_columns(index, self.channel_axes)
-        return restore(np.take_along_axis(self.table.T, columns, axis=0))
+        return restore(np.take_along_axis(table.T, columns, axis=0))
 
 
 @dataclass(frozen=True)

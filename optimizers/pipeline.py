@@ -5,6 +5,10 @@ kernels of Dense, Conv1D/2D/3D, DepthwiseConv, SeparableConv (both kernels), Con
 EinsumDense, recurrent layers (kernel and recurrent kernel), and Embedding tables, found in nested
 models too. Biases and normalization parameters are tiny, sensitive, and stay float32.
 
+With clustering and quantization both on, quantization rounds the shared values themselves, on
+a grid whose scales follow the clustering's granularity (``Techniques.grid``): a tensor clustered
+into k values per tensor (per channel) holds at most k per tensor (per channel) after it.
+
 The work is done on plain numpy arrays (``optimize_weights``), so a caller that keeps a model's
 weights can re-run it without touching Keras; ``optimize_model`` wraps it for a Keras model and
 never mutates its input.
@@ -22,7 +26,7 @@ from optimizers import quantization
 from optimizers.clustering import ClusteringConfig, cluster_codes
 from optimizers.levels import Coded, Statistics, statistics
 from optimizers.pruning import PruningConfig, global_masks, prune
-from optimizers.quantization import QuantizationConfig, quantize
+from optimizers.quantization import QuantizationConfig, quantize, quantize_table
 from optimizers.tensors import as_channel_columns
 from optimizers.workers import POOL
 
@@ -48,6 +52,20 @@ class Techniques:
     @property
     def active(self) -> bool:
         return any(getattr(self, f.name) is not None for f in fields(Techniques))
+
+    @property
+    def grid(self) -> QuantizationConfig | None:
+        """The quantization grid the tensor gets: ``quantization``, except that after
+        clustering its scales follow the clustering's granularity (one scale per tensor for
+        shared values per tensor, one per output channel for shared values per channel),
+        whatever ``quantization.granularity`` says: a finer grid would split the shared values.
+        ``quantization.granularity`` applies to tensors that are quantized without clustering.
+
+        >>> Techniques(clustering=ClusteringConfig(16), quantization=QuantizationConfig(4)).grid
+        QuantizationConfig(bits=4, mode='symmetric', granularity='per-tensor')
+        """
+        q, c = self.quantization, self.clustering
+        return q if q is None or c is None else replace(q, granularity=c.granularity)
 
 
 @dataclass(frozen=True)
@@ -187,7 +205,7 @@ def report_tensor(
     size = int(optimized.size)
     zeros = size - int(np.count_nonzero(optimized))
     eligible = techniques is not None
-    q = techniques.quantization if eligible else None
+    q = techniques.grid if eligible else None
     per_channel = q is not None and q.granularity == "per-channel"
     if eligible:
         found = statistics(optimized, axes, per_channel, coded)
@@ -258,8 +276,10 @@ def optimize_weights(
         coded = None
         if t.clustering:
             coded = cluster_codes(w, t.clustering, r.channel_axes)
+            if t.quantization:  # the shared values themselves: k of them stay at most k
+                coded = quantize_table(coded, t.quantization)
             w = coded.values
-        if t.quantization:
+        elif t.quantization:
             q = quantize(w, t.quantization, r.channel_axes)
             w, coded = q.values, quantization.coded(q, t.quantization, r.channel_axes)
         return w, report_tensor(i, r.path, r.layer, weights[i], w, t, r.channel_axes, coded)

@@ -10,6 +10,11 @@ arithmetic is done in the weights' own float type, exactly as ``ai_edge_quantize
 preview on this grid equals the exported file. The range always includes zero, so zero maps
 exactly to zero in both modes. Per-channel granularity gives each output channel its own scale
 (LiteRT's default for weights); per-tensor uses one.
+
+A clustered tensor is quantized by rounding its table of shared values (``quantize_table``),
+with one scale per table row: the scales follow the clustering's granularity, not
+``QuantizationConfig.granularity``, so k shared values per tensor (or per channel) stay at most
+k. The values equal ``quantize`` of the clustered tensor on that granularity.
 """
 
 from __future__ import annotations
@@ -40,7 +45,8 @@ GRANULARITY_LABELS: dict[Granularity, str] = {
 
 @dataclass(frozen=True)
 class QuantizationConfig:
-    """How to quantize.
+    """How to quantize. ``granularity`` sets the scales of a tensor quantized on its own; a
+    clustered tensor's scales follow its clustering instead (``pipeline.Techniques.grid``).
 
     >>> QuantizationConfig(bits=4)
     QuantizationConfig(bits=4, mode='symmetric', granularity='per-channel')
@@ -113,14 +119,50 @@ def quantize(
         columns, restore = as_channel_columns(w, channel_axes)
     if columns.size == 0:
         return Quantized(np.zeros(w.shape, np.int8), np.ones(1, w.dtype), np.zeros(1, np.int64), w)
+    q = quantize_columns(columns, config)
+    return Quantized(restore(q.codes), q.scale, q.zero_point, restore(q.values))
+
+
+def quantize_columns(columns: np.ndarray, config: QuantizationConfig) -> Quantized:
+    """``columns`` (2-D, not empty) quantized with one scale per column."""
     scale, zero_point = scale_and_zero_point(columns.min(axis=0), columns.max(axis=0), config)
     qmin, qmax = code_range(config.bits, config.mode)
     # Same order of operations as ai_edge_quantizer: divide, add the zero point, round, clip.
     zp = zero_point.astype(columns.dtype)  # keep float32 math in float32
-    codes = np.clip(np.rint(columns / scale + zp), qmin, qmax)
-    values = ((codes - zp) * scale).astype(w.dtype)
+    # ``+ 0.0`` makes rint's -0.0 (a small negative weight) the integer 0 it stands for, so
+    # zero is stored as +0.0, as in the file, and merges with pruned zeros bit for bit.
+    codes = np.clip(np.rint(columns / scale + zp), qmin, qmax) + 0.0
+    values = ((codes - zp) * scale).astype(columns.dtype)
     code_dtype = np.int8 if config.bits <= 8 else np.int16
-    return Quantized(restore(codes.astype(code_dtype)), scale, zero_point, restore(values))
+    return Quantized(codes.astype(code_dtype), scale, zero_point, values)
+
+
+def quantize_table(coded: Coded, config: QuantizationConfig) -> Coded:
+    """A clustered tensor quantized: its shared values (``coded.table``) rounded to the grid
+    with one scale per table row, so per tensor for a one-row table and per output channel for
+    one row a channel (``config.granularity`` is not used). Values that round to the same
+    level are merged, so a row of k values keeps at most k and the table stays sorted and
+    distinct. ``coded`` is not modified.
+
+    >>> c = Coded(np.array([0, 1, 2, 1]), np.array([[-1.0, 0.1, 0.9]], np.float32))
+    >>> t = quantize_table(c, QuantizationConfig(bits=2))
+    >>> t.table.tolist(), t.codes.tolist()
+    ([[-1.0, 0.0, 1.0]], [0, 1, 2, 1])
+    """
+    if coded.codes.size == 0:
+        return coded
+    table = coded.table
+    used = np.isfinite(table)  # per-channel rows are padded with inf, which no code uses
+    # Padding filled with the row's first value (every row has one) leaves its extremes.
+    rows = quantize_columns(np.where(used, table, table[:, :1]).T, config).values.T
+    # Rounding keeps order, so equal levels are neighbours in a row: merge each run into one.
+    first = used.copy()
+    first[:, 1:] &= rows[:, 1:] != rows[:, :-1]
+    renumber = np.cumsum(first, axis=1) - 1
+    merged = np.full((table.shape[0], int(renumber.max()) + 1), np.inf, table.dtype)
+    merged[np.nonzero(first)[0], renumber[first]] = rows[first]
+    codes = coded.lookup(renumber)
+    return Coded(codes, merged, coded.channel_axes)
 
 
 def coded(q: Quantized, config: QuantizationConfig, channel_axes: tuple[int, ...]) -> Coded | None:

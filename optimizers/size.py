@@ -8,8 +8,9 @@
 |                 | and the measure the TensorFlow optimization guides use. For a model's settings   |
 |                 | it is *sampled*: see ``GzipBasis`` (measured within 2% of the real figure).     |
 | ``packed``      | what a purpose-built encoder needs: per tensor, the cheapest of float32, b-bit   |
-|                 | codes plus scales, ceil(log2 k)-bit indices plus a k-entry codebook, each also  |
-|                 | with a sparsity bitmask (1 bit per weight, codes only for non-zeros).           |
+|                 | codes plus scales, ceil(log2 k)-bit indices plus a k-entry codebook (float32,   |
+|                 | or b-bit codes plus the scale when the values lie on one per-tensor grid), each |
+|                 | also with a sparsity bitmask (1 bit per weight, codes only for non-zeros).      |
 | ``entropy``     | Shannon bound: n x H(values) bits per transformed tensor, side data excluded;   |
 |                 | no coder of the values one symbol at a time beats it.                           |
 
@@ -226,16 +227,26 @@ def packed_bits(w: np.ndarray, report: TensorReport) -> int:
     nonzero = int(np.count_nonzero(w))
     distinct = report.unique_values
     has_zero = nonzero < n
+    scales = FLOAT_BITS * report.scales
+    grid_bits = None if report.per_channel else report.bits  # the values lie on one grid
+
+    def indices(k: int) -> tuple[int, int]:
+        """Indices into a codebook of ``k`` values: float32, or b-bit codes and the scale when
+        the values lie on one grid, whichever is smaller."""
+        book = FLOAT_BITS * k
+        if grid_bits is not None:
+            book = min(book, grid_bits * k + scales)
+        return index_bits(k), book
+
     # (bits per coded weight, fixed side data in bits) for each coding of the values
-    codings = [(FLOAT_BITS, 0), (index_bits(distinct), FLOAT_BITS * distinct)]
+    codings = [(FLOAT_BITS, 0), indices(distinct)]
     if report.bits is not None:
-        codings.append((report.bits, FLOAT_BITS * report.scales))
+        codings.append((report.bits, scales))
     sparse_codings = [(FLOAT_BITS, 0)]
     if has_zero:
-        nz_distinct = distinct - 1
-        sparse_codings.append((index_bits(nz_distinct), FLOAT_BITS * nz_distinct))
+        sparse_codings.append(indices(distinct - 1))
         if report.bits is not None:
-            sparse_codings.append((report.bits, FLOAT_BITS * report.scales))
+            sparse_codings.append((report.bits, scales))
     dense = min(n * b + side for b, side in codings)
     sparse = min(n + nonzero * b + side for b, side in sparse_codings) if has_zero else dense
     return min(dense, sparse)

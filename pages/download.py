@@ -1,22 +1,24 @@
 """Download: the optimized model in every format, each file verified by running it; the recipe."""
 
-from functools import partial
+from datetime import datetime
 
 import streamlit as st
 
-from optimizers.pipeline import describe
 from ui import explain, links, loading, report, services, settings, state, views
 
+POLL_SECONDS = 0.4  # how often the files table looks again while files are on their way
 session = st.session_state
 loading.bootstrap(session)
 ignored = links.follow(session)
 model = views.require_keras(loading.current(session))
-config = settings.config_from_state(session)
+setting = state.setting(session)
+config = setting.config
 links.write(session)
 
 st.title("Download")
-st.caption(f"{views.model_title(model)} · settings: **{describe(config)}**")
+st.caption(f"{views.model_title(model)} · setting: **{setting.words}**")
 links.show(ignored, model)
+settings.draw_recipe(model.layers)
 
 result = services.compare(model, config)
 recipe = services.recipe_json(config)
@@ -26,38 +28,86 @@ st.subheader("Files, verified")
 st.write(
     "Each file below was written, loaded back (LiteRT's interpreter for `.tflite`, Keras for "
     "`.keras`) and run on the evaluation data before it is offered, so its accuracy is the "
-    "file's own, measured, next to the preview's. " + explain.container(config.quantization)
+    "file's own, measured, next to the preview's. Each is offered as soon as it is verified, "
+    "the one that holds your bit width first; then they are timed together. "
+    + explain.container(config.quantization)
 )
-exports = views.verified_exports(model, config)
-views.export_table(exports)
-views.latency_note()
-views.export_warnings(exports, config)
-views.export_buttons(model, exports, config)
-
-st.subheader("Report")
-st.write(
-    "One page for whoever decides: the headline, these figures, the weight histogram, the "
-    "verified files and the recipe, in an HTML file that opens offline and prints on one page."
-)
+budget = float(state.get(session, state.BUDGET))
+formats = views.download_order(config)
+pinned = session.get(state.PINNED)
 shown = state.get(session, state.HIST_TENSOR)
-st.download_button(
-    "Download report",
-    partial(  # written when the button is clicked
-        report.build,
-        model,
-        config,
-        result,
-        exports,
-        links.settings_to_params(session),
-        None if shown == state.ALL_TENSORS else shown,
-        state.get(session, state.LOG_Y),
-    ),
-    file_name=f"{model.stem}_report.html",
-    mime="text/html",
-    icon=":material/summarize:",
-    on_click="ignore",
-    key="download_report",
-)
+tensor, log_y = None if shown == state.ALL_TENSORS else shown, state.get(session, state.LOG_Y)
+link = links.url(session, "download")
+
+
+def files() -> bool:
+    """The files as far as they are made: table, advice, buttons; the report once all are
+    timed. Whether some are still on their way."""
+    exports, waiting = services.exports(state.session_id(session), model, config, formats)
+    float_accuracy = result.baseline.accuracy
+    advice = (
+        None if waiting else explain.recommend_file(exports, float_accuracy, model.stem, budget)
+    )
+    if advice is None:
+        st.info(
+            "The recommended file follows once every file is verified and timed.",
+            icon=":material/hourglass_top:",
+        )
+    else:
+        st.info(advice, icon=":material/recommend:")
+    views.export_table(exports, waiting)
+    views.latency_note()
+    views.export_warnings(exports, config)
+    recommended = (
+        formats[0] if waiting else explain.recommended_format(exports, float_accuracy, budget)
+    )
+    views.export_buttons(model, exports, recommended, waiting)
+
+    st.subheader("Report")
+    st.write(
+        "One page for whoever decides: the recommendation, the headline, these figures, the "
+        "weight histogram and the verified files, in an HTML file that opens offline and "
+        "prints on one A4 page, with the recipe as an appendix."
+    )
+    if waiting:
+        st.caption("The report is offered once every file is verified and timed.")
+        return True
+    compared = None if pinned is None else (pinned, services.compare(model, pinned.config))
+    st.download_button(
+        "Download report",
+        lambda: report.build(  # written (and dated) when the button is clicked
+            model,
+            setting,
+            result,
+            exports,
+            link,
+            recipe,
+            recommendation=advice or "",
+            created=datetime.now(),
+            tensor=tensor,
+            log_y=log_y,
+            pinned=compared,
+        ),
+        file_name=f"{model.stem}_report.html",
+        mime="text/html",
+        icon=":material/summarize:",
+        on_click="ignore",
+        key="download_report",
+    )
+    return False
+
+
+def polled() -> None:
+    """``files`` again every ``POLL_SECONDS`` until every file is timed; then the whole page
+    once more, without polling."""
+    if not files():
+        st.rerun()
+
+
+if services.exports(state.session_id(session), model, config, formats)[1]:
+    st.fragment(run_every=POLL_SECONDS)(polled)()
+else:
+    files()
 
 st.subheader("Recipe")
 st.write("The settings as JSON; the command line applies them to any model and writes any format:")

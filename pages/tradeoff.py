@@ -69,7 +69,8 @@ except ValueError as e:
     st.error(f"Choose at least one value on each axis of the grid ({e}).")
     st.stop()
 budget = float(state.get(session, state.BUDGET))
-config = settings.config_from_state(session)
+config = state.setting(session).config
+settings.draw_recipe(model.layers)
 
 bar = st.progress(0.0)
 result = services.swept(
@@ -121,12 +122,15 @@ with recommended_col:
     )
     apply_col, download_col = st.columns(2)
     apply_col.button(
-        "Apply to the sliders",
-        on_click=settings.put_config,
-        args=(session, recommended.config),
+        "Apply this recipe",
         icon=":material/tune:",
         key="apply_recommended",
+        on_click=tradeoff.apply_recipe,
+        args=(session, recommended.config),
+        help="Sets every layer as listed above and opens Explore on it.",
     )
+    if state.APPLIED in session:  # the click's callback ran: show the result
+        st.switch_page("pages/explore.py")
     download_col.download_button(
         "Download recipe (.json)",
         services.recipe_json(recommended.config),

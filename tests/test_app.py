@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import io
 import json
+import re
+import time
 import zipfile
 from pathlib import Path
 
@@ -90,20 +92,20 @@ def test_every_page_shows_the_default_sample(page: str | None) -> None:
 
 def test_sparsity_slider_changes_sparsity_histogram_and_sizes() -> None:
     at = start(EXPLORE)
-    before_chart, before_gzip = histogram(at), number(metric(at, "gzip size"))
+    before_chart, before_gzip = histogram(at), number(metric(at, "Download size (gzip)"))
     change(at, "slider", state.SPARSITY, 60)
     assert metric(at, "Sparsity") == "60.0%"
     assert histogram(at) != before_chart
-    assert number(metric(at, "gzip size")) < before_gzip
+    assert number(metric(at, "Download size (gzip)")) < before_gzip
     assert any("60% smallest-magnitude" in md.value for md in at.markdown)
 
 
 def test_bits_slider_changes_distinct_values_and_packed_size() -> None:
     at = start(EXPLORE)
-    before_packed = number(metric(at, "Packed size"))
+    before_packed = number(metric(at, "Packed weights (estimate)"))
     change(at, "select_slider", state.BITS, 8)
     distinct_8 = number(metric(at, "Distinct values"))
-    assert number(metric(at, "Packed size")) < before_packed / 3
+    assert number(metric(at, "Packed weights (estimate)")) < before_packed / 3
     change(at, "select_slider", state.BITS, 2)
     assert number(metric(at, "Distinct values")) < distinct_8
     assert "2-bit grid" in " ".join(md.value for md in at.markdown)
@@ -354,24 +356,70 @@ def test_recipe_and_model_file_round_trip(tmp_path: Path) -> None:
     assert out.exists()
 
 
+def settled(at: AppTest, seconds: float = 300) -> AppTest:
+    """The Download page once every file is verified and timed (the report is offered then);
+    until then each run shows what is ready and what the rest wait for."""
+    deadline = time.monotonic() + seconds
+    while "Download report" not in [b.label for b in at.download_button]:
+        assert time.monotonic() < deadline, "the files were not all made in time"
+        rows = at.dataframe[0].value.set_index("format")
+        waiting = rows["check"].isin(["queued", "converting and verifying…"])
+        timing = rows["speed"] == "timing…"
+        assert (waiting | timing | rows["size"].ne("—")).all(), rows  # each row says its state
+        time.sleep(0.3)
+        at.run()
+        assert not at.exception, at.exception
+    return at
+
+
 def test_download_page_offers_every_format_verified() -> None:
     at = start(EXPLORE)
     change(at, "slider", state.SPARSITY, 60)
     change(at, "select_slider", state.BITS, 4)
     at.switch_page(DOWNLOAD).run()
     assert not at.exception, at.exception
+    settled(at)
     labels = [b.label for b in at.download_button]
-    assert labels[0] == "Download int4 .tflite"  # the container of the 4-bit setting first
     assert sorted(labels) == sorted(
         ["Download .keras", "Download recipe (.json)", "Download report"]
         + [f"Download {name} .tflite" for name in ("float32", "float16", "int4", "int2")]
         + ["Download int8 dynamic range .tflite", "Download int8 full integer .tflite"]
     )
-    table = at.dataframe[0].value.set_index("format")
+    # One sentence names the file to ship; its button comes first, as the primary one.
+    advice = at.info[0].value
+    assert advice.startswith(("Ship ", "No file is within 1 point of the float model's"))
+    shipped = re.search(rf"{DEFAULT.model_path.stem}_([\w-]+\.(tflite|keras))", advice)
+    assert shipped, advice
+    buttons = {  # the end of a file's name -> its button
+        "optimized.keras": "Download .keras",
+        "float32.tflite": "Download float32 .tflite",
+        "float16.tflite": "Download float16 .tflite",
+        "int8-dynamic.tflite": "Download int8 dynamic range .tflite",
+        "int8.tflite": "Download int8 full integer .tflite",
+        "int4.tflite": "Download int4 .tflite",
+        "int2.tflite": "Download int2 .tflite",
+    }
+    assert labels[0] == buttons[shipped.group(1)], (advice, labels)
+    kinds = [b.proto.type for b in at.download_button if b.label in buttons.values()]
+    assert kinds == ["primary"] + ["secondary"] * 6
+    rows = at.dataframe[0].value
+    assert list(rows.columns) == [
+        "format", "size", "download (gzip)", "vs float32", "accuracy (preview)", "accuracy (file)",
+        "speed", "vs original", "all cores", "activations", "check",
+    ]  # fmt: skip
+    assert rows.map(lambda cell: isinstance(cell, str) and cell not in ("None", "nan")).all().all()
+    table = rows.set_index("format")
     for name in ("Keras", "LiteRT float32", "LiteRT int8 dynamic range", "LiteRT int4"):
         row = table.loc[name]
-        assert abs(row["file accuracy"] - row["preview accuracy"]) <= 0.5, (name, row)
-    size = table["bytes"]
+        assert not row["check"].startswith("departs"), (name, row)  # within 0.5 points, exactly
+        file, preview = number(row["accuracy (file)"]), number(row["accuracy (preview)"])
+        assert abs(file - preview) <= 0.5 + 0.1, (name, row)  # shown to 0.1
+    assert table.loc["Keras", "speed"] == table.loc["Keras", "vs original"] == "—"
+    for name in ("LiteRT float32", "LiteRT int4"):
+        assert re.fullmatch(r"\d+(\.\d)? (µs|ms|s)", table.loc[name, "speed"]), table.loc[name]
+        words = table.loc[name, "vs original"]
+        assert re.fullmatch(r"\d+\.\d× (faster|slower)|same speed", words), words
+    size = table["size"].map(number)
     assert size["LiteRT int4"] < size["LiteRT int8 dynamic range"] < size["LiteRT float16"]
     assert size["LiteRT float16"] < size["LiteRT float32"]
     # int2 cannot hold the 4-bit preview: the page says so instead of offering it silently.

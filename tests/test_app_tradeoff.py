@@ -11,7 +11,7 @@ from streamlit.testing.v1 import AppTest
 
 from optimizers.pipeline import Techniques, config_from_dict
 from optimizers.recommend import LEVELS
-from ui import services, settings, state, tradeoff
+from ui import services, state, tradeoff
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = str(ROOT / "app.py")
@@ -79,7 +79,7 @@ def test_clicking_a_point_sets_the_sliders_to_it() -> None:
     )
     click(at, index)
     chosen = result.points[index].config
-    assert settings.config_from_state(at.session_state) == chosen
+    assert state.setting(at.session_state).config == chosen
     at.switch_page(EXPLORE).run()
     assert at.slider(key=state.SPARSITY).value == round(100 * chosen.pruning.sparsity)
     assert at.select_slider(key=state.CLUSTERS).value == chosen.clustering.clusters
@@ -92,12 +92,16 @@ def test_clicking_a_point_sets_the_sliders_to_it() -> None:
 
 def test_a_click_off_the_points_changes_nothing() -> None:
     at = start()
-    before = settings.config_from_state(at.session_state)
+    before = state.setting(at.session_state).config
     click(at, 0, curve=2)  # the float model's star
-    assert settings.config_from_state(at.session_state) == before
+    assert state.setting(at.session_state).config == before
 
 
-def test_the_recommended_recipe_applies_and_downloads() -> None:
+def metrics(at: AppTest) -> dict[str, str]:
+    return {m.label: f"{m.value} {m.delta}" for m in at.metric}
+
+
+def test_the_recommended_recipe_applies_in_sight_and_its_link_reproduces_it() -> None:
     at = start()
     model = at.session_state[state.MODEL]
     grid = tradeoff.grid_from_state(at.session_state)
@@ -108,15 +112,32 @@ def test_the_recommended_recipe_applies_and_downloads() -> None:
     download = at.get("download_button")
     assert download, "no download button"
     at.button(key="apply_recommended").click().run()
-    assert settings.config_from_state(at.session_state) == recommended.config
-    recipe = services.recipe_json(settings.config_from_state(at.session_state))
-    assert config_from_dict(json.loads(recipe)) == recommended.config
-    at.switch_page(EXPLORE).run()
     assert not at.exception, at.exception
-    captions = " ".join(c.value for c in at.caption)
-    assert "Per-layer settings (from the Trade-off page) are active" in captions
-    at.button(key="clear_overrides").click().run()
+    assert state.setting(at.session_state).config == recommended.config
+    recipe = services.recipe_json(state.setting(at.session_state).config)
+    assert config_from_dict(json.loads(recipe)) == recommended.config
+
+    # Apply opens Explore, says so, and shows what runs above the cards.
+    assert at.title[0].value == "Explore"
+    assert any("Applied the recommended recipe" in t.proto.body for t in at.get("toast"))
+    summary = " ".join(m.value for m in at.markdown)
+    assert "Per-layer recipe:" in summary and "the sliders set" in summary
+    assert "(other layers)" in at.slider(key=state.SPARSITY).label
+    assert "per-layer recipe" in at.session_state[state.SETTING].words
+
+    # The address bar carries all of it: a fresh session opened on it shows the same cards.
+    shown = metrics(at)
+    linked = AppTest.from_file(APP, default_timeout=300)
+    linked.query_params.update(dict(at.query_params))
+    linked.switch_page(EXPLORE).run()
+    assert not linked.exception, linked.exception
+    assert state.setting(linked.session_state).config == recommended.config
+    assert metrics(linked) == shown
+
+    at.button(key="clear_recipe").click().run()
     assert state.get(at.session_state, state.OVERRIDES) == ()
+    assert state.get(at.session_state, state.SKIP) == ()
+    assert not any("Per-layer recipe:" in m.value for m in at.markdown)
 
 
 def test_a_layer_can_be_kept_float_or_given_its_own_setting() -> None:
@@ -124,10 +145,10 @@ def test_a_layer_can_be_kept_float_or_given_its_own_setting() -> None:
     layer = at.selectbox(key=state.FRAGILE_LAYER).value
     at.button(key="keep_float").click().run()
     assert layer in state.get(at.session_state, state.SKIP)
-    assert settings.config_from_state(at.session_state).for_layer(layer) == Techniques()
+    assert state.setting(at.session_state).config.for_layer(layer) == Techniques()
     at.selectbox(key=state.LAYER_SETTING).set_value(len(LEVELS) - 1).run()
     at.button(key="give_setting").click().run()
-    config = settings.config_from_state(at.session_state)
+    config = state.setting(at.session_state).config
     assert layer not in config.skip and config.for_layer(layer) == LEVELS[-1]
 
 

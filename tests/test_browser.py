@@ -90,13 +90,13 @@ def test_upload_explore_and_download(app_url: str, browser: Browser, tmp_path: P
     expect(metric_value(page, "Sparsity")).to_have_text("0.0%")
     page.wait_for_function("() => document.querySelector('.js-plotly-plot')?.data?.length > 0")
     before = histogram_counts(page)
-    gzip_before = metric_value(page, "gzip size").inner_text()
+    gzip_before = metric_value(page, "Download size (gzip)").inner_text()
     slider = page.get_by_test_id("stSlider").locator("input[type=range]").first
     slider.focus()
     for _ in range(10):  # 10 steps of 5%
         slider.press("ArrowRight")
     expect(metric_value(page, "Sparsity")).to_have_text("50.0%")
-    expect(metric_value(page, "gzip size")).not_to_have_text(gzip_before)
+    expect(metric_value(page, "Download size (gzip)")).not_to_have_text(gzip_before)
     after = wait_for_change(page, before)
     assert max(after[1]) > max(before[1])  # the pruned weights pile up in the zero bin
 
@@ -231,7 +231,8 @@ def measured_cards(page: Page) -> dict[str, str]:
     previous = None
     for _ in range(100):
         cards = page.evaluate(CARDS_JS)
-        if cards == previous and all(label and value != "measuring…" for label, value in cards):
+        settled = all(label and value != "measuring…" for label, value in cards)
+        if cards and cards == previous and settled:
             return dict(cards)
         previous = cards
         page.wait_for_timeout(100)
@@ -303,16 +304,39 @@ def test_a_link_reproduces_the_view_and_the_report_opens_offline(
     offline.route("**/*", block)
     report = offline.new_page()
     report.goto(path.as_uri())
-    report.wait_for_function("() => document.querySelector('.js-plotly-plot')?._fullData?.length")
+    expect(report.locator("svg")).to_have_count(1)  # the histogram, drawn inline
     assert report.locator(".headline").inner_text() == headline_text
     labels = report.locator(".card .label").all_inner_texts()
     values = report.locator(".card .value").all_inner_texts()
     assert dict(zip(labels, values, strict=True)) == on_page
     assert requested == []
     pdf = report.pdf(format="A4", print_background=True)
-    assert len(re.findall(rb"/Type\s*/Page[^s]", pdf)) == 1  # prints on one page
+    assert len(re.findall(rb"/Type\s*/Page[^s]", pdf)) == 2  # one page, then the recipe
     for context in (linked.context, by_hand.context, offline):
         context.close()
+
+
+def test_an_applied_recipe_travels_whole_in_its_link(app_url: str, browser: Browser) -> None:
+    """Trade-off → Apply: Explore shows the per-layer recipe in sight, and its address opened
+    in a fresh browser shows the same cards."""
+    page = browser.new_context(viewport={"width": 1440, "height": 1000}).new_page()
+    page.set_default_timeout(3 * TIMEOUT_MS)
+    page.goto(f"{app_url}/tradeoff")
+    page.get_by_role("button", name="Apply this recipe").click()
+    expect(page.get_by_role("heading", name="Explore", exact=True)).to_be_visible()
+    expect(page.get_by_text("Applied the recommended recipe")).to_be_visible()  # the toast
+    expect(page.get_by_text(re.compile(r"Per-layer recipe: .*the sliders set"))).to_be_visible()
+    applied = measured_cards(page)
+    assert "layer." in page.url  # the per-layer settings are in the address
+
+    fresh = browser.new_context(viewport={"width": 1440, "height": 1000}).new_page()
+    fresh.set_default_timeout(TIMEOUT_MS)
+    fresh.goto(page.url)
+    expect(fresh.get_by_text(re.compile(r"Per-layer recipe: "))).to_be_visible()
+    expect(metric_value(fresh, "Sparsity")).to_be_visible()
+    assert measured_cards(fresh) == applied
+    for p in (page, fresh):
+        p.context.close()
 
 
 # --- fine-tuning: a real click starts it, the chart follows, Stop ends it ---
@@ -325,6 +349,8 @@ def test_finetune_draws_its_progress_and_stop_keeps_the_best_epoch(
     page.set_default_timeout(TIMEOUT_MS)
     page.goto(f"{app_url}/explore")
     expect(metric_value(page, "Sparsity")).to_have_text("0.0%")
+    float_accuracy = float(measured_cards(page)["Test accuracy"].rstrip("%"))
+    assert float_accuracy > 50
     press(page, 2, 6)  # Off, 16, 8, 7, 6, 5, 4 bits
     expect(page.get_by_role("button", name="Fine-tune")).to_be_enabled()
     epochs = page.get_by_label("Epochs", exact=True).and_(page.get_by_role("spinbutton"))
@@ -332,7 +358,7 @@ def test_finetune_draws_its_progress_and_stop_keeps_the_best_epoch(
     epochs.press("Enter")
     page.get_by_role("button", name="Fine-tune").click()
 
-    progress = page.get_by_text(re.compile(r"toward 4 bits: epoch [1-9]\d* of 200"))
+    progress = page.get_by_text(re.compile(r"toward int4: epoch [1-9]\d* of 200"))
     expect(progress).to_be_visible()  # at least one epoch drawn live, while training goes on
     page.wait_for_function(  # the chart's validation accuracy has a point per epoch so far
         "() => [...document.querySelectorAll('.js-plotly-plot')].some(p => (p._fullData || [])"
@@ -347,9 +373,16 @@ def test_finetune_draws_its_progress_and_stop_keeps_the_best_epoch(
 
     # A button inside the fragment switches the whole page to the fine-tuned model, and back.
     page.get_by_role("button", name="Explore the fine-tuned model").click()
-    expect(
-        page.get_by_text(re.compile(r"digits_cnn_finetuned\.keras.* every change"))
-    ).to_be_visible()
+    expect(page.get_by_text(re.compile(r"fine-tuned toward int4 · every change"))).to_be_visible()
+    # The original float model stays the baseline: the deltas are against it, not the tuned one.
+    tuned = float(measured_cards(page)["Test accuracy"].rstrip("%"))
+    delta = page.get_by_test_id("stMetric").filter(has_text="Test accuracy")
+    delta = delta.get_by_test_id("stMetricDelta")
+    if round(tuned - float_accuracy, 1) == 0:  # as accurate as the float model: no delta drawn
+        expect(delta).to_have_count(0)
+    else:
+        expect(delta).to_have_text(f"{tuned - float_accuracy:+.1f} pp")
+    expect(page.locator("h2", has_text="smaller download")).to_be_visible()
     page.get_by_role("button", name="Back to digits_cnn.keras").click()
     expect(page.get_by_role("button", name="Explore the fine-tuned model")).to_be_visible()
     expect(page.get_by_test_id("stException")).to_have_count(0)

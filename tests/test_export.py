@@ -64,13 +64,20 @@ def build(kind: str):
 
 
 @cache
-def model(kind: str, bits: int | None = None, granularity: str = "per-channel", prune=None):
+def model(
+    kind: str,
+    bits: int | None = None,
+    granularity: str = "per-channel",
+    prune=None,
+    clusters: ClusteringConfig | None = None,
+):
     """``kind`` with its kernels put on a ``bits``-bit grid by the real pipeline (cached)."""
     base = build(kind)
-    if bits is None and prune is None:
+    if bits is None and prune is None and clusters is None:
         return base
     config = OptimizationConfig(
         pruning=PruningConfig(prune) if prune else None,
+        clustering=clusters,
         quantization=QuantizationConfig(bits, granularity=granularity) if bits else None,
     )
     return optimize_model(base, config)[0]
@@ -154,10 +161,39 @@ EXACT_CASES = [
 ]
 
 
+# Clustered, then the shared values put on a grid with one scale per tensor (per-tensor
+# clustering; the config's per-channel granularity aside) or per channel: LiteRT's int4 and int8
+# files are per channel, and hold a per-tensor grid as the same scale in every channel.
+CLUSTERED_CASES = [
+    ("tflite-int4", 4, ClusteringConfig(16)),
+    ("tflite-int4", 3, ClusteringConfig(6, preserve_sparsity=False)),
+    ("tflite-int2", 2, ClusteringConfig(4)),
+    ("tflite-int8-dynamic", 8, ClusteringConfig(16)),
+    ("tflite-int8-dynamic", 6, ClusteringConfig(32, granularity="per-channel")),
+    ("tflite-int8", 8, ClusteringConfig(16)),
+]
+
+
 @pytest.mark.parametrize("kind", ["mlp", "cnn"])
 @pytest.mark.parametrize(("fmt", "bits", "granularity"), EXACT_CASES)
 def test_quantized_file_dequantizes_to_the_preview(kind, fmt, bits, granularity):
-    m = model(kind, bits, granularity)
+    check_file_is_the_preview(model(kind, bits, granularity), kind, fmt)
+
+
+@pytest.mark.parametrize("kind", ["mlp", "cnn"])
+@pytest.mark.parametrize(("fmt", "bits", "clusters"), CLUSTERED_CASES)
+def test_clustered_and_quantized_file_dequantizes_to_the_preview(kind, fmt, bits, clusters):
+    m = model(kind, bits, prune=0.3, clusters=clusters)
+    if kind == "mlp" and clusters.granularity == "per-tensor":  # k values, per tensor
+        assert all(
+            np.unique(np.asarray(layer.kernel)).size <= clusters.clusters for layer in m.layers
+        )
+    check_file_is_the_preview(m, kind, fmt)
+
+
+def check_file_is_the_preview(m, kind: str, fmt: str) -> None:
+    """Every kernel of ``m``'s ``fmt`` file is stored quantized and dequantizes to the preview
+    (bit for bit, or to folding's rounding where a BatchNorm was folded in)."""
     x = inputs(kind)
     data = export.export_bytes(m, fmt, calibration_x=x)
     floats = {t.name: t.values for t in export.stored_weights(float_file(m))}

@@ -175,6 +175,28 @@ def test_fake_quantization_is_the_pipeline_grid_with_straight_through_gradient(m
     np.testing.assert_array_equal(gradient(t, upstream), upstream)
 
 
+@pytest.mark.parametrize("mode", ["symmetric", "asymmetric"])
+def test_clustered_tensor_is_fake_quantized_on_its_clustering_grid(mode):
+    """Per-tensor clusters on a per-channel quantization config: the projection uses one scale
+    for the tensor (``Techniques.grid``), as the pipeline does, so k values stay k."""
+    centroids = np.array([-0.9, -0.31, 0.05, 0.4, 1.2], np.float32)
+    # Channels of different ranges: all five values, the middle three, the outer two, 0.05.
+    index = np.array([[0, 1, 2, 3, 4, 2], [1, 2, 3, 1, 2, 3], [0, 4, 0, 4, 4, 0], [2] * 6]).T
+    index = index.astype(np.int32)
+    clustering, quantization = ClusteringConfig(5), QuantizationConfig(3, mode, "per-channel")
+    techniques = Techniques(clustering=clustering, quantization=quantization)
+    assert techniques.grid == QuantizationConfig(3, mode, "per-tensor")
+    w = centroids[index]
+    assert np.unique(fake_quantize(w, quantization)).size > 5  # per-channel scales would split
+    projected = np.asarray(trained(centroids, techniques, index=index).project())
+    assert np.unique(projected).size <= 5
+    ref = TensorRef(0, "k", "k", "Dense", w.shape, (-1,))
+    config = OptimizationConfig(clustering=clustering, quantization=quantization)
+    (pipeline,), _ = optimize_weights([w], [ref], config)
+    np.testing.assert_allclose(projected, pipeline, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(projected, fake_quantize(w, techniques.grid), rtol=0, atol=1e-6)
+
+
 # ----------------------------------------------------------------------------- models
 
 
@@ -229,9 +251,13 @@ def data(kind: str) -> tuple[np.ndarray, np.ndarray]:
     return (x if kind == "mlp" else x.reshape(-1, 8, 8, 1)), y
 
 
-def check_structure(model, config: OptimizationConfig, fixed: OptimizationConfig) -> None:
-    """Every transformed tensor lies exactly in ``config``'s structure, and the pipeline with
-    the fixed-point config leaves the weights as they are."""
+def check_structure(result: finetune.FinetuneResult, config: OptimizationConfig) -> None:
+    """The result's config is ``config`` as requested; every transformed tensor lies exactly in
+    its structure (at most k values per tensor or per channel, as clustered, whatever the
+    quantization's granularity; on the grid ``Techniques.grid`` gives it), and the pipeline at
+    ``config`` leaves the weights as they are."""
+    assert result.config == config
+    model = result.model
     refs = eligible_tensors(model)
     weights = model.get_weights()
     transformed = 0
@@ -243,20 +269,18 @@ def check_structure(model, config: OptimizationConfig, fixed: OptimizationConfig
             pooled.append(w)
         elif t.pruning:
             assert w.size - np.count_nonzero(w) >= target_zeros(t.pruning.sparsity, w.size), r.path
-        if t.clustering:
-            q = t.quantization
-            if q is not None and q.granularity == "per-channel":
-                assert distinct_counts(w, r.channel_axes)[1] <= t.clustering.clusters, r.path
-            else:
-                assert np.unique(w).size <= t.clustering.clusters, r.path
+        if t.clustering and t.clustering.granularity == "per-channel":
+            assert distinct_counts(w, r.channel_axes)[1] <= t.clustering.clusters, r.path
+        elif t.clustering:  # per tensor, even on a per-channel quantization config
+            assert np.unique(w).size <= t.clustering.clusters, r.path
         if t.quantization:
-            np.testing.assert_array_equal(fake_quantize(w, t.quantization, r.channel_axes), w)
+            np.testing.assert_array_equal(fake_quantize(w, t.grid, r.channel_axes), w)
     assert transformed
     if pooled:
         n = sum(w.size for w in pooled)
         zeros = n - sum(np.count_nonzero(w) for w in pooled)
         assert zeros >= target_zeros(config.pruning.sparsity, n)
-    again, _ = optimize_weights(weights, refs, fixed)
+    again, _ = optimize_weights(weights, refs, config)
     for a, b in zip(again, weights, strict=True):
         np.testing.assert_array_equal(a, b)
 
@@ -284,7 +308,7 @@ def test_mlp_structure_is_exact_after_training(name):
     before = [w.copy() for w in model.get_weights()]
     x, y = data("mlp")
     result = finetune.finetune(model, config, x[:1200], y[:1200], QUICK)
-    check_structure(result.model, config, result.config)
+    check_structure(result, config)
     for a, b in zip(model.get_weights(), before, strict=True):
         np.testing.assert_array_equal(a, b)  # the input model is not changed
     post, _ = optimize_weights(before, eligible_tensors(model), config)
@@ -302,7 +326,7 @@ def test_cnn_with_batchnorm_depthwise_and_residual_structure_is_exact():
     )
     x, y = data("cnn")
     result = finetune.finetune(pretrained("cnn"), config, x[:800], y[:800], QUICK)
-    check_structure(result.model, config, result.config)
+    check_structure(result, config)
     assert [r.epoch for r in result.history] == [1, 2] and result.epochs_run == 2
 
 
@@ -387,7 +411,7 @@ def test_on_epoch_reports_and_should_stop_keeps_the_best_so_far():
     assert len(seen) == 1 and seen[0][0] == 1
     assert seen[0][1] > 0 and 0.0 <= seen[0][2] <= 1.0
     assert result.best_epoch in (1, 2)
-    check_structure(result.model, PCQ, result.config)
+    check_structure(result, PCQ)
 
 
 # ----------------------------------------------------------------------------- refusals

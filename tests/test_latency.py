@@ -1,9 +1,10 @@
-"""Latency: every LiteRT file is timed at batch 1 with one thread and with every core, next to
-the original model's float32 file. No timing thresholds: the figures exist, are positive and
-are ordered as medians and percentiles must be."""
+"""Latency: every LiteRT file is timed at batch 1 with one thread and with every core, taking
+turns with the original model's float32 file in the same run. No timing thresholds: the figures
+exist, are positive and are ordered as quartiles, medians and percentiles must be."""
 
 from __future__ import annotations
 
+import json
 import os
 
 import numpy as np
@@ -25,7 +26,8 @@ def mlp():
 
 
 def test_a_file_is_timed_with_one_thread_and_every_core():
-    timed = latency.time_file(export.export_bytes(mlp(), "tflite-float32"), min_runs=7, seconds=0)
+    data = export.export_bytes(mlp(), "tflite-float32")
+    [timed] = latency.time_files([data], min_runs=7, seconds=0)
     assert timed.runs == 7
     assert 0 < timed.median_ms <= timed.p90_ms
     assert timed.threads_ms > 0 and timed.threads == latency.cores() >= 1
@@ -36,22 +38,30 @@ def test_a_file_is_timed_with_one_thread_and_every_core():
 def test_full_integer_file_is_timed_on_int8_inputs():
     x = np.random.default_rng(0).random((32, 64), np.float32)
     data = export.export_bytes(mlp(), "tflite-int8", x)
-    timed = latency.time_file(data, min_runs=3, seconds=0)
+    [timed] = latency.time_files([data], min_runs=3, seconds=0)
     assert timed.median_ms > 0 and timed.activation_bytes == 64  # int8 input, one byte each
 
 
 def test_not_a_tflite_file_is_refused_in_one_sentence():
     with pytest.raises(ValueError, match="not a LiteRT"):
-        latency.time_file(b"0123456789abcdef")
+        latency.time_files([b"0123456789abcdef"])
     with pytest.raises(ValueError, match="min_runs must be at least 1, got 0"):
-        latency.time_file(export.export_bytes(mlp(), "tflite-float32"), min_runs=0)
+        latency.time_files([export.export_bytes(mlp(), "tflite-float32")], min_runs=0)
 
 
-def test_baseline_is_timed_once_per_model():
-    model = mlp()
-    first = latency.model_latency(model)
-    assert latency.model_latency(model) is first
-    assert first.median_ms > 0
+def test_a_file_and_its_baseline_are_timed_together_taking_turns():
+    float32 = export.export_bytes(mlp(), "tflite-float32")
+    x = np.random.default_rng(0).random((32, 64), np.float32)
+    int8 = export.export_bytes(mlp(), "tflite-int8", x)
+    timed, baseline = latency.time_files([int8, float32], min_runs=9, seconds=0)
+    assert timed.runs == baseline.runs == 9  # one invocation each, in turn
+    assert timed.activation_bytes == 64 and baseline.activation_bytes == 64 * 4
+    for t in (timed, baseline):
+        assert 0 < t.q1_ms <= t.median_ms <= t.q3_ms <= t.p90_ms
+    assert latency.speedup(timed, baseline) == baseline.median_ms / timed.median_ms
+    # The same file against itself: any difference is noise.
+    same = latency.time_files([float32, float32], min_runs=50, seconds=0)
+    assert latency.speed_verdict(*same) == "same speed"
 
 
 def test_exported_files_carry_latency_and_the_baseline():
@@ -59,12 +69,32 @@ def test_exported_files_carry_latency_and_the_baseline():
     y = np.arange(40) % 10
     prepared = explore.prepare(mlp(), x, y)
     outcome = explore.run(prepared, OptimizationConfig())
-    tflite = explore.exported_to_dict(explore.export_file(prepared, outcome, "tflite-int4"))
-    for key in ("latency_ms", "latency_p90_ms", "latency_threads_ms", "baseline_latency_ms"):
+    exported = explore.export_file(prepared, outcome, "tflite-int4")
+    assert exported.latency is not None and exported.baseline_latency is not None
+    assert exported.latency.runs == exported.baseline_latency.runs  # timed in the same run
+    tflite = explore.exported_to_dict(exported)
+    for key in (
+        "latency_ms",
+        "latency_q1_ms",
+        "latency_q3_ms",
+        "latency_p90_ms",
+        "latency_threads_ms",
+        "baseline_latency_ms",
+        "baseline_latency_q1_ms",
+        "baseline_latency_q3_ms",
+        "baseline_latency_threads_ms",
+        "speedup",
+    ):
         assert tflite[key] > 0, key
+    assert tflite["latency_q1_ms"] <= tflite["latency_ms"] <= tflite["latency_q3_ms"]
     assert tflite["latency_p90_ms"] >= tflite["latency_ms"]
+    assert tflite["speedup"] == tflite["baseline_latency_ms"] / tflite["latency_ms"]
+    assert tflite["speed_verdict"] in ("faster", "slower", "same speed")
+    assert tflite["latency_runs"] >= latency.MIN_RUNS
+    json.dumps(tflite)  # numbers and words only
     keras_file = explore.exported_to_dict(explore.export_file(prepared, outcome, "keras"))
-    assert keras_file["latency_ms"] is None and keras_file["baseline_latency_ms"] is None
+    for key in ("latency_ms", "baseline_latency_ms", "speedup", "speed_verdict"):
+        assert keras_file[key] is None, key
 
 
 def test_processor_is_named():

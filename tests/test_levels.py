@@ -24,6 +24,13 @@ SETTINGS = [
         quantization=QuantizationConfig(4, granularity="per-tensor"),
     ),
     OptimizationConfig(quantization=QuantizationConfig(16)),  # tables too large: sorted
+    # Clustered, then the shared values rounded: tables whose merged entries are counted once.
+    OptimizationConfig(clustering=ClusteringConfig(16), quantization=QuantizationConfig(3)),
+    OptimizationConfig(
+        pruning=PruningConfig(0.5),
+        clustering=ClusteringConfig(16, granularity="per-channel"),
+        quantization=QuantizationConfig(3, "asymmetric"),
+    ),
 ]
 
 

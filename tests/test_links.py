@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,10 @@ from streamlit.testing.v1 import AppTest
 
 import sample_models
 from optimizers import clustering, quantization
+from optimizers.clustering import ClusteringConfig
+from optimizers.pipeline import OptimizationConfig, Techniques
+from optimizers.pruning import PruningConfig
+from optimizers.quantization import QuantizationConfig
 from ui import links, services, settings, state
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -90,7 +95,7 @@ def test_a_link_round_trips_to_the_same_config(changes: dict[str, Any]) -> None:
     target = session()
     assert links.apply_params(params, target) == []
     assert target[state.MODEL].sample == OTHER.name
-    assert settings.config_from_state(target) == settings.config_from_state(source)
+    assert state.setting(target).config == state.setting(source).config
     assert links.settings_to_params(target) == params
 
 
@@ -143,12 +148,12 @@ def test_every_choice_the_page_offers_can_be_linked() -> None:
 def test_a_bad_value_is_ignored_with_one_sentence(params: dict[str, str], expected: str) -> None:
     s = session()
     before = links.settings_to_params(s)
-    config = settings.config_from_state(s)
+    config = state.setting(s).config
     notes = links.apply_params(params, s)
     assert len(notes) == 1 and expected in notes[0], notes
     assert "\n" not in notes[0] and notes[0].endswith(".")
     assert links.settings_to_params(s) == before
-    assert settings.config_from_state(s) == config
+    assert state.setting(s).config == config
 
 
 def test_good_values_beside_a_bad_one_still_apply() -> None:
@@ -164,7 +169,80 @@ def test_layers_to_skip_are_checked_against_the_linked_sample() -> None:
     layer = next(n for n in services.open_sample(OTHER.name).layers if n not in default_layers)
     s = session()
     assert links.apply_params(names(SAMPLE=OTHER.name, SKIP=layer), s) == []
-    assert state.get(s, state.SKIP) == [layer]
+    assert state.get(s, state.SKIP) == (layer,)
+
+
+# --- per-layer settings and a pinned setting travel too ---
+
+
+def recipe(layers: tuple[str, ...]) -> OptimizationConfig:
+    """A per-layer recipe as the Trade-off page recommends one, with unusual options."""
+    first, *rest = layers
+    return OptimizationConfig(
+        pruning=PruningConfig(0.5),
+        clustering=ClusteringConfig(4),
+        skip=(rest[-1],),
+        overrides=(
+            (
+                first,
+                Techniques(
+                    PruningConfig(0.9, scope="global"),
+                    ClusteringConfig(16, preserve_sparsity=False, granularity="per-channel"),
+                    QuantizationConfig(4, "asymmetric"),
+                ),
+            ),
+            *((layer, Techniques(quantization=QuantizationConfig(8))) for layer in rest[:-1]),
+        ),
+    )
+
+
+@pytest.mark.parametrize("sample", [s.name for s in sample_models.SAMPLES])
+def test_a_link_carries_the_whole_setting_per_layer_recipe_included(sample: str) -> None:
+    source = session(sample)
+    layers = source[state.MODEL].layers
+    settings.put_config(source, recipe(layers))
+    params = links.settings_to_params(source)
+    assert any(name.startswith("layer.") for name in params)
+    target = session()  # a fresh browser on the default sample
+    assert links.apply_params(params, target) == []
+    assert target[state.MODEL].sample == sample
+    assert state.setting(target).config == state.setting(source).config
+    assert links.settings_to_params(target) == params
+
+
+def test_a_pinned_setting_travels_beside_the_sliders() -> None:
+    source = session()
+    layers = source[state.MODEL].layers
+    settings.put_config(source, recipe(layers))
+    source[state.PINNED] = state.setting(source)
+    settings.put_config(source, OptimizationConfig(quantization=QuantizationConfig(2)))
+    params = links.settings_to_params(source)
+    assert params["a.sparsity"] == "0.5" and params["bits"] == "2"
+    target = session(sample_models.SAMPLES[1].name)
+    assert links.apply_params(params, target) == []
+    assert target[state.PINNED].config == source[state.PINNED].config
+    assert state.setting(target).config == state.setting(source).config
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "expected"),
+    [
+        ("layer.conv_1", "0.9,4", "it takes sparsity, clusters and bits"),
+        ("layer.conv_1", "0.9,4,3;zoom=2", "`zoom` is not one of structure"),
+        ("layer.conv_1", "1.5,off,off", "sparsity must be a number in [0, 1), got 1.5"),
+        ("layer.conv_1", "0,1,off", "was ignored"),
+        ("layer.nope", "0.5,off,off", "this model has no layer named `nope`"),
+    ],
+)
+def test_a_bad_per_layer_value_is_ignored_in_one_sentence(
+    name: str, text: str, expected: str
+) -> None:
+    s = session()
+    before = state.setting(s)
+    notes = links.apply_params({"sample": DEFAULT.name, "sparsity": "0.5", name: text}, s)
+    assert len(notes) == 1 and expected in notes[0], notes
+    assert "\n" not in notes[0] and notes[0].endswith(".")
+    assert state.setting(s).config == replace(before, sparsity=50).config
 
 
 # --- the pages ---
@@ -242,5 +320,5 @@ def test_an_uploaded_model_cannot_travel_in_a_link() -> None:
     at.file_uploader(key=state.MODEL_FILE).set_value(("mine.keras", raw, "application/x")).run()
     at.switch_page(EXPLORE).run()
     assert not at.exception, at.exception
-    assert any("mine.keras cannot travel in a link" in c.value for c in at.caption)
+    assert any("mine.keras is an uploaded file and cannot travel" in c.value for c in at.caption)
     assert "sample" not in at.query_params and at.query_params["sparsity"] == "0"

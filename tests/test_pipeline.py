@@ -7,6 +7,7 @@ from optimizers.clustering import ClusteringConfig  # noqa: E402
 from optimizers.pipeline import (  # noqa: E402
     OptimizationConfig,
     Techniques,
+    TensorRef,
     config_from_dict,
     config_to_dict,
     distinct_counts,
@@ -56,7 +57,7 @@ def test_every_eligible_tensor_hits_its_targets(arch, request):
     for r in refs:
         w = weights[r.index]
         assert (w == 0).mean() >= 0.6 - 1e-9, r.path
-        assert distinct_counts(w, r.channel_axes)[1] <= 16, r.path
+        assert distinct_counts(w, r.channel_axes)[0] <= 16, r.path  # per tensor, as clustered
     # biases and normalization stay float and are reported as such
     for i, w in weights.items():
         if i not in eligible:
@@ -74,6 +75,29 @@ def test_pruning_and_clustering_without_bits_is_exact(mobilenet):
         w = weights[r.index]
         assert (w == 0).sum() == target_zeros(0.6, w.size), r.path
         assert np.unique(w).size <= 16 and rep.unique_values == np.unique(w).size
+
+
+@pytest.mark.parametrize("granularity", ["per-tensor", "per-channel"])
+def test_after_clustering_the_grid_follows_the_clusterings_granularity(granularity):
+    """The quantization config asks for per-channel scales; clustered per tensor, the shared
+    values get one scale per tensor instead (a per-channel grid would split them), and the
+    report says so: one scale, counted per tensor."""
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=(40, 6)).astype(np.float32) * np.array([1, 2, 3, 5, 8, 13], np.float32)
+    t = Techniques(
+        clustering=ClusteringConfig(8, granularity=granularity),
+        quantization=QuantizationConfig(4, granularity="per-channel"),
+    )
+    assert t.grid == QuantizationConfig(4, granularity=granularity)
+    assert Techniques(quantization=QuantizationConfig(4)).grid == QuantizationConfig(4)
+    ref = TensorRef(0, "d/kernel", "d", "Dense", w.shape, (-1,))
+    [out], [report] = optimize_weights([w], [ref], OptimizationConfig(**vars(t)))
+    distinct, per_channel = distinct_counts(out, (-1,))
+    if granularity == "per-tensor":
+        assert distinct <= 8 and report.scales == 1 and not report.per_channel
+    else:
+        assert per_channel <= 8 and report.scales == 6 and report.per_channel
+    assert (report.unique_values, report.max_channel_values) == (distinct, per_channel)
 
 
 def test_skip_and_overrides():

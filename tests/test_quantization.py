@@ -4,6 +4,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import array_shapes, arrays
 
+from optimizers.levels import Coded
 from optimizers.quantization import (
     BITS,
     GRANULARITIES,
@@ -12,6 +13,7 @@ from optimizers.quantization import (
     code_range,
     fake_quantize,
     quantize,
+    quantize_table,
 )
 
 finite = st.floats(-100, 100, allow_nan=False, width=32)
@@ -116,3 +118,40 @@ def test_non_finite_is_refused(bad):
 def test_config_validation_names_the_field(kwargs):
     with pytest.raises(ValueError, match=next(iter(kwargs))):
         QuantizationConfig(**kwargs)
+
+
+def test_a_small_negative_weight_rounds_to_positive_zero_as_in_the_file():
+    w = np.array([-0.01, 1.0, 0.0], np.float32)
+    q = quantize(w, QuantizationConfig(4, granularity="per-tensor"))
+    assert q.values.tolist() == [0.0, 1.0, 0.0] and not np.signbit(q.values).any()
+
+
+def test_quantize_table_rounds_the_shared_values_and_merges_equal_levels():
+    # One row for the tensor; 3 bits: scale 1/3, so 0.3 and 0.4 both become 1/3 and merge:
+    # four shared values become three, and the codes are renumbered.
+    table = np.array([[-1.0, 0.3, 0.4, 1.0]], np.float32)
+    coded = Coded(np.array([[0, 1], [2, 3], [1, 2]]), table)
+    before = coded.codes.copy()
+    rounded = quantize_table(coded, QuantizationConfig(3, granularity="per-channel"))
+    np.testing.assert_array_equal(coded.codes, before)  # not modified
+    np.testing.assert_allclose(rounded.table, [[-1.0, 1 / 3, 1.0]], rtol=1e-7)
+    assert rounded.codes.tolist() == [[0, 1], [1, 2], [1, 1]]
+    # one scale per tensor, whatever the config's granularity: the values of ``quantize``
+    tensor = QuantizationConfig(3, granularity="per-tensor")
+    np.testing.assert_array_equal(rounded.values, quantize(coded.values, tensor).values)
+
+
+def test_quantize_table_gives_each_channel_row_its_own_scale():
+    # Channel c uses row c. 2 bits: levels -s, 0, s with s the row's largest magnitude.
+    table = np.array([[-1.0, 0.2, 1.0], [0.02, 0.04, 0.1]], np.float32)
+    coded = Coded(np.array([[0, 0], [1, 1], [2, 2]]), table)
+    rounded = quantize_table(coded, QuantizationConfig(2, granularity="per-tensor"))
+    per_channel = QuantizationConfig(2, granularity="per-channel")
+    np.testing.assert_array_equal(rounded.values, quantize(coded.values, per_channel).values)
+    np.testing.assert_allclose(rounded.table, [[-1.0, 0.0, 1.0], [0.0, 0.1, np.inf]])
+    assert rounded.codes.tolist() == [[0, 0], [1, 0], [2, 1]]  # 0.02 and 0.04 merged at 0
+
+
+def test_quantize_table_of_an_empty_tensor():
+    coded = Coded(np.zeros((0, 3), np.intp), np.full((3, 1), np.inf, np.float32))
+    assert quantize_table(coded, QuantizationConfig(4)) is coded

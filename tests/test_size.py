@@ -62,6 +62,20 @@ def test_clustered_tensor_uses_a_codebook():
     assert entropy_bits(w, r) == 1600 * 4
 
 
+def test_a_codebook_on_one_grid_stores_b_bit_codes_and_the_scale_when_smaller():
+    w = np.repeat(np.array([-1.0, -0.5, 0.5, 1.0], np.float32), 250)  # 8-bit grid values
+    clustered_8_bit = Techniques(clustering=ClusteringConfig(4), quantization=QuantizationConfig(8))
+    r = report(w, techniques=clustered_8_bit)
+    assert r.scales == 1 and not r.per_channel  # clustered per tensor: one scale
+    # 2-bit indices, and a codebook of four 8-bit codes plus the scale (not four floats)
+    assert packed_bits(w, r) == 1000 * 2 + 4 * 8 + 32
+    # Two values on an asymmetric grid (a scale and a zero point): the float codebook is smaller.
+    two = np.repeat(np.array([-1.0, 1.0], np.float32), 500)
+    asymmetric = QuantizationConfig(8, "asymmetric")
+    r = report(two, techniques=Techniques(clustering=ClusteringConfig(2), quantization=asymmetric))
+    assert packed_bits(two, r) == 1000 * 1 + 2 * 32
+
+
 def test_gzip_size_is_deterministic_and_real():
     data = b"abc" * 1000
     assert gzip_size(data) == len(gzip.compress(data, 9, mtime=0)) == gzip_size(data)

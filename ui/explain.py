@@ -6,15 +6,18 @@ to test and the pages stay free of arithmetic.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
+from optimizers import latency
 from optimizers.explore import Exported, Outcome
-from optimizers.export import CONTAINER_BITS, FORMAT_NAMES, natural_format
-from optimizers.pipeline import OptimizationConfig, TensorReport
+from optimizers.export import CONTAINER_BITS, FORMAT_NAMES, FORMAT_SUFFIXES, natural_format
+from optimizers.pipeline import OptimizationConfig, TensorReport, describe
 from optimizers.quantization import QuantizationConfig, code_range
 from optimizers.size import index_bits
 
 KB = 1000
+BUDGET_POINTS = 1.0  # accuracy points a recommended file may lose against the float model
 
 
 def format_bytes(n: int | None) -> str:
@@ -94,30 +97,39 @@ def _pruning(config: OptimizationConfig, changed: Sequence[TensorReport]) -> str
 
 def _clustering(config: OptimizationConfig, changed: Sequence[TensorReport]) -> str | None:
     c = config.clustering
-    clustered = [r for r in changed if "clusters" in r.techniques]
+    clustered = [r for r in changed if config.for_layer(r.layer).clustering == c]
     if c is None or not clustered:
         return None
-    most = max(clustered, key=lambda r: r.max_channel_values)
-    scope = "each tensor" if c.granularity == "per-tensor" else "each output channel"
+    unit = "tensor" if c.granularity == "per-tensor" else "channel"
+
+    def distinct(r: TensorReport) -> int:  # what the k shared values are counted against
+        return r.unique_values if unit == "tensor" else r.max_channel_values
+
+    most = max(clustered, key=distinct)
+    scope = "each tensor" if unit == "tensor" else "each output channel"
     zero = " (zero kept as one of them)" if c.preserve_sparsity and config.pruning else ""
-    distinct = most.max_channel_values
+    n = distinct(most)
     return (
         f"Clustering replaced the weights of {scope} by at most {c.clusters} shared values{zero}: "
-        f"{most.path} now uses {distinct} distinct values per "
-        f"{'tensor' if c.granularity == 'per-tensor' else 'channel'}, so a weight can be stored "
-        f"as a {index_bits(distinct)}-bit index into a table of {distinct} numbers."
+        f"{most.path} now uses {n} distinct values per {unit}, so a weight can be stored "
+        f"as a {index_bits(n)}-bit index into a table of {n} numbers."
     )
 
 
 def _quantization(config: OptimizationConfig, changed: Sequence[TensorReport]) -> str | None:
-    q = config.quantization
+    q, c = config.grid, config.clustering  # after clustering, the grid's scales follow it
     quantized = [r for r in changed if r.bits is not None]
     if q is None or not quantized:
         return None
     lo, hi = code_range(q.bits, q.mode)
-    scale = "one scale per output channel" if q.granularity == "per-channel" else "one scale"
+    unit = "channel" if q.granularity == "per-channel" else "tensor"
+    scale = "one scale per output channel" if unit == "channel" else "one scale"
+    rounded = "every weight"
+    if c is not None:
+        scale = f"one scale per {unit}, as the {c.clusters} shared values are per {unit}"
+        rounded = "the shared values"
     text = (
-        f"Quantization rounded every weight to a {q.bits}-bit grid of {hi - lo + 1:,} evenly "
+        f"Quantization rounded {rounded} to a {q.bits}-bit grid of {hi - lo + 1:,} evenly "
         f"spaced levels ({q.mode}, {scale})"
     )
     worst = min_sqnr(quantized)
@@ -149,14 +161,21 @@ def _result(outcome: Outcome, baseline: Outcome) -> str:
 
 
 def sentences(config: OptimizationConfig, outcome: Outcome, baseline: Outcome) -> list[str]:
-    """Two to four plain sentences about what the active techniques did, with real numbers."""
-    changed = [r for r in outcome.eligible if r.transformed]
+    """Two to five plain sentences about what the active techniques did, with real numbers. A
+    per-layer recipe is said first; the techniques' sentences then count only the tensors of
+    the layers the sliders set."""
+    own = dict(config.overrides)
+    changed = [r for r in outcome.eligible if r.transformed and r.layer not in own]
     parts = [
         _pruning(config, changed),
         _clustering(config, changed),
         _quantization(config, changed),
     ]
     found = [p for p in parts if p]
+    if own:
+        each = "; ".join(f"{layer} {describe(t)}" for layer, t in own.items())
+        rest = ", and the sliders set the other layers" if found else ""
+        found.insert(0, f"The per-layer recipe gives layers their own setting: {each}{rest}.")
     if not found:
         return [
             "Nothing is applied yet: move a slider to prune, cluster or quantize the weights "
@@ -199,6 +218,130 @@ def verdict(exported: Exported) -> str:
     return "matches the preview" if abs(diff) < 0.05 else f"within {abs(diff):.1f} points"
 
 
+def size_words(before: int | None, after: int | None) -> str:
+    """``2.9× smaller``, ``1.2× larger`` or ``same size`` (to 0.1×); a dash when unknown."""
+    r = ratio(before, after)
+    if r is None:
+        return "—"
+    return "same size" if round(max(r, 1 / r), 1) == 1 else latency.times(r, "smaller", "larger")
+
+
+def file_name(stem: str, fmt: str) -> str:
+    """The name a downloaded file gets, e.g. ``digits_cnn_int4.tflite``."""
+    name = "optimized" if fmt == "keras" else fmt.removeprefix("tflite-")
+    return f"{stem}_{name}{FORMAT_SUFFIXES[fmt]}"
+
+
+@dataclass(frozen=True)
+class _Quality:
+    """How good each written file is, and what "good enough" is measured against."""
+
+    made: dict[str, Exported]
+    scores: dict[str, float]  # each file's accuracy; without labels, agreement with the preview
+    goal: float  # the float model's accuracy; without labels, full agreement
+    labelled: bool
+
+    def within(self, budget_points: float) -> list[str]:
+        return [f for f, v in self.scores.items() if 100 * (self.goal - v) <= budget_points + 1e-9]
+
+
+def _quality(exports: Mapping[str, Exported | str], reference: float | None) -> _Quality:
+    made = {f: e for f, e in exports.items() if isinstance(e, Exported)}
+    if reference is not None:
+        accuracy = {f: e.file_accuracy for f, e in made.items() if e.file_accuracy is not None}
+        if accuracy:
+            return _Quality(made, accuracy, reference, True)
+    agreement = {f: e.agreement for f, e in made.items() if e.agreement is not None}
+    return _Quality(made, agreement, 1.0, False)
+
+
+def recommended_format(
+    exports: Mapping[str, Exported | str],
+    reference_accuracy: float | None,
+    budget_points: float = BUDGET_POINTS,
+) -> str | None:
+    """The format to ship (see ``recommend_file``); ``None`` when no file was written."""
+    q = _quality(exports, reference_accuracy)
+    size = {f: e.size_bytes for f, e in q.made.items()}
+    if not q.scores:  # no data: the smallest file
+        return min(size, key=size.__getitem__, default=None)
+    within = q.within(budget_points)
+    if not within:  # nothing is good enough: the closest, the smaller of equals
+        return min(q.scores, key=lambda f: (-q.scores[f], size[f]))
+    return min(within, key=size.__getitem__)
+
+
+def _versus_original(e: Exported) -> str:
+    """``, 1.4× faster than the original`` or ``, same speed as the original``; nothing when
+    the file was not timed."""
+    words = latency.speed_words(e.latency, e.baseline_latency)
+    if words == "—":
+        return ""
+    return (
+        ", same speed as the original" if words == "same speed" else f", {words} than the original"
+    )
+
+
+def _pace(e: Exported) -> tuple[int, float]:
+    """Sort key of a timed file's speed: its verdict first (a noisy ratio does not outrank a
+    clear one), then its ratio to the original."""
+    assert e.latency is not None and e.baseline_latency is not None
+    verdict = latency.speed_verdict(e.latency, e.baseline_latency)
+    return ("slower", "same speed", "faster").index(verdict), latency.speedup(
+        e.latency, e.baseline_latency
+    )
+
+
+def recommend_file(
+    exports: Mapping[str, Exported | str],
+    reference_accuracy: float | None,
+    stem: str,
+    budget_points: float = BUDGET_POINTS,
+) -> str:
+    """One sentence naming the file to ship and why: the smallest file whose own accuracy is
+    within ``budget_points`` accuracy points of ``reference_accuracy`` (the float model's), and,
+    if another file within that budget is faster, the fastest (``_pace``: by its ratio to the
+    original, timed in the same run). Without labels, agreement with the preview stands in for accuracy;
+    without data, the smallest file. ``stem`` names the files as the download buttons do.
+
+    >>> recommend_file(exports, 0.981, "digits_cnn")  # doctest: +SKIP
+    "Ship digits_cnn_int4.tflite: the smallest file within 1 point of the float model's 98.1%..."
+    """
+    fmt = recommended_format(exports, reference_accuracy, budget_points)
+    if fmt is None:
+        return "No file could be written for this model."
+    q = _quality(exports, reference_accuracy)
+    e, name, size = q.made[fmt], file_name(stem, fmt), format_bytes(q.made[fmt].size_bytes)
+    if not q.scores:
+        return (
+            f"Ship {name}: the smallest file ({size}{_versus_original(e)}); without evaluation "
+            "data its accuracy is not checked."
+        )
+    score = percent(q.scores[fmt]) if q.labelled else f"agrees on {percent(q.scores[fmt])}"
+    facts = f"{size}, {score}{_versus_original(e)}"
+    budget = f"{budget_points:g} point{'' if budget_points == 1 else 's'}"
+    goal = (
+        f"the float model's {percent(q.goal)}" if q.labelled else "full agreement with the preview"
+    )
+    within = q.within(budget_points)
+    if fmt not in within:
+        return (
+            f"No file is within {budget} of {goal}: the closest is {name} ({facts}); "
+            "try gentler settings."
+        )
+    sentence = f"Ship {name}: the smallest file within {budget} of {goal} ({facts})"
+    timed = [q.made[f] for f in within if q.made[f].latency and q.made[f].baseline_latency]
+    fastest = max(timed, key=_pace, default=e)
+    if _versus_original(fastest) != _versus_original(e) and fastest.latency is not None:
+        sentence += (
+            f"; the fastest within budget is {file_name(stem, fastest.fmt)} "
+            f"({latency.format_time(fastest.latency.median_ms)}{_versus_original(fastest)})"
+        )
+    if not q.labelled:
+        sentence += "; the data has no labels, so agreement with the preview stands in for accuracy"
+    return sentence + "."
+
+
 def departure_reason(fmt: str, config: OptimizationConfig) -> str:
     """Why a file may compute other than the preview, in one sentence."""
     bits = 32 if config.quantization is None else config.quantization.bits
@@ -217,12 +360,27 @@ def departure_reason(fmt: str, config: OptimizationConfig) -> str:
     return "its weights are stored differently from the preview's."
 
 
+DOWNLOAD_DEFINITION = (
+    "Download size: the model file compressed with gzip -9, roughly what an app store or a web "
+    "download transfers. Here the .keras file as the app saves it; zeros and repeated values "
+    "compress well. Exact for a file up to 2 MB; for a larger one the changed kernels are "
+    "compressed on a spread sample for each setting (measured within 2% of compressing the "
+    "whole file)."
+)
+
+
+def download_ratio(outcome: Outcome, baseline: Outcome) -> float | None:
+    """The headline figure: the baseline's download size ÷ this one's (``DOWNLOAD_DEFINITION``),
+    ``None`` until measured."""
+    return ratio(baseline.sizes.gzip, outcome.sizes.gzip)
+
+
 def headline(outcome: Outcome, baseline: Outcome) -> str:
     """The one sentence a manager reads at a glance, e.g. "4.8× smaller download, accuracy
-    97.5% (−1.1 points)": the gzip figure (what a download transfers) and the quality."""
+    97.5% (−1.1 points)": the download size (``download_ratio``) and the quality."""
     if not outcome.measured:
         return "Measuring the download size and accuracy…"
-    smaller = ratio(baseline.sizes.gzip, outcome.sizes.gzip)
+    smaller = download_ratio(outcome, baseline)
     if smaller is None:
         size = "Download size unknown"
     elif round(smaller, 1) == 1:

@@ -24,10 +24,25 @@ T = TypeVar("T")
 BINS = 101  # odd, so that one bin is centred on zero for a symmetric range
 MAX_MARKS = 64  # mark every distinct optimized value when there are at most this many
 SAMPLE = 65_536  # values looked at before counting all of them
-ORIGINAL_COLOR = "#9aa5b1"
-OPTIMIZED_COLOR = "#1f6feb"
-MARK_COLOR = "#e8590c"
-HEIGHT = 400
+# Colour-blind-safe (Paul Tol's high-contrast blue, Okabe and Ito's vermillion), apart in every
+# common colour-vision deficiency, in greyscale and on a washed-out projector: the original a
+# light neutral grey behind the optimized dark blue (5:1 contrast), marks in vermillion, the
+# float model (where a chart marks it) black.
+ORIGINAL_COLOR = "#bbbbbb"
+OPTIMIZED_COLOR = "#004488"
+MARK_COLOR = "#d55e00"
+REFERENCE_COLOR = "#000000"
+FONT_SIZE = 16  # px: axis titles, tick labels and legends that read on a projector
+HEIGHT = 440
+
+
+def legible(fig: go.Figure) -> go.Figure:
+    """``fig`` with every axis title, tick label and legend at ``FONT_SIZE``: set on each, since
+    Streamlit's theme sets them smaller one by one."""
+    text = {"size": FONT_SIZE}
+    fig.update_xaxes(title_font=text, tickfont=text)
+    fig.update_yaxes(title_font=text, tickfont=text)
+    return fig.update_layout(font=text, legend_font=text)
 
 
 Counted = tuple[np.ndarray, np.ndarray]  # distinct values (sorted), and how many weights hold each
@@ -51,9 +66,10 @@ def tensor_choice(
 
 
 def mark_label(config: OptimizationConfig) -> str:
-    """What the distinct optimized values are, in the words of the active technique."""
+    """What the distinct optimized values are, in the words of the active technique (cluster
+    centroids rounded to the grid are no longer centroids, but still the shared values)."""
     if config.clustering is not None:
-        return "cluster centroids"
+        return "cluster centroids" if config.quantization is None else "shared values"
     if config.quantization is not None:
         return "quantization levels"
     return "distinct values"
@@ -94,25 +110,22 @@ def _range(part: Part) -> tuple[float, float]:
 
 
 def few_levels(values: Values) -> tuple[np.ndarray, np.ndarray]:
-    """The distinct values of ``values`` and their counts when there are at most ``MAX_MARKS``,
-    else empty arrays. Counted parts give theirs at once; of the arrays a spread sample is
-    looked at first: if it alone holds more, so does the whole, and the full sort (a quarter
-    second for a MobileNet's weights) is skipped."""
+    """The distinct values of ``values`` and their counts when each part (tensor) holds at most
+    ``MAX_MARKS``, else empty arrays; several parts together may hold more. Counted parts give
+    theirs at once; of the arrays a spread sample is looked at first: if it alone holds more,
+    so does the whole, and the full sort (a quarter second for a MobileNet's weights) is
+    skipped."""
     parts = _parts(values)
     none = np.zeros(0, np.float32), np.zeros(0, np.int64)
     found = [p for p in parts if isinstance(p, tuple)]
     arrays = [p.ravel() for p in parts if not isinstance(p, tuple)]
-    levels, counts = merged(found)
-    if levels.size > MAX_MARKS:
+    step = max(1, sum(a.size for a in arrays) // SAMPLE)
+    if any(p[0].size > MAX_MARKS for p in found) or any(
+        np.unique(a[::step]).size > MAX_MARKS for a in arrays
+    ):
         return none
-    if arrays:
-        step = max(1, sum(a.size for a in arrays) // SAMPLE)
-        if np.unique(np.concatenate([a[::step] for a in arrays])).size > MAX_MARKS:
-            return none
-        levels, counts = merged(
-            [(levels, counts), *(np.unique(a, return_counts=True) for a in arrays)]
-        )
-    return (levels, counts) if levels.size <= MAX_MARKS else none
+    found += [np.unique(a, return_counts=True) for a in arrays]
+    return none if any(p[0].size > MAX_MARKS for p in found) else merged(found)
 
 
 def merged(parts: Sequence[Counted]) -> Counted:
@@ -185,6 +198,12 @@ def changed(original: Values, optimized: Values) -> bool:
     )
 
 
+def marks_words(levels: int, marks_name: str, optimized: Values) -> str:
+    """The marks' legend: ``16 cluster centroids``, ``59 shared values in 5 tensors``."""
+    tensors = len(_parts(optimized))
+    return f"{levels:,} {marks_name}" + (f" in {tensors} tensors" if tensors > 1 else "")
+
+
 def weight_histogram(
     original: Values,
     optimized: Values | None = None,
@@ -193,34 +212,26 @@ def weight_histogram(
     marks_name: str = "distinct values",
 ) -> go.Figure:
     """Histogram of ``original`` with ``optimized`` overlaid; when the optimized values are few
-    (at most ``MAX_MARKS``) each one is marked with a vertical line."""
+    (at most ``MAX_MARKS``) each one is marked with a triangle above the bars. Several tensors, each with
+    its own few values, are named so in the legend ("59 shared values in 5 tensors"), and
+    over ``MAX_MARKS`` together the legend says they are too many to mark."""
     edges = _bins([original] if optimized is None else [original, optimized])
-    fig = go.Figure(_bars(original, edges, "original", ORIGINAL_COLOR, 0.6))
+    fig = go.Figure(_bars(original, edges, "original", ORIGINAL_COLOR, 1.0))
     if optimized is not None:
-        fig.add_trace(_bars(optimized, edges, "optimized", OPTIMIZED_COLOR, 0.7))
+        fig.add_trace(_bars(optimized, edges, "optimized", OPTIMIZED_COLOR, 0.8))
         levels, counts = few_levels(optimized)
         if levels.size and changed(original, optimized):
-            # One trace of vertical segments (x, x, None, ...) on a 0..1 axis: far faster than
-            # one layout shape per value, and it stays put on a log-scale y axis.
+            name = marks_words(levels.size, marks_name, optimized)
+            marked = levels.size <= MAX_MARKS  # else each tensor's own few, too many together
             fig.add_trace(
                 go.Scatter(
-                    x=np.repeat(levels, 3),
-                    y=np.tile([0.0, 1.0, np.nan], levels.size),
-                    yaxis="y2",
-                    mode="lines",
-                    line={"color": MARK_COLOR, "width": 1, "dash": "dot"},
-                    hoverinfo="skip",
-                    showlegend=False,
-                )
-            )
-            fig.add_trace(
-                go.Scatter(
-                    x=levels,
-                    y=np.ones(levels.size),
+                    # Not marked: a legend entry alone (plotly lists a trace of one empty point).
+                    x=levels if marked else [None],
+                    y=np.ones(levels.size) if marked else [None],
                     yaxis="y2",
                     mode="markers",
                     marker={"symbol": "triangle-down", "size": 9, "color": MARK_COLOR},
-                    name=f"{levels.size} {marks_name}",
+                    name=name if marked else f"{name}: too many to mark",
                     customdata=counts,
                     hovertemplate="value %{x:.5g}: %{customdata:,} weights<extra></extra>",
                 )
@@ -236,7 +247,7 @@ def weight_histogram(
         yaxis2={"overlaying": "y", "range": [0, 1.04], "visible": False, "fixedrange": True},
         hovermode="closest",
     )
-    return fig
+    return legible(fig)
 
 
 ZERO_COLOR = "#3d444d"
@@ -271,7 +282,7 @@ def weight_grid(w: np.ndarray, bound: float, height: int = 280) -> go.Figure:
         xaxis={"visible": False, "constrain": "domain"},
         yaxis={"visible": False, "autorange": "reversed", "scaleanchor": "x"},
     )
-    return fig
+    return legible(fig)
 
 
 def size_sweep(percents: Sequence[int], raw: Sequence[int], gzipped: Sequence[int]) -> go.Figure:
@@ -283,10 +294,11 @@ def size_sweep(percents: Sequence[int], raw: Sequence[int], gzipped: Sequence[in
         ]
     )
     fig.update_layout(
-        height=300,
+        height=340,
         margin={"l": 10, "r": 10, "t": 30, "b": 10},
+        colorway=[OPTIMIZED_COLOR, MARK_COLOR],
         legend={"orientation": "h", "yanchor": "bottom", "y": 1.02, "x": 0},
         xaxis={"title": "weights pruned (%)"},
         yaxis={"title": "bytes", "rangemode": "tozero"},
     )
-    return fig
+    return legible(fig)

@@ -25,10 +25,10 @@ from optimizers import constraints
 from optimizers.finetune import FinetuneConfig, check_plans
 from optimizers.keras_io import InputError
 from optimizers.pipeline import OptimizationConfig
-from optimizers.pruning import PruningConfig
-from ui import services, state
+from ui import services, settings, state
 from ui.explain import percent
-from ui.state import OFF
+from ui.figures import MARK_COLOR, OPTIMIZED_COLOR, legible
+from ui.setting import config_words
 
 POLL_SECONDS = 0.5
 LEARNING_RATES = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2)
@@ -83,57 +83,14 @@ def start(
     threading.Thread(target=job.run, args=(train,), daemon=True, name="finetune").start()
 
 
-def switch(
-    model: services.KerasModel,
-    config: OptimizationConfig | None = None,
-    origin: services.KerasModel | None = None,
-) -> None:
-    """``on_click``: make ``model`` the session's model; a fine-tuned one comes with the
-    ``config`` to preview it with and the ``origin`` it was tuned from. ``draw`` then reruns
-    the whole page for it."""
+def switch(model: services.KerasModel) -> None:
+    """``on_click``: make ``model`` the session's model; a fine-tuned one comes with the setting
+    it was trained toward, so its preview is the file Download writes. ``draw`` then reruns the
+    whole page for it."""
     session = st.session_state
     state.set_model(session, model, same_layers=True)
-    if config is not None:
-        put_config(session, config)
-    if origin is not None:
-        session[state.FT_ORIGIN] = (model.key, origin)
-
-
-def describe(config: OptimizationConfig) -> str:
-    """The setting in a few words: ``80% pruning · 8 shared values · 4 bits``."""
-    parts = []
-    if config.pruning is not None:
-        p = config.pruning
-        parts.append(
-            "2:4 pruning" if p.structure == "2:4" else f"{p.sparsity:.0%} pruning ({p.scope})"
-        )
-    if config.clustering is not None:
-        parts.append(f"{config.clustering.clusters} shared values")
-    if config.quantization is not None:
-        parts.append(f"{config.quantization.bits} bits")
-    return " · ".join(parts)
-
-
-def put_config(session: MutableMapping[str, Any], config: OptimizationConfig) -> None:
-    """Set the Explore controls so that ``settings.config_from_state`` gives ``config``."""
-    p, c, q = config.pruning, config.clustering, config.quantization
-    if p is not None:
-        state.put(session, state.STRUCTURE, p.structure)
-        state.put(session, state.SCOPE, p.scope)
-        state.put(session, state.SPARSITY, round(100 * p.sparsity))
-    else:
-        state.put(session, state.STRUCTURE, PruningConfig().structure)
-        state.put(session, state.SPARSITY, 0)
-    state.put(session, state.CLUSTERS, OFF if c is None else c.clusters)
-    if c is not None:
-        state.put(session, state.INIT, c.init)
-        state.put(session, state.PRESERVE_SPARSITY, c.preserve_sparsity)
-        state.put(session, state.CLUSTER_GRANULARITY, c.granularity)
-    state.put(session, state.BITS, OFF if q is None else q.bits)
-    if q is not None:
-        state.put(session, state.QUANT_MODE, q.mode)
-        state.put(session, state.QUANT_GRANULARITY, q.granularity)
-    state.put(session, state.SKIP, list(config.skip))
+    if model.tuned_toward is not None:
+        settings.put_config(session, model.tuned_toward)
 
 
 def progress_chart(epochs: list[Epoch], total: int) -> go.Figure:
@@ -141,24 +98,29 @@ def progress_chart(epochs: list[Epoch], total: int) -> go.Figure:
     x = [epoch for epoch, _, _ in epochs]
     fig = go.Figure()
     fig.add_scatter(
-        x=x, y=[loss for _, loss, _ in epochs], name="training loss", mode="lines+markers"
+        x=x,
+        y=[loss for _, loss, _ in epochs],
+        name="training loss",
+        mode="lines+markers",
+        line={"color": OPTIMIZED_COLOR},
     )
     fig.add_scatter(
         x=x,
         y=[None if acc is None else 100 * acc for _, _, acc in epochs],
         name="validation accuracy (%)",
         mode="lines+markers",
+        line={"color": MARK_COLOR},
         yaxis="y2",
     )
     fig.update_layout(
-        height=260,
-        margin={"l": 10, "r": 10, "t": 10, "b": 10},
+        height=320,
+        margin={"l": 10, "r": 10, "t": 30, "b": 10},
         xaxis={"title": "epoch", "range": [0.5, total + 0.5]},
         yaxis={"title": "loss", "rangemode": "tozero"},
         yaxis2={"title": "validation accuracy (%)", "overlaying": "y", "side": "right"},
-        legend={"orientation": "h", "y": 1.12},
+        legend={"orientation": "h", "yanchor": "bottom", "y": 1.02, "x": 0},
     )
-    return fig
+    return legible(fig)
 
 
 def _live(job: Job) -> None:
@@ -167,7 +129,7 @@ def _live(job: Job) -> None:
         st.rerun()
     done = len(job.epochs)
     words = (
-        f"Fine-tuning {job.model.name} toward {describe(job.config)}: "
+        f"Fine-tuning {job.model.name} toward {config_words(job.config)}: "
         f"epoch {done} of {job.settings.epochs}"
     )
     if job.epochs:
@@ -270,7 +232,7 @@ def comparison(model: services.KerasModel, config: OptimizationConfig, job: Job)
         icon=":material/swap_horiz:",
         key="finetune_explore",
         on_click=switch,
-        args=(tuned.model, result.config, model),
+        args=(tuned.model,),
         help="Makes the fine-tuned model this session's model, with the sliders at this "
         "setting: the Download page then writes and verifies its files.",
     )
@@ -282,14 +244,18 @@ def draw(model: services.KerasModel, config: OptimizationConfig) -> None:
     if session[state.MODEL] is not model:  # switched by a button below: redraw the page
         st.rerun()
     st.subheader("Fine-tune")
-    origin = session.get(state.FT_ORIGIN)
-    if origin is not None and origin[0] == model.key:
+    if model.origin is not None:
         st.caption(
-            f"This is {origin[1].name} fine-tuned: the pipeline at this setting leaves its "
-            "weights as they are, so the Download page's files equal this preview."
+            f"This is {model.origin.name} fine-tuned toward "
+            f"{config_words(model.tuned_toward or config)}: every delta above is against "
+            f"{model.origin.name}, the original float model. At this setting the pipeline "
+            "leaves its weights as they are, so the Download page's files equal this preview."
         )
         st.button(
-            f"Back to {origin[1].name}", key="finetune_back", on_click=switch, args=(origin[1],)
+            f"Back to {model.origin.name}",
+            key="finetune_back",
+            on_click=switch,
+            args=(model.origin,),
         )
         return
     st.caption(

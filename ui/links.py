@@ -1,5 +1,11 @@
-"""Links that carry the settings: on Explore and Download the address bar is always a link to
+"""Links that carry the setting: on Explore and Download the address bar is always a link to
 the view on screen, e.g. ``?sample=digits_cnn&sparsity=0.6&clusters=16&bits=4``.
+
+A link is written from the session's one ``Setting`` and read back into it, so it carries all of
+it: the sample, the three techniques, the advanced settings that differ from their defaults, the
+layers to skip, each per-layer setting as ``layer.NAME=0.9,4,off`` (sparsity, clusters, bits,
+then ``;option=value`` for the options that differ from the library's defaults), and a setting
+pinned to compare with as the same parameters prefixed ``a.``.
 
 A parameter's name comes from ``state.LINK_PARAMS`` (the CLI's option names) and the values it
 may hold are the ones the page offers (``ui.settings`` and the library's own lists), so a link
@@ -10,20 +16,27 @@ A session applies the link it was opened with once, before any widget is drawn (
 after that the pages only write the address bar (``write``). So a slider move is never undone
 by an older address that the browser sends back while the new one is on its way, and opening a
 link always means a fresh session (the browser reloads the page). A value the page does not
-offer is ignored with one sentence. An uploaded model cannot travel in a link: the link then
-carries the settings only, and the page says so.
+offer is ignored with one sentence. An uploaded or fine-tuned model cannot travel in a link:
+the link then carries the settings only, and the page says so.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, MutableMapping, Sequence
+from dataclasses import replace
 from typing import Any
+from urllib.parse import urlencode
 
 import streamlit as st
 
 import sample_models
 from optimizers import clustering, pruning, quantization
+from optimizers.clustering import ClusteringConfig
+from optimizers.pipeline import Techniques
+from optimizers.pruning import PruningConfig
+from optimizers.quantization import QuantizationConfig
 from ui import loading, services, settings, state
+from ui.setting import Setting
 from ui.state import OFF
 
 # The values each setting may take in a link: exactly the page's choices.
@@ -98,46 +111,175 @@ def parse(key: str, text: str, layers: Sequence[str]) -> Any:
     )
 
 
-def settings_to_params(session: Mapping[str, Any]) -> dict[str, str]:
-    """The query parameters of the view on screen: the sample (not an upload), the three
-    techniques, and every advanced setting that is not at its default."""
-    params = {}
-    sample = getattr(session.get(state.MODEL), "sample", None)
-    if sample is not None:
-        params[state.LINK_PARAMS[state.SAMPLE]] = sample
+LAYER = "layer."  # prefix of a per-layer setting's parameter
+PINNED = "a."  # prefix of the pinned setting's parameters
+# A per-layer setting's options, by the link name of the global setting they mirror.
+OPTIONS_OF: dict[str, tuple[str, str]] = {  # link name -> (stage, field)
+    "structure": ("pruning", "structure"),
+    "scope": ("pruning", "scope"),
+    "init": ("clustering", "init"),
+    "preserve_sparsity": ("clustering", "preserve_sparsity"),
+    "cluster_granularity": ("clustering", "granularity"),
+    "mode": ("quantization", "mode"),
+    "granularity": ("quantization", "granularity"),
+}
+STAGE_DEFAULTS = {
+    "pruning": PruningConfig(),
+    "clustering": ClusteringConfig(),
+    "quantization": QuantizationConfig(),
+}
+
+
+def techniques_text(t: Techniques) -> str:
+    """A per-layer setting as a link writes it: ``0.9,4,off`` then ``;mode=asymmetric`` for
+    each option that differs from the library's default."""
+    p, c, q = t.pruning, t.clustering, t.quantization
+    main = [
+        f"{p.sparsity:g}" if p else "0",
+        str(c.clusters) if c else "off",
+        str(q.bits) if q else "off",
+    ]
+    extra = [
+        f"{name}={link_text(state.PRESERVE_SPARSITY, value) if isinstance(value, bool) else value}"
+        for name, (stage, attr) in OPTIONS_OF.items()
+        if (config := getattr(t, stage)) is not None
+        and (value := getattr(config, attr)) != getattr(STAGE_DEFAULTS[stage], attr)
+    ]
+    return ";".join([",".join(main), *extra])
+
+
+def parse_techniques(layer: str, text: str) -> Techniques:
+    """The per-layer setting ``text`` names; ``ValueError`` says in one sentence why not."""
+    where = f"The link's {quoted(LAYER + layer)}={quoted(text)} was ignored"
+    main, *extra = text.split(";")
+    values = main.split(",")
+    if len(values) != 3:
+        raise ValueError(f"{where}: it takes sparsity, clusters and bits, e.g. 0.9,4,off.")
+    options: dict[str, dict[str, Any]] = {stage: {} for stage in STAGE_DEFAULTS}
+    for item in extra:
+        name, _, value = item.partition("=")
+        if name not in OPTIONS_OF:
+            raise ValueError(f"{where}: {quoted(name)} is not one of {', '.join(OPTIONS_OF)}.")
+        stage, attr = OPTIONS_OF[name]
+        options[stage][attr] = {"true": True, "false": False}.get(value, value)
+    sparsity, clusters, bits = values
+    try:
+        share = float(sparsity)
+        structured = options["pruning"].get("structure", "unstructured") != "unstructured"
+        return Techniques(
+            PruningConfig(share, **options["pruning"]) if share > 0 or structured else None,
+            None if clusters == "off" else ClusteringConfig(int(clusters), **options["clustering"]),
+            None if bits == "off" else QuantizationConfig(int(bits), **options["quantization"]),
+        )
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"{where}: {' '.join(str(e).split())[:120]}.") from None
+
+
+def params(setting: Setting, pinned: Setting | None = None, prefix: str = "") -> dict[str, str]:
+    """The query parameters of ``setting``: its sample (when it travels), the three
+    techniques, every advanced setting that is not at its default, its per-layer settings, and
+    the ``pinned`` setting under ``a.``."""
+    found = {}
+    if not prefix and setting.model.travels:
+        found[state.LINK_PARAMS[state.SAMPLE]] = str(setting.model.sample)
     for key, name in state.LINK_PARAMS.items():
         if key == state.SAMPLE:
             continue
-        value = state.get(session, key)
+        value = state.get({state.SETTING: setting}, key)
         if key in ALWAYS or value != state.DEFAULTS[key]:
-            params[name] = link_text(key, value)
-    return params
+            found[prefix + name] = link_text(key, value)
+    for layer, t in setting.layer_overrides:
+        found[prefix + LAYER + layer] = techniques_text(t)
+    if pinned is not None:
+        found |= params(pinned, prefix=PINNED)
+    return found
 
 
-def apply_params(params: Mapping[str, str], session: MutableMapping[str, Any]) -> list[str]:
-    """Make the settings a link names the session's settings; one sentence for each value that
-    was ignored. The sample comes first, as a new model starts its layer choices afresh; the
-    layers to skip are checked against the model the link opens."""
-    keys = {name: key for key, name in state.LINK_PARAMS.items()}
-    notes = [
-        f"The link's parameter {quoted(name)} was ignored: it is not a setting "
-        f"(the settings are {', '.join(keys)})."
-        for name in params
-        if name not in keys
-    ]
-    # The sample first (it may load another model), the layers to skip last.
-    order = sorted(state.LINK_PARAMS, key=lambda k: (k != state.SAMPLE, k == state.SKIP))
-    for key in (k for k in order if state.LINK_PARAMS[k] in params):
-        layers = getattr(loading.loaded(session), "layers", ())
+def settings_to_params(session: Mapping[str, Any]) -> dict[str, str]:
+    """The query parameters of the view on screen (``params`` of the session's setting)."""
+    return params(state.setting(session), session.get(state.PINNED))
+
+
+def url(session: Mapping[str, Any], page: str = "explore") -> str:
+    """The whole link to the view on screen, as a person can paste it."""
+    base = "http://localhost:8501"
+    try:
+        base = str(st.context.url).split("?")[0].rsplit("/", 1)[0] or base
+    except Exception:  # no browser behind this run (AppTest, a report built in a script)
+        pass
+    return f"{base}/{page}?{urlencode(settings_to_params(session))}"
+
+
+def read_setting(
+    found: Mapping[str, str], base: Setting, layers: Sequence[str], prefix: str = ""
+) -> tuple[Setting, list[str]]:
+    """``base`` with every setting ``found`` names under ``prefix`` (not the sample); one
+    sentence for each value that was ignored."""
+    notes, changes, overrides = [], {}, []
+    for key, name in state.LINK_PARAMS.items():
+        if key == state.SAMPLE or prefix + name not in found:
+            continue
         try:
-            value = parse(key, params[state.LINK_PARAMS[key]], layers)
+            value = parse(key, found[prefix + name], layers)
         except ValueError as e:
             notes.append(str(e))
             continue
-        state.put(session, key, value)
-        if key == state.SAMPLE:
+        changes[key] = tuple(value) if key == state.SKIP else value
+    for name, text in found.items():
+        if not name.startswith(prefix + LAYER):
+            continue
+        layer = name.removeprefix(prefix + LAYER)
+        try:
+            if layer not in layers:
+                raise ValueError(
+                    f"The link's {quoted(name)} was ignored: this model has no layer named "
+                    f"{quoted(layer)}."
+                )
+            overrides.append((layer, parse_techniques(layer, text)))
+        except ValueError as e:
+            notes.append(str(e))
+    if overrides:
+        changes[state.OVERRIDES] = tuple(overrides)
+    return replace(base, **changes), notes
+
+
+def is_setting(name: str) -> bool:
+    """Whether a query parameter's ``name`` is one a link may carry (the sample only once)."""
+    bare = name.removeprefix(PINNED)
+    sample = bare == state.LINK_PARAMS[state.SAMPLE]
+    return bare.startswith(LAYER) or (
+        bare in state.LINK_PARAMS.values() and not (sample and bare != name)
+    )
+
+
+def apply_params(found: Mapping[str, str], session: MutableMapping[str, Any]) -> list[str]:
+    """Make the setting a link names the session's setting; one sentence for each value that
+    was ignored. The sample comes first, as a new model starts its layer choices afresh; the
+    layers are checked against the model the link opens."""
+    notes = [
+        f"The link's parameter {quoted(name)} was ignored: it is not a setting "
+        f"(the settings are {', '.join(state.LINK_PARAMS.values())}, {LAYER}NAME and the same "
+        f"prefixed {PINNED})."
+        for name in found
+        if not is_setting(name)
+    ]
+    sample = state.LINK_PARAMS[state.SAMPLE]
+    if sample in found:
+        try:
+            state.put(session, state.SAMPLE, parse(state.SAMPLE, found[sample], ()))
             state.put(session, state.SOURCE, state.SAMPLE_SOURCE)
             loading.sync_source(session)
+        except ValueError as e:
+            notes.append(str(e))
+    layers = getattr(loading.loaded(session), "layers", ())
+    fresh = Setting(model=state.setting(session).model)  # what the link leaves out is default
+    setting, ignored = read_setting(found, fresh, layers)
+    notes += ignored
+    state.put_setting(session, setting)
+    if any(name.startswith(PINNED) for name in found):
+        pinned, ignored = read_setting(found, fresh, layers, PINNED)
+        notes += ignored
+        session[state.PINNED] = pinned
     return notes
 
 
@@ -146,7 +288,8 @@ def follow(session: MutableMapping[str, Any]) -> list[str]:
     the sentences of the values it ignored."""
     if session.get(state.LINK_OPENED):
         return []
-    notes = apply_params(st.query_params.to_dict(), session)
+    found = st.query_params.to_dict()
+    notes = apply_params(found, session) if found else []  # no link: the session's own setting
     session[state.LINK_OPENED] = True
     return notes
 
@@ -159,11 +302,15 @@ def write(session: Mapping[str, Any]) -> None:
 
 
 def show(notes: Sequence[str], model: services.KerasModel) -> None:
-    """The ignored values' sentences, and that an uploaded model stays out of the link."""
+    """The ignored values' sentences, and that an uploaded or fine-tuned model stays out of
+    the link."""
     for note in notes:
         st.warning(note, icon=":material/link_off:")
-    if model.sample is None:
+    ref = state.model_ref(model)
+    if not ref.travels:
+        what = "a fine-tuned model" if ref.tuned_from else "an uploaded file"
         st.caption(
-            f"The address bar links to these settings, but {model.name} cannot travel in a "
-            "link: whoever opens it sees the settings on a bundled sample."
+            f"The address bar carries these settings only: {model.name} is {what} and cannot "
+            "travel in a link, so whoever opens it sees the settings on a bundled sample, not "
+            "this model."
         )

@@ -25,10 +25,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import tempfile
 import threading
+import time
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Generic, TypeVar
@@ -52,6 +54,7 @@ DATA_SUFFIXES = (".npz",)
 NO_CONFIG = OptimizationConfig()
 MB = 1024 * 1024
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 class ByteCache(Generic[T]):
@@ -131,6 +134,10 @@ class KerasModel:
     data_name: str | None
     prepared: explore.Prepared
     file_bytes: int
+    # A fine-tuned model: the model it was fine-tuned from (its baseline stays that model's)
+    # and the config it was trained toward.
+    origin: KerasModel | None = None
+    tuned_toward: OptimizationConfig | None = None
 
     @property
     def stem(self) -> str:
@@ -294,8 +301,9 @@ def measured(
 
 
 def baseline(model: KerasModel, on_batch: explore.Progress | None = None) -> explore.Outcome:
-    """The untouched model's figures (cached)."""
-    return measured(model, NO_CONFIG, on_batch)
+    """The figures every delta is measured against (cached): the untouched model's, or for a
+    fine-tuned model the original float model's it was fine-tuned from."""
+    return measured(model.origin or model, NO_CONFIG, on_batch)
 
 
 def compare(model: KerasModel, config: OptimizationConfig) -> Comparison:
@@ -303,16 +311,138 @@ def compare(model: KerasModel, config: OptimizationConfig) -> Comparison:
     return Comparison(baseline(model), measured(model, config))
 
 
-def export(model: KerasModel, config: OptimizationConfig, fmt: str) -> explore.Exported | str:
-    """The verified file of ``model`` with ``config`` in format ``fmt`` (cached), or why not."""
+# --- the Download page's files: converted, verified and timed in the background, one at a time ---
 
-    def make() -> explore.Exported | str:
-        try:
-            return explore.export_file(model.prepared, measured(model, config), fmt)
-        except ValueError as e:  # this model cannot be written in this format: say why, once
-            return str(e)
+OWNER_SECONDS = 30.0  # a session that has not asked for a while (a closed tab) no longer wants
+TIMED = ByteCache["dict[str, explore.Exported | str]"](
+    256 * MB,
+    lambda files: sum(e.size_bytes for e in files.values() if isinstance(e, explore.Exported)),
+)
 
-    return EXPORTS.get_or_make((model.key, config, fmt), make)
+
+@dataclass
+class Job:
+    """One file to convert and verify, or one setting's files to time; ``status`` is what the
+    page shows while it waits."""
+
+    make: Callable[[], object]
+    rank: tuple[int, int]  # (stage, position): files before timing, in the order asked
+    status: str
+    owners: dict[str, float]  # session -> when it last asked
+    running: bool = False
+
+
+class Conversions:
+    """A queue of ``Job`` run by one thread per process: a real-size model's conversion holds
+    gigabytes while it runs, so two never run at once, and each is freed before the next. A
+    result goes into its cache, shared by every session. Each session's newest request replaces
+    its previous one, so a job that no session still wants (a setting left behind) is dropped
+    before it starts."""
+
+    def __init__(self) -> None:
+        self._jobs: dict[Hashable, Job] = {}
+        self._ready = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def ask(self, owner: str, wanted: dict[Hashable, Job]) -> dict[Hashable, str]:
+        """Queue ``wanted`` (key -> job) for ``owner``, forget what it asked for before; the
+        status of each wanted key."""
+        now = time.monotonic()
+        with self._ready:
+            for key, job in list(self._jobs.items()):
+                if key not in wanted:
+                    job.owners.pop(owner, None)
+                job.owners = {o: t for o, t in job.owners.items() if now - t < OWNER_SECONDS}
+                if not job.owners and not job.running:
+                    del self._jobs[key]
+            for key, job in wanted.items():
+                found = self._jobs.setdefault(key, job)
+                found.owners[owner] = now
+                found.rank = min(found.rank, job.rank)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._work, daemon=True, name="convert")
+                self._thread.start()
+            self._ready.notify()
+            return {
+                key: self._jobs[key].status if self._jobs[key].running else "queued"
+                for key in wanted
+            }
+
+    def _work(self) -> None:
+        while True:
+            with self._ready:
+                waiting = [k for k, j in self._jobs.items() if not j.running]
+                if not waiting:
+                    self._ready.wait()
+                    continue
+                key = min(waiting, key=lambda k: self._jobs[k].rank)  # ties: first asked
+                job = self._jobs[key]
+                job.running = True
+            try:
+                job.make()
+            except Exception:  # make() keeps its own refusals; never let the worker die
+                log.exception("background job %s failed", key)
+            with self._ready:
+                del self._jobs[key]
+
+
+CONVERSIONS = Conversions()
+
+
+def _refusal(fmt: str, make: Callable[[], explore.Exported]) -> explore.Exported | str:
+    try:
+        return make()
+    except ValueError as e:  # this model cannot be written in this format: say why, once
+        return str(e)
+    except Exception as e:  # a bug: log it, say it in one sentence, offer the other files
+        log.exception("writing %s failed", fmt)
+        return f"writing it failed ({type(e).__name__}: {' '.join(str(e).split())[:200]})"
+
+
+def exports(
+    owner: str, model: KerasModel, config: OptimizationConfig, formats: Sequence[str]
+) -> tuple[dict[str, explore.Exported | str], dict[str, str]]:
+    """Every file of ``formats`` that is ready (verified, then timed too), or why it cannot be
+    made; and what the others wait for ("queued", "converting and verifying…", "timing…").
+    What is missing is asked for in the background (``CONVERSIONS``), the first format first."""
+    timed = TIMED.get((model.key, config))
+    if timed is not None:
+        return timed, {}
+    outcome = measured(model, config)
+    files: dict[str, explore.Exported | str] = {}
+    wanted: dict[Hashable, Job] = {}
+    for position, fmt in enumerate(formats):
+        key = (model.key, config, fmt)
+        found = EXPORTS.get(key)
+        if found is not None:
+            files[fmt] = found
+            continue
+
+        def make(key: Hashable = key, fmt: str = fmt) -> None:
+            if EXPORTS.get(key) is None:  # not made since it was asked for
+                EXPORTS.put(
+                    key, _refusal(fmt, lambda: explore.verify(model.prepared, outcome, fmt))
+                )
+
+        wanted[key] = Job(make, (0, position), "converting and verifying…", {})
+    if not wanted:  # every file verified: time them together with the original
+
+        def time_all() -> None:
+            if TIMED.get((model.key, config)) is not None:  # timed since it was asked for
+                return
+            made = {f: e for f, e in files.items() if isinstance(e, explore.Exported)}
+            done = explore.time_exports(model.prepared, made)
+            TIMED.put((model.key, config), {f: done.get(f, e) for f, e in files.items()})
+
+        wanted[(model.key, config)] = Job(time_all, (1, 0), "timing…", {})
+    statuses = CONVERSIONS.ask(owner, wanted)
+    waiting = {key[2]: status for key, status in statuses.items() if len(key) == 3}
+    if not waiting:
+        status = next(iter(statuses.values())).replace("queued", "to be timed")
+        waiting = {
+            f: status for f, e in files.items() if f != "keras" and isinstance(e, explore.Exported)
+        }
+    return files, waiting
 
 
 def recipe_json(config: OptimizationConfig) -> str:
@@ -430,6 +560,16 @@ def finetuned(
     tuned_key = f"{digest(data)}:{model.key.split(':', 1)[1]}"
     prepared = _prepared(tuned_key, keras_model, model.prepared.x, model.prepared.y)
     tuned = Finetuned(
-        result, KerasModel(tuned_key, name, None, model.data_name, prepared, len(data))
+        result,
+        KerasModel(
+            tuned_key,
+            name,
+            None,
+            model.data_name,
+            prepared,
+            len(data),
+            model.origin or model,
+            result.config,
+        ),
     )
     return tuned if result.stopped else FINETUNED.put(key, tuned)

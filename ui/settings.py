@@ -1,32 +1,29 @@
-"""The optimization controls, and the one ``OptimizationConfig`` their values describe.
+"""The optimization controls, which read and write the session's one ``Setting``.
 
 Every choice list comes from the library (``STRUCTURES``, ``INIT_LABELS``, ``BITS``, ...), so
-the app can never offer a setting the library does not have. Widget values live in session
-state under the keys of ``ui.state``; ``config_from_state`` reads them, so the Download page
-builds the same config as the Explore page without drawing any widget.
+the app can never offer a setting the library does not have. Each widget's key is its field of
+``ui.setting.Setting`` (``ui.state`` keeps it), so the Download page runs the same config as the
+Explore page without drawing any widget.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, MutableMapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import streamlit as st
 
 from optimizers import clustering, pruning, quantization
-from optimizers.clustering import ClusteringConfig
 from optimizers.pipeline import OptimizationConfig, describe
-from optimizers.pruning import PruningConfig
-from optimizers.quantization import QuantizationConfig
 from ui import state
-from ui.state import OFF
+from ui.setting import OFF, STRUCTURED, Setting, recipe_words, with_config
 
 MAX_SPARSITY = 95  # percent
 SPARSITY_STEP = 5
 # Left to right = more compression, for all three sliders.
 CLUSTER_OPTIONS: tuple[Any, ...] = (OFF, 256, 128, 64, 32, 16, 8, 4, 2)
 BIT_OPTIONS: tuple[Any, ...] = (OFF, *sorted(quantization.BITS, reverse=True))
-STRUCTURED = "2:4"
 
 
 def short(label: str) -> str:
@@ -47,60 +44,10 @@ def bits_label(value: Any) -> str:
     return "Off (32-bit float)" if value == OFF else f"{value} bits"
 
 
-def config_from_state(session: Mapping[str, Any]) -> OptimizationConfig:
-    """The config the current settings describe (every stage may be off)."""
-
-    def get(key: str) -> Any:
-        return state.get(session, key)
-
-    prune = None
-    if get(state.STRUCTURE) == STRUCTURED:
-        prune = PruningConfig(0.5, STRUCTURED)
-    elif get(state.SPARSITY) > 0:
-        structure = get(state.STRUCTURE)  # unstructured or channels: the slider sets the share
-        scope = get(state.SCOPE) if structure == "unstructured" else "per-layer"
-        prune = PruningConfig(round(get(state.SPARSITY) / 100, 4), structure, scope)
-    cluster = None
-    if get(state.CLUSTERS) != OFF:
-        cluster = ClusteringConfig(
-            int(get(state.CLUSTERS)),
-            init=get(state.INIT),
-            preserve_sparsity=bool(get(state.PRESERVE_SPARSITY)),
-            granularity=get(state.CLUSTER_GRANULARITY),
-        )
-    quantize = None
-    if get(state.BITS) != OFF:
-        quantize = QuantizationConfig(
-            int(get(state.BITS)), get(state.QUANT_MODE), get(state.QUANT_GRANULARITY)
-        )
-    return OptimizationConfig(
-        pruning=prune,
-        clustering=cluster,
-        quantization=quantize,
-        skip=tuple(get(state.SKIP)),
-        overrides=tuple(get(state.OVERRIDES)),
-    )
-
-
 def put_config(session: MutableMapping[str, Any], config: OptimizationConfig) -> None:
-    """Set every setting so that ``config_from_state`` gives ``config`` (a stage that is off
-    keeps its options); its sparsity and cluster count must be ones the sliders offer."""
-    p, c, q = config.pruning, config.clustering, config.quantization
-    state.put(session, state.STRUCTURE, p.structure if p else PruningConfig().structure)
-    state.put(session, state.SPARSITY, round(100 * p.sparsity) if p and p.sparsity else 0)
-    if p:
-        state.put(session, state.SCOPE, p.scope)
-    state.put(session, state.CLUSTERS, c.clusters if c else OFF)
-    if c:
-        state.put(session, state.INIT, c.init)
-        state.put(session, state.PRESERVE_SPARSITY, c.preserve_sparsity)
-        state.put(session, state.CLUSTER_GRANULARITY, c.granularity)
-    state.put(session, state.BITS, q.bits if q else OFF)
-    if q:
-        state.put(session, state.QUANT_MODE, q.mode)
-        state.put(session, state.QUANT_GRANULARITY, q.granularity)
-    state.put(session, state.SKIP, list(config.skip))
-    state.put(session, state.OVERRIDES, config.overrides)
+    """Make ``config`` the session's setting (for the same model); a stage that is off keeps
+    its options. Its sparsity and cluster count must be ones the sliders offer."""
+    state.put_setting(session, with_config(state.setting(session), config))
 
 
 def _radio(title: str, key: str, labels: Mapping[str, str], **kwargs: Any) -> None:
@@ -116,14 +63,77 @@ def _radio(title: str, key: str, labels: Mapping[str, str], **kwargs: Any) -> No
     )
 
 
-def draw_sliders() -> None:
-    """The three main controls, side by side, in plain words."""
+def slider_layers(setting: Setting, layers: Sequence[str]) -> list[str]:
+    """The layers the three sliders set: those without a setting of their own and not skipped."""
+    own = {layer for layer, _ in setting.layer_overrides} | set(setting.skip_layers)
+    return [layer for layer in layers if layer not in own]
+
+
+def recipe_lines(setting: Setting, layers: Sequence[str]) -> list[str]:
+    """One line per layer of a per-layer recipe: what that layer gets and from where."""
+    config = setting.config
+    own = dict(setting.layer_overrides)
+    lines = []
+    for layer in layers:
+        if layer in setting.skip_layers:
+            lines.append(f"**{layer}**: kept float")
+        elif layer in own:
+            lines.append(f"**{layer}**: {describe(own[layer])} (its own)")
+        else:
+            lines.append(f"**{layer}**: {describe(config.for_layer(layer))} (the sliders)")
+    return lines
+
+
+def clear_recipe(session: MutableMapping[str, Any]) -> None:
+    """``on_click`` of Clear: every layer follows the sliders again."""
+    state.put_setting(session, replace(state.setting(session), skip_layers=(), layer_overrides=()))
+
+
+def draw_recipe(layers: Sequence[str]) -> None:
+    """What runs, in plain sight, when some layers do not follow the sliders: a summary, a line
+    per layer, and Clear. Nothing when every layer follows the sliders."""
     session = st.session_state
-    structured = state.get(session, state.STRUCTURE) == STRUCTURED
+    setting = state.setting(session)
+    if not setting.per_layer:
+        return
+    followers = slider_layers(setting, layers)
+    with st.container(border=True):
+        text, button = st.columns([5, 1], vertical_alignment="center")
+        follow = (
+            "the sliders set no layer: clear the recipe to use them"
+            if not followers
+            else f"the sliders set the other {len(followers)} "
+            f"layer{'' if len(followers) == 1 else 's'}"
+        )
+        text.markdown(
+            f":material/layers: **{recipe_words(setting.config).capitalize()}**; {follow}.",
+            help="\n".join(f"- {line}" for line in recipe_lines(setting, layers)),
+        )
+        button.button(
+            "Clear",
+            icon=":material/close:",
+            on_click=clear_recipe,
+            args=(session,),
+            key="clear_recipe",
+            help="Remove every per-layer setting and layer kept float: all layers follow the "
+            "sliders.",
+        )
+        with st.expander("Each layer's setting"):
+            st.markdown("\n".join(f"- {line}" for line in recipe_lines(setting, layers)))
+
+
+def draw_sliders(layers: Sequence[str] = ()) -> None:
+    """The three main controls, side by side, in plain words; under a per-layer recipe their
+    labels say they set only the other layers."""
+    session = st.session_state
+    setting = state.setting(session)
+    structured = setting.pruning_structure == STRUCTURED
+    others = " (other layers)" if setting.per_layer and layers else ""
+    unit = "tensor" if setting.cluster_granularity == "per-tensor" else "channel"
     left, middle, right = st.columns(3, gap="large")
     with left:
         st.slider(
-            "Pruning: share of weights set to zero",
+            f"Pruning: share of weights set to zero{others}",
             0,
             MAX_SPARSITY,
             value=state.get(session, state.SPARSITY),
@@ -137,7 +147,7 @@ def draw_sliders() -> None:
         )
     with middle:
         st.select_slider(
-            "Clustering: shared values per tensor",
+            f"Clustering: shared values per {unit}{others}",
             CLUSTER_OPTIONS,
             value=state.get(session, state.CLUSTERS),
             key=state.CLUSTERS,
@@ -146,7 +156,7 @@ def draw_sliders() -> None:
         )
     with right:
         st.select_slider(
-            "Quantization: bits per weight",
+            f"Quantization: bits per weight{others}",
             BIT_OPTIONS,
             value=state.get(session, state.BITS),
             key=state.BITS,
@@ -186,7 +196,18 @@ def draw_advanced(layers: Sequence[str]) -> None:
             )
         with quant_col:
             st.markdown("**Quantization**")
-            _radio("Scale", state.QUANT_GRANULARITY, quantization.GRANULARITY_LABELS)
+            clustered = state.get(session, state.CLUSTERS) != OFF
+            _radio(
+                "Scale",
+                state.QUANT_GRANULARITY,
+                quantization.GRANULARITY_LABELS,
+                disabled=clustered,
+                help="With clustering on, the scale follows the shared values (one scale per "
+                "tensor or per channel, as *Shared values* says), so quantizing keeps every "
+                "shared value and adds none."
+                if clustered
+                else None,
+            )
             _radio("Grid", state.QUANT_MODE, quantization.MODE_LABELS)
         st.multiselect(
             "Layers to leave untouched",
@@ -196,16 +217,3 @@ def draw_advanced(layers: Sequence[str]) -> None:
             placeholder="None: every eligible layer is optimized",
             help="Often the first and last layers are the most sensitive to compression.",
         )
-        overrides = state.get(session, state.OVERRIDES)
-        if overrides:
-            st.caption(
-                "Per-layer settings (from the Trade-off page) are active: "
-                + "; ".join(f"{layer}: {describe(t)}" for layer, t in overrides)
-                + ". The settings above apply to the other layers."
-            )
-            st.button(
-                "Clear per-layer settings",
-                on_click=state.put,
-                args=(session, state.OVERRIDES, ()),
-                key="clear_overrides",
-            )

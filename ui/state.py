@@ -1,26 +1,29 @@
 """Every session-state key of the app, in one place, with their defaults.
 
 A session's choices live in ``st.session_state`` only (never in module globals), so two browser
-tabs never see each other's model or settings.
+tabs never see each other's model or settings. The user's optimization setting is one value,
+``ui.setting.Setting``, under ``SETTING``: the pages, the address bar, the report and the recipe
+all read it (``setting``), and nothing else holds a copy.
 
 Streamlit drops a widget's value when the page that draws it is not shown, but the settings
-must survive a trip to the Download page. So each widget value listed in ``DEFAULTS`` is copied
-to a saved key at the start of every run (``init``), and widgets are drawn with the saved value
-as their default (``get``). Code never assigns a live widget key: it deletes it and saves the
-new value (``put``), so the widget starts again from that value. (Assigning widget keys on
-every run races with a slider that is still moving, and leaves stale values behind.)
+must survive a trip to the Download page. So at the start of every run (``init``) each live
+widget value is copied into the ``Setting`` (its field has the widget's key) or, for the other
+widgets listed in ``DEFAULTS``, to a saved key; widgets are drawn with that value as their
+default (``get``). Code never assigns a live widget key: it deletes it and stores the new value
+(``put``, ``put_setting``), so the widget starts again from that value. (Assigning widget keys
+on every run races with a slider that is still moving, and leaves stale values behind.)
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping, MutableMapping, Sequence
+from dataclasses import replace
 from typing import Any
 
-from optimizers.clustering import ClusteringConfig
 from optimizers.finetune import FinetuneConfig
-from optimizers.pruning import PruningConfig
-from optimizers.quantization import QuantizationConfig
 from optimizers.sweep import Grid
+from ui.setting import FIELDS, OFF, ModelRef, Setting, config_words
 
 # --- the model the session works on (not widgets) ---
 MODEL = "model"  # services.KerasModel | services.TfliteModel
@@ -37,7 +40,11 @@ MODEL_FILE = "model_file"  # file uploader: model
 DATA_FILE = "data_file"  # file uploader: evaluation data
 INSPECT_TENSOR = "inspect_tensor"  # tensor shown on the Model page
 
-# --- widgets: optimization settings (Explore page; read by Download) ---
+# --- the user's setting (ui/setting.py): its fields are these widgets' keys ---
+SETTING = "setting"  # ui.setting.Setting
+SESSION_ID = "session_id"  # a random id: which background jobs this session asked for
+APPLIED = "applied_recipe"  # the sentence Explore shows once, after Trade-off applied a recipe
+PINNED = "pinned_setting"  # the Setting pinned as "A" to compare with the sliders ("B"), or None
 SPARSITY = "sparsity"  # percent, 0..95
 CLUSTERS = "clusters"  # OFF or an int
 BITS = "bits"  # OFF or an int
@@ -76,7 +83,6 @@ FT_DATA_FILE = "finetune_data_file"  # file uploader: training data for an uploa
 FT_TRAIN = "finetune_train"  # (model key, services.TrainingData) uploaded for that model
 FT_REFUSED = "finetune_refused"  # (digest, sentence) of the training file last refused
 FT_JOB = "finetune_job"  # ui.finetune.Job: the session's fine-tuning run, running or done
-FT_ORIGIN = "finetune_origin"  # (fine-tuned model key, the model it was fine-tuned from)
 
 # --- links: the query parameter that carries each setting (ui/links.py), named as the CLI's
 # options are ---
@@ -96,26 +102,14 @@ LINK_PARAMS: dict[str, str] = {
 }
 LINK_OPENED = "link_opened"  # set once the session has applied the link it was opened with
 
-OFF = "Off"
 ALL_TENSORS = "all"
 SAMPLE_SOURCE, UPLOAD_SOURCE = "sample", "upload"
 
-# Defaults of the optimization settings come from the library's own config defaults.
+# Defaults of the optimization settings are ``Setting()``'s, from the library's config defaults.
 DEFAULTS: dict[str, Any] = {
     SOURCE: SAMPLE_SOURCE,
     SAMPLE: None,  # ``init`` uses the first bundled sample
-    SPARSITY: 0,
-    CLUSTERS: OFF,
-    BITS: OFF,
-    STRUCTURE: PruningConfig().structure,
-    SCOPE: PruningConfig().scope,
-    INIT: ClusteringConfig().init,
-    PRESERVE_SPARSITY: ClusteringConfig().preserve_sparsity,
-    CLUSTER_GRANULARITY: ClusteringConfig().granularity,
-    QUANT_MODE: QuantizationConfig().mode,
-    QUANT_GRANULARITY: QuantizationConfig().granularity,
-    SKIP: [],
-    OVERRIDES: (),
+    **{key: getattr(Setting(), key) for key in FIELDS},
     SWEEP_SPARSITIES: [round(100 * s) for s in Grid().sparsities],
     SWEEP_CLUSTERS: [OFF if k is None else k for k in Grid().clusters],
     SWEEP_BITS: [OFF if b is None else b for b in Grid().bits],
@@ -141,8 +135,19 @@ def saved(key: str) -> str:
 
 
 def init(session: MutableMapping[str, Any], default_sample: str) -> None:
-    """Save every live widget value; fill in defaults for the ones never set."""
+    """Keep every live widget value (in the ``Setting`` or a saved key); fill in defaults for
+    the ones never set."""
+    if SETTING not in session:
+        session[SETTING] = Setting()
+        session[PINNED] = None
+    live = {key: session[key] for key in FIELDS if key in session}
+    if SKIP in live:
+        live[SKIP] = tuple(live[SKIP])
+    if any(getattr(session[SETTING], key) != value for key, value in live.items()):
+        session[SETTING] = replace(session[SETTING], **live)
     for key, default in DEFAULTS.items():
+        if key in FIELDS:
+            continue
         if key in session:
             session[saved(key)] = session[key]
         elif saved(key) not in session:
@@ -150,8 +155,28 @@ def init(session: MutableMapping[str, Any], default_sample: str) -> None:
             session[saved(key)] = list(value) if isinstance(value, list) else value
 
 
+def session_id(session: MutableMapping[str, Any]) -> str:
+    """This session's id, made on first use (background jobs are asked for under it)."""
+    return session.setdefault(SESSION_ID, uuid.uuid4().hex)
+
+
+def setting(session: Mapping[str, Any]) -> Setting:
+    """The session's setting: what runs, what the address bar and the report say."""
+    return session[SETTING]
+
+
+def put_setting(session: MutableMapping[str, Any], new: Setting) -> None:
+    """Make ``new`` the session's setting; every control restarts from it when next drawn."""
+    for key in FIELDS:
+        if key in session:
+            del session[key]
+    session[SETTING] = new
+
+
 def get(session: Mapping[str, Any], key: str) -> Any:
     """The current value of setting ``key``, whether or not its widget is on this page."""
+    if key in FIELDS:
+        return getattr(session[SETTING], key)
     return session[saved(key)]
 
 
@@ -165,7 +190,10 @@ def put(session: MutableMapping[str, Any], key: str, value: Any) -> None:
     """Change a setting from code; its widget restarts from ``value`` when next drawn."""
     if key in session:
         del session[key]
-    session[saved(key)] = value
+    if key in FIELDS:
+        session[SETTING] = replace(session[SETTING], **{key: value})
+    else:
+        session[saved(key)] = value
 
 
 def set_model(
@@ -180,10 +208,21 @@ def set_model(
     session[MODEL] = model
     if uploaded:
         session[UPLOADED] = model
+    session[SETTING] = replace(session[SETTING], model=model_ref(model))
     if not same_layers:
-        put(session, SKIP, [])
+        put(session, SKIP, ())
         put(session, OVERRIDES, ())
+        session[PINNED] = None
         put(session, FRAGILE_LAYER, None)
         put(session, HIST_TENSOR, ALL_TENSORS)
         if INSPECT_TENSOR in session:
             del session[INSPECT_TENSOR]
+
+
+def model_ref(model: Any) -> ModelRef:
+    """Which model ``model`` (a ``services.KerasModel`` or ``TfliteModel``) is, in a setting."""
+    origin = getattr(model, "origin", None)
+    tuned_from = None
+    if origin is not None:
+        tuned_from = f"{origin.name} at {config_words(model.tuned_toward)}"
+    return ModelRef(model.name, getattr(model, "sample", None), tuned_from)

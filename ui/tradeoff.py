@@ -5,6 +5,7 @@ or a layer action changes in the session.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, MutableMapping, Sequence
 from typing import Any
 
@@ -15,7 +16,8 @@ from optimizers.recommend import LayerSensitivity
 from optimizers.sweep import Grid, Point, Sweep
 from ui import settings, state
 from ui.explain import format_bytes
-from ui.figures import MARK_COLOR, OPTIMIZED_COLOR, ORIGINAL_COLOR
+from ui.figures import MARK_COLOR, OPTIMIZED_COLOR, ORIGINAL_COLOR, REFERENCE_COLOR, legible
+from ui.setting import recipe_words
 
 SCATTER = "tradeoff_scatter"  # the chart's key: a widget whose value is the selection
 POINTS = 0  # the trace of the grid points, the only one a click selects
@@ -91,7 +93,7 @@ def scatter(
             hoverinfo="skip",
         )
     )
-    fig.add_trace(_marker(result.baseline, "float model", "star", "#f2c94c", 16))
+    fig.add_trace(_marker(result.baseline, "float model", "star", REFERENCE_COLOR, 16))
     here = [p for p in points if p.config == current]
     if here:
         fig.add_trace(_marker(here[0], "current setting", "circle-open", MARK_COLOR, 20))
@@ -101,12 +103,25 @@ def scatter(
         height=HEIGHT,
         margin={"l": 10, "r": 10, "t": 30, "b": 10},
         legend={"orientation": "h", "yanchor": "bottom", "y": 1.02, "x": 0},
-        xaxis={"title": "packed size (bytes, log scale)", "type": "log"},
+        xaxis={
+            "title": "packed size (bytes, log scale)",
+            "type": "log",
+            "tickvals": log_ticks([p.packed_bytes for p in (*points, result.baseline)]),
+            "tickformat": "~s",
+        },
         yaxis={"title": f"{quality_name} (%)"},
         hovermode="closest",
         clickmode="event+select",
     )
-    return fig
+    return legible(fig)
+
+
+def log_ticks(values: Sequence[float]) -> list[float]:
+    """1, 2 and 5 times the powers of ten around ``values``: a log axis's labels all at one
+    size (Plotly draws its own in-between digits smaller)."""
+    lo, hi = min(values) / 2.5, max(values) * 2.5
+    decades = range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1)
+    return [m * 10.0**e for e in decades for m in (1, 2, 5) if lo <= m * 10.0**e <= hi]
 
 
 def pick(points: Sequence[Point], session: MutableMapping[str, Any]) -> None:
@@ -139,7 +154,18 @@ def heatmap(rows: Sequence[LayerSensitivity], reference: float, quality_name: st
         margin={"l": 10, "r": 10, "t": 10, "b": 10},
         yaxis={"autorange": "reversed"},
     )
-    return fig
+    return legible(fig)
+
+
+def apply_recipe(session: MutableMapping[str, Any], config: OptimizationConfig) -> None:
+    """``on_click`` of Apply: make ``config`` the setting, and leave the sentence the Explore
+    page shows when it opens on it."""
+    settings.put_config(session, config)
+    own = recipe_words(config).removeprefix("per-layer recipe: ") or describe(config)
+    session[state.APPLIED] = (
+        f"Applied the recommended recipe: {own}. The box above the cards lists each layer's "
+        "setting."
+    )
 
 
 def keep_float(session: MutableMapping[str, Any], layer: str) -> None:

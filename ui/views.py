@@ -5,8 +5,9 @@ They take values that a service returned and draw them; every figure comes from 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import pandas as pd
@@ -19,10 +20,16 @@ from optimizers.explore import Exported, Outcome
 from optimizers.export import FORMAT_LABELS, FORMAT_NAMES, FORMAT_SUFFIXES, FORMATS, natural_format
 from optimizers.pipeline import OptimizationConfig, TensorReport
 from ui import explain, services
-from ui.explain import format_bytes, percent, ratio
+from ui.explain import format_bytes, percent, ratio, size_words
+from ui.setting import config_words
 
 
 def model_title(model: services.KerasModel | services.TfliteModel) -> str:
+    if isinstance(model, services.KerasModel) and model.origin is not None:
+        return (
+            f"{model_title(model.origin)}, fine-tuned toward "
+            f"{config_words(model.tuned_toward or OptimizationConfig())}"
+        )
     if isinstance(model, services.KerasModel) and model.sample is not None:
         return sample_models.get(model.sample).title
     if isinstance(model, services.KerasModel):  # the model's own name, its file beside it
@@ -100,9 +107,15 @@ def quality_card(outcome: Outcome, baseline: Outcome) -> Card:
     return Card(label, percent(now[1]), _points(now[1], before[1]), hint, "normal")
 
 
+DOWNLOAD = "Download size (gzip)"  # the headline's size figure, named the same everywhere
+SMALLER = "Smaller download"  # the headline's ratio
+
+
 def cards(outcome: Outcome, baseline: Outcome) -> list[Card]:
-    """Eight cards, each with its change from the untouched model, the quality first; the
-    quality and gzip cards say "measuring…" until ``outcome`` is measured."""
+    """Eight cards, each with its change from the baseline: first the headline's two figures
+    (quality, and the download size with its ratio), then the figures behind them, each with
+    its basis in its label. The quality and download cards say "measuring…" until ``outcome``
+    is measured."""
     s, b = outcome.sizes, baseline.sizes
     eligible, base_eligible = outcome.eligible, baseline.eligible
     sparsity, base_sparsity = (
@@ -110,32 +123,21 @@ def cards(outcome: Outcome, baseline: Outcome) -> list[Card]:
         explain.overall_sparsity(base_eligible),
     )
     distinct, base_distinct = explain.max_distinct(eligible), explain.max_distinct(base_eligible)
-    packed_ratio, gzip_ratio = ratio(s.float32, s.packed), ratio(b.gzip, s.gzip)
+    packed_ratio, smaller = ratio(s.float32, s.packed), explain.download_ratio(outcome, baseline)
     return [
         quality_card(outcome, baseline),
         Card(
-            "Packed size",
-            format_bytes(s.packed),
-            _size_delta(s.packed, b.packed),
-            "What a purpose-built encoder needs: b-bit codes or cluster indices plus their "
-            "tables, and a 1-bit mask for zeros where that is smaller. An estimate, not a file: "
-            "the Download page writes the real LiteRT files and measures them.",
-        ),
-        Card(
-            "gzip size",
+            DOWNLOAD,
             format_bytes(s.gzip) if outcome.measured else MEASURING,
             _size_delta(s.gzip, b.gzip),
-            "The .keras file compressed with gzip -9: roughly what an app download transfers. "
-            "Zeros and repeated values compress well. Exact for a file up to 2 MB; for a larger "
-            "one the changed kernels are compressed on a spread sample for each setting "
-            "(measured within 2% of compressing the whole file).",
+            explain.DOWNLOAD_DEFINITION,
         ),
         Card(
-            ".keras file size",
-            format_bytes(s.file),
-            _size_delta(s.file, b.file),
-            "Bytes on disk. A .keras file stores float32, so pruning and clustering do not "
-            "shrink it by themselves; a quantized TFLite export does.",
+            SMALLER,
+            f"{smaller:.1f}×" if smaller else MEASURING if not outcome.measured else "—",
+            None,
+            "The headline figure: the original model's download size ÷ this one's (both the "
+            ".keras file, gzip -9).",
         ),
         Card(
             "Sparsity",
@@ -145,24 +147,53 @@ def cards(outcome: Outcome, baseline: Outcome) -> list[Card]:
             "off",  # more sparsity is neither good nor bad in itself
         ),
         Card(
+            "Packed weights (estimate)",
+            format_bytes(s.packed),
+            _size_delta(s.packed, b.packed),
+            "What a purpose-built encoder needs for the weights: b-bit codes or cluster "
+            "indices plus their tables, and a 1-bit mask for zeros where that is smaller. An "
+            "estimate, not a file: the Download page writes the real LiteRT files and "
+            "measures them.",
+        ),
+        Card(
+            "Packed vs float32 weights",
+            f"{packed_ratio:.1f}× smaller" if packed_ratio else "—",
+            None,
+            "float32 bytes of all weights ÷ their packed bytes: the most a purpose-built "
+            "format could save, before any file overhead.",
+        ),
+        Card(
+            ".keras file (float32)",
+            format_bytes(s.file),
+            _size_delta(s.file, b.file),
+            "Bytes on disk of the .keras file as the app saves it (weights only, no optimizer "
+            "state). It stores float32, so pruning and clustering do not shrink it by "
+            "themselves; gzip and a quantized LiteRT file do.",
+        ),
+        Card(
             "Distinct values",
             f"{distinct:,}",
             None if distinct == base_distinct else f"{distinct - base_distinct:+,}",
             "The most distinct weight values in any one eligible tensor.",
         ),
-        Card(
-            "Compression (packed)",
-            f"{packed_ratio:.1f}×" if packed_ratio else "—",
-            None,
-            "float32 bytes ÷ packed bytes.",
-        ),
-        Card(
-            "Compression (gzip)",
-            f"{gzip_ratio:.1f}×" if gzip_ratio else MEASURING if not outcome.measured else "—",
-            None,
-            "gzip size of the original .keras file ÷ gzip size of this one.",
-        ),
     ]
+
+
+def compare_rows(a: Outcome, b: Outcome, baseline: Outcome) -> pd.DataFrame:
+    """The cards of two settings side by side: one row per figure, A's and B's value (each
+    with its change from the baseline)."""
+
+    def shown(card: Card) -> str:
+        return card.value if card.delta is None else f"{card.value} ({card.delta})"
+
+    a_cards, b_cards = cards(a, baseline), cards(b, baseline)
+    return pd.DataFrame(
+        {
+            "figure": [c.label for c in b_cards],
+            "A (pinned)": [shown(c) for c in a_cards],
+            "B (the sliders)": [shown(c) for c in b_cards],
+        }
+    )
 
 
 def metric_cards(outcome: Outcome, baseline: Outcome) -> None:
@@ -233,7 +264,7 @@ def measure(
     outcome = services.optimized(model, config)
     if outcome.measured:
         return outcome
-    bar = slot.progress(0.0, text="Measuring the gzip size…")
+    bar = slot.progress(0.0, text="Measuring the download size…")
 
     def on_batch(done: int, total: int) -> None:
         bar.progress(done / total, text=f"Evaluating on {total:,} samples… {done:,} done")
@@ -268,7 +299,15 @@ def keras_summary(model: services.KerasModel, baseline: Outcome) -> None:
         border=True,
         height="stretch",
     )
-    cols[1].metric(".keras file", format_bytes(model.file_bytes), border=True, height="stretch")
+    cols[1].metric(
+        f"File as given ({Path(model.name).suffix})",
+        format_bytes(model.file_bytes),
+        help=f"{model.name} as it was given. The Explore page's .keras figures are of the file "
+        f"as the app saves it (weights only, no optimizer state): "
+        f"{format_bytes(baseline.sizes.file)}, {format_bytes(baseline.sizes.gzip)} gzipped.",
+        border=True,
+        height="stretch",
+    )
     quality = explain.quality(baseline)
     if quality is None:
         cols[2].metric(
@@ -310,7 +349,9 @@ def tflite_summary(model: services.TfliteModel) -> None:
     cols[0].metric("Constant tensors", f"{len(model.tensors)}", border=True, height="stretch")
     cols[1].metric("Parameters", f"{params:,}", border=True, height="stretch")
     cols[2].metric(".tflite file", format_bytes(model.file_bytes), border=True, height="stretch")
-    cols[3].metric("gzip size", format_bytes(model.gzip_bytes), border=True, height="stretch")
+    cols[3].metric(
+        "Download size (gzip)", format_bytes(model.gzip_bytes), border=True, height="stretch"
+    )
 
 
 def tflite_table(model: services.TfliteModel) -> None:
@@ -336,112 +377,102 @@ def tflite_table(model: services.TfliteModel) -> None:
     )
 
 
-def verified_exports(
-    model: services.KerasModel, config: OptimizationConfig
-) -> dict[str, Exported | str]:
-    """Every format's verified file (or why it cannot be made), with progress while they are
-    written the first time."""
-    bar = st.progress(0.0)
-    exports = {}
-    for i, fmt in enumerate(FORMATS):
-        bar.progress(i / len(FORMATS), text=f"Writing and checking {FORMAT_NAMES[fmt]}…")
-        exports[fmt] = services.export(model, config, fmt)
-    bar.empty()
-    return exports
-
-
-def export_rows(exports: dict[str, Exported | str]) -> pd.DataFrame:
-    """One row per format: bytes, gzip bytes, ratio to the float32 LiteRT file, preview and
-    file accuracy (percent) and whether the file does what the preview promised."""
+def export_rows(
+    exports: dict[str, Exported | str], waiting: Mapping[str, str] | None = None
+) -> pd.DataFrame:
+    """One row per format (``exports`` ready, then those ``waiting``, with what they wait for),
+    as text to read ("—" where there is nothing): size and gzip size, size and speed next to
+    the originals in words, preview and file accuracy, and whether the file does what the
+    preview promised. ``explore.exported_to_dict`` has the numbers."""
+    waiting = waiting or {}
+    formats = list(dict.fromkeys([*exports, *waiting]))
     made = {f: e for f, e in exports.items() if isinstance(e, Exported)}
-    float32 = made.get("tflite-float32")
-    timed = {f: e.latency for f, e in made.items() if e.latency is not None}
-    base = {f: e.baseline_latency for f, e in made.items() if e.baseline_latency is not None}
+    float32 = made["tflite-float32"].size_bytes if "tflite-float32" in made else None
 
-    def acc(value: float | None) -> float | None:
-        return None if value is None else 100 * value
+    def column(cell: Callable[[Exported], str], timing: bool = False) -> list[str]:
+        return [
+            waiting[f]
+            if timing and f in made and f in waiting
+            else cell(made[f])
+            if f in made
+            else "—"
+            for f in formats
+        ]
+
+    def acc(value: float | None) -> str:
+        return "—" if value is None else percent(value)
+
+    def timed(e: Exported, ms: Callable[[latency.Latency], float]) -> str:
+        return latency.format_time(None if e.latency is None else ms(e.latency))
+
+    def check(f: str) -> str:
+        if f in made:
+            return explain.verdict(made[f])
+        return waiting[f] if f in waiting else f"not available: {exports[f]}"
 
     return pd.DataFrame(
         {
-            "format": [FORMAT_NAMES[f] for f in exports],
-            "bytes": [made[f].size_bytes if f in made else None for f in exports],
-            "gzip bytes": [made[f].gzip_bytes if f in made else None for f in exports],
-            "× smaller than float32": [
-                ratio(float32.size_bytes, made[f].size_bytes) if f in made and float32 else None
-                for f in exports
-            ],
-            "preview accuracy": [
-                acc(made[f].preview_accuracy) if f in made else None for f in exports
-            ],
-            "file accuracy": [acc(made[f].file_accuracy) if f in made else None for f in exports],
-            "ms (1 thread)": [timed[f].median_ms if f in timed else None for f in exports],
-            "p90 ms": [timed[f].p90_ms if f in timed else None for f in exports],
-            "ms (all cores)": [timed[f].threads_ms if f in timed else None for f in exports],
-            "× faster than original": [
-                base[f].median_ms / timed[f].median_ms if f in timed else None for f in exports
-            ],
-            "peak activation bytes": [
-                timed[f].activation_bytes if f in timed else None for f in exports
-            ],
-            "check": [
-                explain.verdict(made[f]) if f in made else f"not available: {e}"
-                for f, e in exports.items()
-            ],
+            "format": [FORMAT_NAMES[f] for f in formats],
+            "size": column(lambda e: format_bytes(e.size_bytes)),
+            "download (gzip)": column(lambda e: format_bytes(e.gzip_bytes)),
+            "vs float32": column(lambda e: size_words(float32, e.size_bytes)),
+            "accuracy (preview)": column(lambda e: acc(e.preview_accuracy)),
+            "accuracy (file)": column(lambda e: acc(e.file_accuracy)),
+            "speed": column(lambda e: timed(e, lambda t: t.median_ms), timing=True),
+            "vs original": column(
+                lambda e: latency.speed_words(e.latency, e.baseline_latency), timing=True
+            ),
+            "all cores": column(lambda e: timed(e, lambda t: t.threads_ms), timing=True),
+            "activations": column(
+                lambda e: format_bytes(None if e.latency is None else e.latency.activation_bytes),
+                timing=True,
+            ),
+            "check": [check(f) for f in formats],
         }
     )
 
 
-def export_table(exports: dict[str, Exported | str]) -> None:
-    """The ``export_rows`` as a table."""
+EXPORT_HELP = {  # column of ``export_rows`` -> what it means, shown when hovering its header
+    "format": "Hover a download button below for what each format is.",
+    "size": "Bytes of the file as downloaded (1 kB = 1,000 bytes).",
+    "download (gzip)": "The file's download size: its bytes after gzip -9, about what a "
+    "download transfers (the headline's figure).",
+    "vs float32": "This file's size next to the float32 LiteRT file of these settings.",
+    "accuracy (preview)": "The optimized model's accuracy as the Explore page computes it.",
+    "accuracy (file)": "The downloaded file itself, run on the evaluation data.",
+    "speed": "Median time of one sample (batch 1, one thread) on this server's processor; "
+    "µs is a millionth of a second, ms a thousandth.",
+    "vs original": "This file's time next to the original model's float32 LiteRT file, timed in "
+    "the same run, taking turns; 'same speed' when the difference is within the runs' noise.",
+    "all cores": "Median time of one sample with one thread per core.",
+    "activations": "The file's largest tensor computed at run time (dequantized weights too); "
+    "the interpreter needs at least this much memory besides the file.",
+    "check": "Does the file do what the preview promised?",
+}
+
+
+def export_table(
+    exports: dict[str, Exported | str], waiting: Mapping[str, str] | None = None
+) -> None:
+    """The ``export_rows`` as a table, each column explained in its header's tooltip."""
     st.dataframe(
-        export_rows(exports),
+        export_rows(exports, waiting),
         hide_index=True,
         width="stretch",
-        column_config={
-            "format": st.column_config.TextColumn(width="medium"),
-            "bytes": st.column_config.NumberColumn(format="localized", width="small"),
-            "gzip bytes": st.column_config.NumberColumn(format="localized", width="small"),
-            "× smaller than float32": st.column_config.NumberColumn(
-                format="%.2f×",
-                width="small",
-                help="Raw bytes of the float32 LiteRT file ÷ this file's.",
-            ),
-            "preview accuracy": st.column_config.NumberColumn(format="%.2f%%", width="small"),
-            "file accuracy": st.column_config.NumberColumn(
-                format="%.2f%%", width="small", help="The downloaded file itself, run on the data."
-            ),
-            "ms (1 thread)": st.column_config.NumberColumn(
-                format="%.3f", width="small", help="Median time of one sample (batch 1)."
-            ),
-            "p90 ms": st.column_config.NumberColumn(
-                format="%.3f", width="small", help="9 of 10 runs with one thread are this fast."
-            ),
-            "ms (all cores)": st.column_config.NumberColumn(
-                format="%.3f", width="small", help="Median with one thread per core."
-            ),
-            "× faster than original": st.column_config.NumberColumn(
-                format="%.2f×",
-                width="small",
-                help="The original model's float32 LiteRT file's time ÷ this file's (1 thread).",
-            ),
-            "peak activation bytes": st.column_config.NumberColumn(
-                format="localized",
-                width="small",
-                help="The file's largest tensor computed at run time (dequantized weights too); "
-                "the interpreter needs at least this much memory besides the file.",
-            ),
-            "check": st.column_config.TextColumn(width="large"),
-        },
+        column_config={c: st.column_config.TextColumn(help=h) for c, h in EXPORT_HELP.items()},
     )
 
 
 def latency_note() -> None:
-    """One sentence on where and how the latency columns were measured."""
+    """One sentence on where and how the speed columns were measured."""
     st.caption(
-        f"Latency: each LiteRT file run by LiteRT's interpreter (XNNPack) at batch 1 on this "
+        f"Speed: each LiteRT file run by LiteRT's interpreter (XNNPack) at batch 1 on this "
         f"server's processor ({latency.processor_name()}), median of at least "
-        f"{latency.MIN_RUNS} runs after warm-up, against the original model's float32 file; "
-        "phones and other processors differ, so compare the ratios rather than the milliseconds."
+        f"{latency.MIN_RUNS} runs after warm-up, taking turns with the original model's float32 "
+        "file in the same run so that other load on the server slows both alike. “Same speed”: "
+        "the middle halves of the two files' run times overlap, or their medians differ by less "
+        f"than {latency.SAME_WITHIN:.0%}. Phones and other processors differ, so compare the "
+        "ratios rather than the times."
     )
 
 
@@ -457,25 +488,36 @@ def export_warnings(exports: dict[str, Exported | str], config: OptimizationConf
             )
 
 
-def export_buttons(
-    model: services.KerasModel, exports: dict[str, Exported | str], config: OptimizationConfig
-) -> None:
-    """One download button per format; the container the bit-width setting deploys in first."""
+def download_order(config: OptimizationConfig) -> list[str]:
+    """Every format, the one that holds the setting's bit width as it is first: it is made,
+    verified and offered first."""
     bits = None if config.quantization is None else config.quantization.bits
-    best = natural_format(bits)
-    order = [best, *(f for f in exports if f != best)]
+    first = natural_format(bits)
+    return [first, *(f for f in FORMATS if f != first)]
+
+
+def export_buttons(
+    model: services.KerasModel,
+    exports: dict[str, Exported | str],
+    recommended: str | None,
+    waiting: Mapping[str, str] | None = None,
+) -> None:
+    """One download button per format, enabled as soon as its file is verified; the
+    ``recommended`` file first, as the primary one."""
+    waiting = waiting or {}
+    formats = list(dict.fromkeys([*exports, *waiting]))
+    order = sorted(formats, key=lambda f: f != recommended)
     for fmt, column in zip(order, st.columns(4) + st.columns(4), strict=False):
-        e = exports[fmt]
+        e = exports.get(fmt, waiting.get(fmt, ""))
         suffix = FORMAT_SUFFIXES[fmt]
-        name = "optimized" if fmt == "keras" else fmt.removeprefix("tflite-")
         label = FORMAT_NAMES[fmt].removeprefix("LiteRT ")
         column.download_button(
             "Download .keras" if fmt == "keras" else f"Download {label} {suffix}",
             e.data if isinstance(e, Exported) else b"",
-            file_name=f"{model.stem}_{name}{suffix}",
+            file_name=explain.file_name(model.stem, fmt),
             mime="application/octet-stream",
             icon=":material/download:",
-            type="primary" if fmt == best else "secondary",
+            type="primary" if fmt == recommended else "secondary",
             disabled=not isinstance(e, Exported),
             help=FORMAT_LABELS[fmt] if isinstance(e, Exported) else e,
             on_click="ignore",
