@@ -113,6 +113,7 @@ def download_times(page) -> dict:
     first = time.perf_counter() - start
     wait(lambda: all(b.is_enabled() for b in buttons.all()), 900)  # ResNet50: none refused
     every = time.perf_counter() - start
+    print(json.dumps({"download_first_file_s": first, "download_every_format_s": every}))
     page.get_by_role("button", name="Download report").wait_for(timeout=900_000)
     return {
         "download_first_file_s": first,
@@ -121,5 +122,37 @@ def download_times(page) -> dict:
     }
 
 
+def sample_download_row(
+    query: str = "sample=digits_cnn&sparsity=0.5&clusters=16&bits=4",
+    repeats: int = 3,
+    root: Path | None = None,
+) -> dict:
+    """The Download page of a bundled sample, timed as ``download_times`` times it, each repeat
+    on a fresh server (nothing converted before), after the Explore page's answer is drawn;
+    ``root`` serves another checkout of the app (an older commit, to compare in the same run)."""
+    from playwright.sync_api import sync_playwright
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        for i in range(repeats):
+            with streamlit_app(Path(tmp) / f"server-{i}.log", root=root) as url:
+                page = browser.new_context(viewport={"width": 1440, "height": 1000}).new_page()
+                page.set_default_timeout(600_000)
+                page.goto(f"{url}/explore?{query}")
+                cards = page.get_by_test_id("stMetricValue")
+                wait(lambda c=cards: c.count() > 0 and MEASURING not in c.all_inner_texts())
+                rows.append(download_times(page))
+                page.context.close()
+        browser.close()
+    return {"query": query} | {k: statistics.median(r[k] for r in rows) for k in rows[0]}
+
+
 if __name__ == "__main__":
-    print(json.dumps(browser_row()))
+    import sys
+
+    if sys.argv[1:2] == ["samples"]:  # [samples [ROOT]]: the Download page of a sample
+        root = Path(sys.argv[2]) if len(sys.argv) > 2 else None
+        print(json.dumps(sample_download_row(root=root)))
+    else:
+        print(json.dumps(browser_row()))

@@ -26,10 +26,11 @@ def free_port() -> int:
 
 @contextmanager
 def streamlit_app(
-    log: Path, env: dict[str, str] | None = None, seconds: float = 120
+    log: Path, env: dict[str, str] | None = None, seconds: float = 120, root: Path | None = None
 ) -> Iterator[str]:
-    """Serve the app with its output in ``log`` (and ``env`` added to this environment); yields
-    its address once it answers its health check, and stops it afterwards."""
+    """Serve the app of ``root`` (this checkout) with its output in ``log`` (and ``env`` added
+    to this environment); yields its address once it answers its health check, and stops it
+    afterwards."""
     port = free_port()
     command = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless=true"]
     command += [f"--server.port={port}", "--server.address=127.0.0.1"]
@@ -37,7 +38,7 @@ def streamlit_app(
     with open(log, "wb") as out:
         server = subprocess.Popen(
             command,
-            cwd=ROOT,
+            cwd=root or ROOT,
             stdout=out,
             stderr=subprocess.STDOUT,
             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})},

@@ -39,7 +39,7 @@ from optimizers.export.running import to_input
 
 WARMUP_RUNS = 3
 MIN_RUNS = 20
-SECONDS = 0.5  # per thread count, shared by the files timed together
+SECONDS = 0.25  # per thread count, shared by the files timed together
 SAME_WITHIN = 0.05  # medians closer than 5% are "same speed": below run-to-run drift
 
 Verdict = Literal["faster", "slower", "same speed"]

@@ -6,7 +6,7 @@ import streamlit as st
 
 from ui import explain, links, loading, report, services, settings, state, views
 
-POLL_SECONDS = 0.4  # how often the files table looks again while files are on their way
+POLL_SECONDS = 0.25  # how often the files table looks again while files are on their way
 session = st.session_state
 loading.bootstrap(session)
 ignored = links.follow(session)
@@ -20,6 +20,9 @@ st.caption(f"{views.model_title(model)} · setting: **{setting.words}**")
 links.show(ignored, model)
 settings.draw_recipe(model.layers)
 
+formats = views.download_order(config)
+# Ask for the files first, so that their conversion runs while the rest of the page is drawn.
+waiting = services.exports(state.session_id(session), model, config, formats)[1]
 result = services.compare(model, config)
 recipe = services.recipe_json(config)
 views.metric_cards(result.outcome, result.baseline)
@@ -33,7 +36,6 @@ st.write(
     + explain.container(config.quantization)
 )
 budget = float(state.get(session, state.BUDGET))
-formats = views.download_order(config)
 pinned = session.get(state.PINNED)
 shown = state.get(session, state.HIST_TENSOR)
 tensor, log_y = None if shown == state.ALL_TENSORS else shown, state.get(session, state.LOG_Y)
@@ -104,7 +106,7 @@ def polled() -> None:
         st.rerun()
 
 
-if services.exports(state.session_id(session), model, config, formats)[1]:
+if waiting:
     st.fragment(run_every=POLL_SECONDS)(polled)()
 else:
     files()

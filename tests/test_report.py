@@ -23,7 +23,7 @@ from optimizers.clustering import ClusteringConfig
 from optimizers.pipeline import OptimizationConfig, describe
 from optimizers.pruning import PruningConfig
 from optimizers.quantization import QuantizationConfig
-from ui import explain, figures, report, services, views
+from ui import explain, figures, report, services, state, views
 from ui.setting import Setting, with_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,7 +45,7 @@ PAGE_PX = (297 - 2 * 10) / 25.4 * 96  # A4's height inside the report's 10 mm ma
 
 def build(model, result, exports, **changes) -> str:
     arguments = {
-        "setting": with_config(Setting(), CONFIG),
+        "setting": with_config(Setting(model=state.model_ref(model)), CONFIG),
         "link": LINK,
         "recipe": services.recipe_json(CONFIG),
         "recommendation": RECOMMENDATION,
@@ -179,6 +179,14 @@ def test_histogram_draws_each_bin_and_marks_only_a_change() -> None:
     assert report.nice_ticks(0, 12_000, 4) == pytest.approx([0, 5000, 10_000])
     assert [report.number(v) for v in (0.0, 1500, 10_000, 2e6)] == ["0", "1.5k", "10k", "2M"]
     assert report.number(-0.25, 2) == "−0.25"
+
+
+def test_the_link_says_whether_it_opens_this_model(made) -> None:
+    model, result, exports, page = made
+    assert "This view in the Model Optimization Explorer:" in page
+    upload = replace(model, name="mine.keras", sample=None)
+    text = html.unescape(build(upload, result, exports))
+    assert "settings only: mine.keras cannot travel in a link" in text
 
 
 def test_report_escapes_what_it_is_given(made) -> None:

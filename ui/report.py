@@ -252,6 +252,17 @@ def weights(model: services.KerasModel, result: services.Comparison, tensor: str
     return figures.tensor_choice(model.prepared, result.outcome, tensor)
 
 
+def link_words(setting: Setting) -> str:
+    """What the report's link opens: this view, or these settings only on a bundled sample when
+    the model cannot travel in a link."""
+    if setting.model.travels:
+        return "This view in the Model Optimization Explorer:"
+    return (
+        f"These settings in the Model Optimization Explorer (settings only: {setting.model.name} "
+        "cannot travel in a link, so it opens them on a bundled sample):"
+    )
+
+
 def build(
     model: services.KerasModel,
     setting: Setting,
@@ -275,7 +286,7 @@ def build(
     title = views.model_title(model)
     outcome, baseline = result.outcome, result.baseline
     if pinned is None:
-        setting = f"<p>Setting: <b>{e(words)}</b></p>"
+        said = f"<p>Setting: <b>{e(words)}</b></p>"
         headline = paragraphs([e(explain.headline(outcome, baseline))], "headline")
         cards = "".join(card_html(c) for c in views.cards(outcome, baseline))
         figures_html = f'<div class="cards">{cards}</div>'
@@ -283,7 +294,7 @@ def build(
     else:
         a_setting, a = pinned
         a_words = a_setting.words
-        setting = ""
+        said = ""
         headline = paragraphs(
             [
                 f"<b>A (pinned):</b> {e(a_words)} — {e(explain.headline(a.outcome, a.baseline))}",
@@ -314,7 +325,7 @@ def build(
 <h1>{e(title)}</h1>
 <p class="meta">File {e(model.name)} · evaluation data: {e(model.data_name or "none")} ·
 made {made(created)}</p>
-{setting}
+{said}
 {advice}
 {headline}
 {figures_html}
@@ -324,7 +335,7 @@ made {made(created)}</p>
 <p class="meta">Each file was written, loaded back and run on the evaluation data; its accuracy
 is the file's own.</p>
 {table_html(views.export_rows(exports))}
-<p class="meta">These settings in the Model Optimization Explorer:
+<p class="meta">{e(link_words(setting))}
 <a href="{e(link)}">{e(link)}</a></p>
 </main>
 <section class="appendix">
