@@ -41,11 +41,12 @@ async def answered(page, sparsity: str, seconds: float = 120) -> None:
 async def session(browser, url: str, moves: int) -> tuple[float, list[float]]:
     context = await browser.new_context(viewport={"width": 1440, "height": 1000})
     page = await context.new_page()
+    page.set_default_timeout(300_000)
     start = time.perf_counter()
     await page.goto(f"{url}/explore")
     await answered(page, "0.0%")
     first_render = time.perf_counter() - start
-    slider = page.get_by_test_id("stSlider").locator("input[type=range]").first
+    slider = page.get_by_test_id("stSlider").first.get_by_role("slider")
     times = []
     for step in range(1, moves + 1):
         await slider.focus()

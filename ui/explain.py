@@ -75,7 +75,8 @@ def _pruning(config: OptimizationConfig, changed: Sequence[TensorReport]) -> str
     if p is None or not pruned:
         return None
     n, total = zeros(pruned), sum(r.params for r in pruned)
-    counted = f"{n:,} of {total:,} weights in {len(pruned)} tensors are now exactly zero"
+    tensors = f"{len(pruned)} tensor{'' if len(pruned) == 1 else 's'}"
+    counted = f"{n:,} of {total:,} weights in {tensors} are now exactly zero"
     if p.structure == "2:4":
         return (
             f"2:4 pruning zeroed the 2 smallest of every 4 neighbouring input weights: {counted} "
