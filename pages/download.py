@@ -4,7 +4,7 @@ from datetime import datetime
 
 import streamlit as st
 
-from ui import explain, links, loading, report, services, settings, state, views
+from ui import downloads, explain, links, loading, report, services, settings, state, views
 
 POLL_SECONDS = 0.25  # how often the files table looks again while files are on their way
 session = st.session_state
@@ -20,7 +20,7 @@ st.caption(f"{views.model_title(model)} · setting: **{setting.words}**")
 links.show(ignored, model)
 settings.draw_recipe(model.layers)
 
-formats = views.download_order(config)
+formats = downloads.download_order(config)
 # Ask for the files first, so that their conversion runs while the rest of the page is drawn.
 waiting = services.exports(state.session_id(session), model, config, formats)[1]
 result = services.compare(model, config)
@@ -57,13 +57,13 @@ def files() -> bool:
         )
     else:
         st.info(advice, icon=":material/recommend:")
-    views.export_table(exports, waiting)
-    views.latency_note()
-    views.export_warnings(exports, config)
+    downloads.export_table(exports, waiting)
+    downloads.latency_note()
+    downloads.export_warnings(exports, config)
     recommended = (
         formats[0] if waiting else explain.recommended_format(exports, float_accuracy, budget)
     )
-    views.export_buttons(model, exports, recommended, waiting)
+    downloads.export_buttons(model, exports, recommended, waiting)
 
     st.subheader("Report")
     st.write(

@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 import time
 
-from ui.services import Conversions, Job
+from ui.background import Conversions, Job
 
 
 def until(condition, seconds: float = 10) -> None:

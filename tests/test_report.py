@@ -23,7 +23,7 @@ from optimizers.clustering import ClusteringConfig
 from optimizers.pipeline import OptimizationConfig, describe
 from optimizers.pruning import PruningConfig
 from optimizers.quantization import QuantizationConfig
-from ui import explain, figures, report, services, state, views
+from ui import downloads, explain, figures, report, services, state, views
 from ui.setting import Setting, with_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -121,7 +121,7 @@ def test_report_holds_the_date_advice_headline_cards_files_link_and_recipe(made)
     assert explain.headline(result.outcome, result.baseline) in text
     for card in views.cards(result.outcome, result.baseline):
         assert f'<div class="label">{card.label}</div><div class="value">{card.value}</div>' in text
-    rows = views.export_rows(exports)  # whatever columns it has, every cell as text
+    rows = downloads.export_rows(exports)  # whatever columns it has, every cell as text
     for column in rows.columns:
         assert re.search(f"<th[^>]*>{re.escape(column)}</th>", text)
     for value in rows.to_numpy().ravel():

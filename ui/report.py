@@ -2,7 +2,7 @@
 A and B, side by side).
 
 It holds what the Download page shows, from the same functions (``views.cards``,
-``views.compare_rows``, ``views.export_rows``, ``explain.headline``, the histogram's bins and
+``views.compare_rows``, ``downloads.export_rows``, ``explain.headline``, the histogram's bins and
 marks from ``figures``): when it was made, the recommendation, the setting in words, the
 headline, the metric cards, the weight histogram, the verified files, a link back to these
 settings, and the recipe as an appendix. No script and no outside resource: the histogram is
@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from optimizers.explore import Exported
-from ui import explain, figures, services, views
+from ui import downloads, explain, figures, services, views
 from ui.setting import Setting
 
 WIDTH, HEIGHT = 700, 200  # px of the histogram; 12 px text is 9 pt, in print as on screen
@@ -334,7 +334,7 @@ made {made(created)}</p>
 <h2>Files, verified</h2>
 <p class="meta">Each file was written, loaded back and run on the evaluation data; its accuracy
 is the file's own.</p>
-{table_html(views.export_rows(exports))}
+{table_html(downloads.export_rows(exports))}
 <p class="meta">{e(link_words(setting))}
 <a href="{e(link)}">{e(link)}</a></p>
 </main>

@@ -1,0 +1,83 @@
+"""Work the pages ask for and a background thread does: the Download page's conversions.
+
+A ``Job`` is one file to convert and verify, or one setting's files to time; ``Conversions``
+runs them one at a time and forgets what no session still wants. The results go into the caches
+of ``ui.services``, which decides what to ask for.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
+OWNER_SECONDS = 30.0  # a session that has not asked for a while (a closed tab) no longer wants
+
+
+@dataclass
+class Job:
+    """One file to convert and verify, or one setting's files to time; ``status`` is what the
+    page shows while it waits."""
+
+    make: Callable[[], object]
+    rank: tuple[int, int]  # (stage, position): files before timing, in the order asked
+    status: str
+    owners: dict[str, float]  # session -> when it last asked
+    running: bool = False
+
+
+class Conversions:
+    """A queue of ``Job`` run by one thread per process: a real-size model's conversion holds
+    gigabytes while it runs, so two never run at once, and each is freed before the next. A
+    result goes into its cache, shared by every session. Each session's newest request replaces
+    its previous one, so a job that no session still wants (a setting left behind) is dropped
+    before it starts."""
+
+    def __init__(self) -> None:
+        self._jobs: dict[Hashable, Job] = {}
+        self._ready = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def ask(self, owner: str, wanted: dict[Hashable, Job]) -> dict[Hashable, str]:
+        """Queue ``wanted`` (key -> job) for ``owner``, forget what it asked for before; the
+        status of each wanted key."""
+        now = time.monotonic()
+        with self._ready:
+            for key, job in list(self._jobs.items()):
+                if key not in wanted:
+                    job.owners.pop(owner, None)
+                job.owners = {o: t for o, t in job.owners.items() if now - t < OWNER_SECONDS}
+                if not job.owners and not job.running:
+                    del self._jobs[key]
+            for key, job in wanted.items():
+                found = self._jobs.setdefault(key, job)
+                found.owners[owner] = now
+                found.rank = min(found.rank, job.rank)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._work, daemon=True, name="convert")
+                self._thread.start()
+            self._ready.notify()
+            return {
+                key: self._jobs[key].status if self._jobs[key].running else "queued"
+                for key in wanted
+            }
+
+    def _work(self) -> None:
+        while True:
+            with self._ready:
+                waiting = [k for k, j in self._jobs.items() if not j.running]
+                if not waiting:
+                    self._ready.wait()
+                    continue
+                key = min(waiting, key=lambda k: self._jobs[k].rank)  # ties: first asked
+                job = self._jobs[key]
+                job.running = True
+            try:
+                job.make()
+            except Exception:  # make() keeps its own refusals; never let the worker die
+                log.exception("background job %s failed", key)
+            with self._ready:
+                del self._jobs[key]
