@@ -17,7 +17,7 @@ links.write(session)
 
 st.title("Download")
 st.caption(f"{views.model_title(model)} · setting: **{setting.words}**")
-links.show(ignored, model)
+links.show(ignored, session)
 settings.draw_recipe(model.layers)
 
 formats = downloads.download_order(config)

@@ -21,7 +21,7 @@ st.caption(
     f"{views.model_title(model)} · every change re-optimizes the model; accuracy and the gzip "
     "size follow as soon as they are measured."
 )
-links.show(ignored, model)
+links.show(ignored, session)
 if applied := session.pop(state.APPLIED, None):
     st.toast(applied, icon=":material/check_circle:")
 

@@ -13,6 +13,7 @@ from optimizers.pipeline import Techniques, describe
 from optimizers.recommend import LEVELS
 from ui import loading, services, settings, state, tradeoff, views
 from ui.explain import format_bytes, percent
+from ui.setting import config_words
 
 session = st.session_state
 loading.bootstrap(session)
@@ -96,7 +97,7 @@ with uniform_col:
         st.metric("Best uniform setting", "none in budget", border=True)
     else:
         st.metric(
-            f"Best uniform setting: {tradeoff.label(best.config)}",
+            f"Best uniform setting: {config_words(best.config)}",
             format_bytes(best.packed_bytes),
             f"{quality_name} {percent(best.quality, 2)}",
             delta_color="off",

@@ -35,7 +35,7 @@ from optimizers.clustering import ClusteringConfig
 from optimizers.pipeline import Techniques
 from optimizers.pruning import PruningConfig
 from optimizers.quantization import QuantizationConfig
-from ui import loading, services, settings, state
+from ui import loading, settings, state
 from ui.setting import Setting
 from ui.state import OFF
 
@@ -185,8 +185,8 @@ def params(setting: Setting, pinned: Setting | None = None, prefix: str = "") ->
     for key, name in state.LINK_PARAMS.items():
         if key == state.SAMPLE:
             continue
-        value = state.get({state.SETTING: setting}, key)
-        if key in ALWAYS or value != state.DEFAULTS[key]:
+        value = getattr(setting, key)  # a setting's fields are named by their keys
+        if key in ALWAYS or value != getattr(Setting(), key):
             found[prefix + name] = link_text(key, value)
     for layer, t in setting.layer_overrides:
         found[prefix + LAYER + layer] = techniques_text(t)
@@ -301,16 +301,16 @@ def write(session: Mapping[str, Any]) -> None:
         st.query_params.from_dict(params)
 
 
-def show(notes: Sequence[str], model: services.KerasModel) -> None:
+def show(notes: Sequence[str], session: Mapping[str, Any]) -> None:
     """The ignored values' sentences, and that an uploaded or fine-tuned model stays out of
     the link."""
     for note in notes:
         st.warning(note, icon=":material/link_off:")
-    ref = state.model_ref(model)
+    ref = state.setting(session).model
     if not ref.travels:
         what = "a fine-tuned model" if ref.tuned_from else "an uploaded file"
         st.caption(
-            f"The address bar carries these settings only: {model.name} is {what} and cannot "
+            f"The address bar carries these settings only: {ref.name} is {what} and cannot "
             "travel in a link, so whoever opens it sees the settings on a bundled sample, not "
             "this model."
         )

@@ -24,6 +24,7 @@ from optimizers.pruning import PruningConfig
 from optimizers.quantization import QuantizationConfig
 
 OFF = "Off"  # a clustering or quantization slider that is off
+FLOAT = "float"  # a setting (or the layers of one) that applies nothing
 STRUCTURED = "2:4"
 
 
@@ -144,8 +145,10 @@ def recipe_words(config: OptimizationConfig) -> str:
 def config_words(config: OptimizationConfig) -> str:
     """A config in words, truthful about a per-layer recipe: ``prune 50% → 4 clusters`` when
     every layer has it, ``per-layer recipe: 3 layers with their own setting; the others
-    prune 50% → 4 clusters`` when layers differ."""
+    prune 50% → 4 clusters`` when layers differ; ``float`` for what applies nothing."""
     recipe, base = recipe_words(config), describe(config)
+    if base == NO_TECHNIQUES:
+        base = FLOAT
     if not recipe:
         return base
-    return f"{recipe}; the others {'stay float' if base == NO_TECHNIQUES else base}"
+    return f"{recipe}; the others {'stay float' if base == FLOAT else base}"

@@ -106,8 +106,7 @@ def draw_recipe(layers: Sequence[str]) -> None:
             f"layer{'' if len(followers) == 1 else 's'}"
         )
         text.markdown(
-            f":material/layers: **{recipe_words(setting.config).capitalize()}**; {follow}.",
-            help="\n".join(f"- {line}" for line in recipe_lines(setting, layers)),
+            f":material/layers: **{recipe_words(setting.config).capitalize()}**; {follow}."
         )
         button.button(
             "Clear",

@@ -17,7 +17,7 @@ from optimizers.sweep import Grid, Point, Sweep
 from ui import settings, state
 from ui.explain import format_bytes
 from ui.figures import MARK_COLOR, OPTIMIZED_COLOR, ORIGINAL_COLOR, REFERENCE_COLOR, legible
-from ui.setting import recipe_words
+from ui.setting import config_words, recipe_words
 
 SCATTER = "tradeoff_scatter"  # the chart's key: a widget whose value is the selection
 POINTS = 0  # the trace of the grid points, the only one a click selects
@@ -38,15 +38,9 @@ def grid_from_state(session: Mapping[str, Any]) -> Grid:
     )
 
 
-def label(config: OptimizationConfig) -> str:
-    """A uniform setting in words; ``float`` when every stage is off."""
-    text = describe(config)
-    return "float" if text == describe(Techniques()) else text
-
-
 def hover(p: Point) -> str:
     return (
-        f"{label(p.config)}<br>{100 * p.quality:.2f}%<br>packed {format_bytes(p.packed_bytes)}"
+        f"{config_words(p.config)}<br>{100 * p.quality:.2f}%<br>packed {format_bytes(p.packed_bytes)}"
         f"<br>gzip {format_bytes(p.gzip_bytes)}<br>entropy {format_bytes(p.entropy_bytes)}"
     )
 

@@ -18,7 +18,7 @@ import sample_models
 from optimizers.explore import Outcome
 from optimizers.pipeline import OptimizationConfig, TensorReport
 from ui import explain, services
-from ui.explain import format_bytes, percent, ratio
+from ui.explain import format_bytes, percent
 from ui.setting import config_words
 
 
@@ -121,7 +121,7 @@ def cards(outcome: Outcome, baseline: Outcome) -> list[Card]:
         explain.overall_sparsity(base_eligible),
     )
     distinct, base_distinct = explain.max_distinct(eligible), explain.max_distinct(base_eligible)
-    packed_ratio, smaller = ratio(s.float32, s.packed), explain.download_ratio(outcome, baseline)
+    smaller = explain.download_ratio(outcome, baseline)
     return [
         quality_card(outcome, baseline),
         Card(
@@ -155,7 +155,7 @@ def cards(outcome: Outcome, baseline: Outcome) -> list[Card]:
         ),
         Card(
             "Packed vs float32 weights",
-            f"{packed_ratio:.1f}× smaller" if packed_ratio else "—",
+            explain.size_words(s.float32, s.packed),
             None,
             "float32 bytes of all weights ÷ their packed bytes: the most a purpose-built "
             "format could save, before any file overhead.",
