@@ -156,7 +156,22 @@ def test_loading_words_name_the_file_and_its_size() -> None:
     assert loading.loading_words("empty.keras", 0) == "Loading empty.keras (1 kB)…"
 
 
-def test_sessions_uploading_at_the_same_moment_each_get_their_own_model() -> None:
+def test_sessions_uploading_at_the_same_moment_each_get_their_own_model(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # One server's sessions share one ScriptCache, whose lock compiles the page scripts one at a
+    # time; each AppTest has its own, and CPython 3.11.7's compiler is not safe in two threads
+    # at once ("AST constructor recursion depth mismatch", gh-106905). So the sessions here
+    # share one lock for compiling, as on a server; their uploads still load at the same moment.
+    from streamlit.runtime.scriptrunner.script_cache import ScriptCache
+
+    compiling, get_bytecode = threading.Lock(), ScriptCache.get_bytecode
+
+    def one_at_a_time(cache: ScriptCache, script_path: str) -> object:
+        with compiling:
+            return get_bytecode(cache, script_path)
+
+    monkeypatch.setattr(ScriptCache, "get_bytecode", one_at_a_time)
     samples = {"mlp.keras": MLP, "cancer.keras": CANCER, "cnn.keras": DEFAULT}
     sessions = {name: to_upload_source(start()) for name in samples}
     for name, at in sessions.items():
