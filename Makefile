@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 PORT   ?= 8501
 
-.PHONY: run test lint chromium samples clean bench bench-smoke
+.PHONY: run test lint chromium postgresql samples clean bench bench-smoke bench-data-aware
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -29,11 +29,17 @@ chromium:
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium >/dev/null; }
 
+# The sweep tests start a throwaway PostgreSQL server; install Debian's when initdb is missing.
+postgresql:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq postgresql >/dev/null; }
+
 lint: $(VENV)/.installed-test
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-test: $(VENV)/.installed-test chromium lint
+test: $(VENV)/.installed-test chromium postgresql lint
 	$(PY) -m pytest
 
 # Retrain the bundled sample models (deterministic).
@@ -49,3 +55,7 @@ bench: $(VENV)/.installed-test
 
 bench-smoke: $(VENV)/.installed-test
 	$(PY) -m bench.bench --smoke --out /tmp/bench-smoke.json
+
+# Plain vs data-aware (GPTQ, SparseGPT, bias correction) on the samples, MobileNetV2, ResNet50.
+bench-data-aware: $(VENV)/.installed-test
+	$(PY) -m bench.data_aware

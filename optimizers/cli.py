@@ -4,7 +4,9 @@
 optimized model in a deployable format and verifies the file by running it on the data;
 ``finetune`` trains the model toward the setting on training data and measures the float,
 post-training and fine-tuned models side by side; ``sweep`` measures a grid of uniform settings
-with its Pareto frontier, each layer's sensitivity and a per-layer recipe within a budget. Exit
+as an Optuna study kept in a database (``optimizers/study.py``: any number of workers, resumed
+after a crash), with its Pareto frontier, each layer's sensitivity and a per-layer recipe within
+a budget. Exit
 status 0 on success, 2 on any bad input (one ``error:`` line on stderr, no traceback, no output
 file written).
 """
@@ -21,11 +23,12 @@ from typing import Any
 
 from optimizers.clustering import GRANULARITIES as CLUSTER_GRANULARITIES
 from optimizers.clustering import INITS, ClusteringConfig
+from optimizers.datasets import PIXEL_RANGES
 from optimizers.export import FORMAT_SUFFIXES, FORMATS
 from optimizers.keras_io import InputError
 from optimizers.pipeline import OptimizationConfig, config_from_dict, config_to_dict
 from optimizers.pruning import SCOPES, STRUCTURES, PruningConfig
-from optimizers.quantization import BITS, GRANULARITIES, MODES, QuantizationConfig
+from optimizers.quantization import BITS, BLOCK_SIZES, GRANULARITIES, MODES, QuantizationConfig
 
 
 class UsageError(Exception):
@@ -39,7 +42,8 @@ class Parser(argparse.ArgumentParser):
 
 def add_config_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="a .keras or .h5 model")
-    p.add_argument("--data", help=".npz with x (inputs) and optionally y (labels)")
+    p.add_argument("--data", help=f"data to measure on ({DATA_FORMATS}); labels optional")
+    add_data_arguments(p)
     p.add_argument("--recipe", help="JSON recipe (as downloaded from the app); flags override it")
     p.add_argument("--sparsity", type=float, help="fraction of weights to zero, 0 to 0.99")
     p.add_argument("--structure", choices=STRUCTURES, default="unstructured")
@@ -55,8 +59,45 @@ def add_config_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bits", type=int, choices=BITS, help="quantization bit width")
     p.add_argument("--mode", choices=MODES, default="symmetric", help="quantization mode")
     p.add_argument("--granularity", choices=GRANULARITIES, default="per-channel")
+    p.add_argument(
+        "--block-size",
+        type=int,
+        choices=BLOCK_SIZES,
+        help="one scale per block of this many inputs of each output channel (Dense kernels)",
+    )
+    p.add_argument(
+        "--data-aware",
+        action="store_true",
+        help="prune and round each layer with its calibration inputs (GPTQ, SparseGPT, bias "
+        "correction); needs --calibration",
+    )
+    p.add_argument(
+        "--calibration", help=".npz with x: calibration inputs, never the evaluation data"
+    )
     p.add_argument("--skip", action="append", default=[], metavar="LAYER", help="leave a layer")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+
+
+DATA_FORMATS = ".npz with x and y, .zip of image folders, .csv or .parquet with a label column"
+
+
+def add_data_arguments(p: argparse.ArgumentParser) -> None:
+    """How to read the data files and the model: wherever ``--data`` or ``--train`` is."""
+    p.add_argument(
+        "--pixel-range",
+        choices=PIXEL_RANGES,
+        help="scale the pixels of images read from a .zip to this range (default: 0-255 when "
+        "the model starts with Rescaling or Normalization, else 0-1)",
+    )
+    p.add_argument("--label-column", metavar="NAME", help="a table's label column")
+    p.add_argument(
+        "--trust-code",
+        action="append",
+        default=[],
+        metavar="FILE.py",
+        help="import this Python file before loading the model, so the custom layers it "
+        "registers load (repeatable; only for code you trust)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -86,7 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def add_sweep_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="a .keras or .h5 model")
-    p.add_argument("--data", required=True, help=".npz with x and optionally y to measure on")
+    p.add_argument("--data", required=True, help=f"data to measure on ({DATA_FORMATS})")
+    add_data_arguments(p)
     p.add_argument(
         "--budget",
         type=float,
@@ -101,14 +143,44 @@ def add_sweep_arguments(p: argparse.ArgumentParser) -> None:
         help="values of one axis (sparsity, clusters, bits; 'off' leaves a stage out), "
         "repeat per axis; default sparsity=0,0.5,0.75,0.9 clusters=off,16,4 bits=off,8,4",
     )
+    add_study_arguments(p)
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+
+
+def add_study_arguments(p: argparse.ArgumentParser) -> None:
+    from optimizers import study
+
+    p.add_argument(
+        "--storage",
+        help="Optuna storage URL the study is kept in: sqlite:///FILE, postgresql://... or "
+        f"mysql://... (default ${study.STORAGE_ENV}, else the app's {study.default_storage()})",
+    )
+    p.add_argument(
+        "--study",
+        help="study name; workers with the same storage and name share the work "
+        "(default: the model's name and a hash of model, data and grid)",
+    )
+    p.add_argument("--trials", type=int, help="measure at most this many trials in this worker")
+    p.add_argument(
+        "--search",
+        choices=study.SEARCHES,
+        default="grid",
+        help="grid: the uniform settings; pareto: then as many per-layer settings again, "
+        "recommending from the study's Pareto front",
+    )
+    p.add_argument(
+        "--heartbeat",
+        type=int,
+        default=study.HEARTBEAT,
+        help="seconds between a running trial's heartbeats; a trial silent for two is retried",
+    )
 
 
 def add_finetune_arguments(p: argparse.ArgumentParser) -> None:
     from optimizers.finetune import FinetuneConfig
 
     default = FinetuneConfig()
-    p.add_argument("--train", required=True, help=".npz with x and y to train on")
+    p.add_argument("--train", required=True, help=f"labelled data to train on ({DATA_FORMATS})")
     p.add_argument("--epochs", type=int, default=default.epochs, help="training epochs")
     p.add_argument("--learning-rate", type=float, default=default.learning_rate, help="Adam peak")
     p.add_argument("--batch-size", type=int, default=default.batch_size)
@@ -144,8 +216,14 @@ def config_from_args(args: argparse.Namespace) -> OptimizationConfig:
             preserve_sparsity=not args.no_preserve_sparsity,
             granularity=args.cluster_granularity,
         )
+    if args.block_size is not None and args.bits is None:
+        raise UsageError("--block-size needs --bits")
     if args.bits is not None:
-        changes["quantization"] = QuantizationConfig(args.bits, args.mode, args.granularity)
+        changes["quantization"] = QuantizationConfig(
+            args.bits, args.mode, args.granularity, args.block_size
+        )
+    if args.data_aware:
+        changes["data_aware"] = True
     if args.skip:
         changes["skip"] = tuple(args.skip)
     return replace(base, **changes)
@@ -166,11 +244,25 @@ def check_output(path: str, suffix: str = ".keras") -> Path:
 def prepared_model(args: argparse.Namespace, config: OptimizationConfig) -> Any:
     """The model of ``args`` with its data, ready for ``explore.run``; refuses a ``config``
     that names layers the model has no eligible weights in."""
-    from optimizers import explore, keras_io
+    from optimizers import datasets, explore, keras_io
 
+    keras_io.import_trusted(args.trust_code)
     model = keras_io.load_model(args.model)
-    x, y = keras_io.load_data(args.data, model) if args.data else (None, None)
+    x = y = None
+    if args.data:
+        data = datasets.read(args.data, model, None, args.pixel_range, args.label_column)
+        x, y = data.x, data.y
+        if data.note:  # what was decided while reading, beside the answer on stdout
+            print(f"data: {data.name}: {data.note}", file=sys.stderr)
     prepared = explore.prepare(model, x, y)
+    calibration = getattr(args, "calibration", None)
+    if config.data_aware and calibration is None:
+        raise UsageError("--data-aware needs --calibration: an .npz of inputs other than --data")
+    if calibration is not None and not config.data_aware:
+        raise UsageError("--calibration is used by data-aware settings only; add --data-aware")
+    if calibration is not None:
+        xc, _ = keras_io.load_data(calibration, model)
+        prepared = explore.calibrate(prepared, explore.Calibration(xc, Path(calibration).name))
     layers = list(dict.fromkeys(r.layer for r in prepared.refs))
     unknown = [name for name in (*config.skip, *dict(config.overrides)) if name not in layers]
     if unknown:
@@ -199,6 +291,7 @@ def apply_command(args: argparse.Namespace) -> dict[str, Any]:
         "config": config_to_dict(config),
         "baseline": explore.outcome_to_dict(baseline),
         "optimized": explore.outcome_to_dict(optimized),
+        "calibration": explore.calibration_words(prepared),
         "output": None if output is None else str(output),
     }
 
@@ -215,6 +308,7 @@ def export_command(args: argparse.Namespace) -> dict[str, Any]:
         "model": Path(args.model).name,
         "config": config_to_dict(config),
         **explore.exported_to_dict(exported),
+        "calibration": explore.calibration_words(prepared),
         "output": str(output),
     }
 
@@ -223,6 +317,10 @@ def finetune_command(args: argparse.Namespace) -> dict[str, Any]:
     from optimizers import explore, finetune, keras_io
 
     config = config_from_args(args)
+    if config.data_aware:
+        raise UsageError(
+            "finetune trains the weights instead; --data-aware is for apply and export"
+        )
     settings = finetune.FinetuneConfig(
         epochs=args.epochs,
         learning_rate=args.learning_rate,
@@ -235,7 +333,9 @@ def finetune_command(args: argparse.Namespace) -> dict[str, Any]:
     prepared = prepared_model(args, config)
     if prepared.y is None:
         raise UsageError(f"{Path(args.data).name} has no labels (y); finetune measures accuracy")
-    x_train, y_train = finetune.load_training_data(args.train, prepared.model)
+    x_train, y_train = finetune.load_training_data(
+        args.train, prepared.model, None, args.pixel_range, args.label_column
+    )
     result = finetune.finetune(prepared.model, config, x_train, y_train, settings)
     tuned = explore.run(explore.prepare(result.model, prepared.x, prepared.y), result.config)
     if output is not None:
@@ -256,19 +356,41 @@ def finetune_command(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def sweep_command(args: argparse.Namespace) -> dict[str, Any]:
-    from optimizers import recommend, sweep
+    from optimizers import recommend, study, sweep
 
     grid = sweep.grid_from_strings(args.grid)
     sweep.check_budget(args.budget)
+    if args.trials is not None and args.trials < 1:
+        raise UsageError(f"--trials must be at least 1, got {args.trials}")
+    storage = study.open_storage(args.storage or study.default_storage(), args.heartbeat)
     prepared = prepared_model(args, OptimizationConfig())
-    swept = sweep.sweep(prepared, grid)
-    best = swept.best_within(args.budget)
-    recommended = recommend.recommend(prepared, args.budget, grid)
+    identity = study.Identity.of_files(args.model, args.data)
+    layers = list(recommend.layers(prepared))
+    kept = study.open_study(storage, identity, grid, layers, args.study, args.search)
+    study.run(kept, prepared, args.trials, args.budget)
+    found = study.result(kept, sweep.measure(prepared, OptimizationConfig()))
+    swept = found.sweep
+    best = swept.uniform().best_within(args.budget)
+    if args.search == "pareto":
+        recommended = swept.best_within(args.budget) or swept.baseline
+    else:
+        recommended = recommend.recommend(prepared, args.budget, grid)
     return {
         "model": Path(args.model).name,
         "budget": args.budget,
+        "study": {
+            "name": kept.study_name,
+            "search": args.search,
+            "done": found.done,
+            "target": found.target,
+            "running": found.running,
+            "measured_twice": found.measured_twice,
+        },
         "baseline": sweep.point_to_dict(swept.baseline),
-        "points": [sweep.grid_point_to_dict(p) for p in swept.points],
+        "points": [
+            {**sweep.grid_point_to_dict(p), "per_layer": p.per_layer, "trial": number}
+            for p, number in zip(swept.points, found.trials, strict=True)
+        ],
         "sensitivity": [
             recommend.sensitivity_to_dict(row)
             for row in recommend.sensitivity(prepared, recommend.LEVELS)
@@ -290,11 +412,16 @@ def print_sweep(result: dict[str, Any]) -> None:
         return f"{d['sparsity']:>8.0%} {d['clusters'] or 'off':>8} {d['bits'] or 'off':>5}"
 
     print(f"model      {result['model']}, budget {result['budget']:g} points")
+    found = result["study"]
+    print(
+        f"study      {found['name']}: {found['done']} of {found['target']} trials done, "
+        f"{found['measured_twice']} measured twice"
+    )
     print(f"{'sparsity':>8} {'clusters':>8} {'bits':>5} {'quality':>8} {'packed':>9} {'gzip':>9}")
     base = result["baseline"]
     print(f"{'float':>23} {quality(base)} {base['packed_bytes']:>9,} {base['gzip_bytes']:>9,}")
     for d in result["points"]:
-        mark = " pareto" if d["pareto"] else ""
+        mark = (" pareto" if d["pareto"] else "") + (" per-layer" if d["per_layer"] else "")
         print(f"{setting(d)} {quality(d)} {d['packed_bytes']:>9,} {d['gzip_bytes']:>9,}{mark}")
     print("sensitivity (quality with only this layer optimized), most fragile first")
     for row in result["sensitivity"]:
@@ -328,6 +455,8 @@ def print_summary(result: dict[str, Any]) -> None:
         return "n/a (no labels)" if d["accuracy"] is None else f"{d['accuracy']:.2%}"
 
     print(f"model      {result['model']}")
+    if result["calibration"]:
+        print(f"calibrated on {result['calibration']}")
     print(f"accuracy   {acc(base)} -> {acc(opt)}")
     for key, label in [
         ("size_bytes", "file"),
@@ -352,6 +481,8 @@ def print_export(result: dict[str, Any]) -> None:
         return "n/a (no labels)" if result[key] is None else f"{result[key]:.2%}"
 
     print(f"model      {result['model']} -> {result['output']} ({result['format']})")
+    if result["calibration"]:
+        print(f"calibrated on {result['calibration']}")
     print(f"accuracy   preview {acc('preview_accuracy')}, file {acc('file_accuracy')}")
     print(f"size       {result['size_bytes']:,} bytes, {result['gzip_bytes']:,} gzipped")
     if result["latency_ms"] is not None:

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from optimizers import channels, evaluate, keras_io, latency
+from optimizers import channels, data_aware, evaluate, keras_io, latency
 from optimizers.latency import Latency
 from optimizers.pipeline import (
     OptimizationConfig,
@@ -38,7 +38,7 @@ from optimizers.pipeline import (
 )
 from optimizers.pruning import sorted_magnitudes
 from optimizers.size import GzipBasis, Sizes, gzip_size, start_gzip_basis, weight_sizes
-from optimizers.workers import BACKGROUND
+from optimizers.workers import BACKGROUND, POOL
 
 if TYPE_CHECKING:
     import keras
@@ -64,18 +64,37 @@ class Prepared:
     lock: threading.Lock = field(default_factory=threading.Lock, compare=False)
     # Channel-pruned rewrites of this model, by (sparsity, skip); see ``channel_pruned``.
     derived: OrderedDict[Any, Prepared] = field(default_factory=OrderedDict, compare=False)
+    # Each data-aware tensor's input statistics, from ``calibrate``; ``None`` until then.
+    statistics: Mapping[int, data_aware.LayerInputs] | None = None
+    calibration: Calibration | None = None
 
     @property
     def nbytes(self) -> int:
         """Memory this holds beside the model: its copy of the weights, the clone's as much
         again, and the sorted magnitudes, ready or not."""
-        return 2 * sum(w.nbytes for w in self.weights) + sum(
-            self.weights[i].nbytes for i in self.magnitudes
+        return (
+            2 * sum(w.nbytes for w in self.weights)
+            + sum(self.weights[i].nbytes for i in self.magnitudes)
+            + data_aware.statistics_bytes(self.statistics or {})
         )
 
     def ready_magnitudes(self) -> dict[int, np.ndarray]:
         """The sorted magnitudes made so far (pruning is the same without, only slower)."""
         return {i: job.result() for i, job in self.magnitudes.items() if job.done()}
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """The data a model's layer statistics come from: its inputs and, in words, what it is
+    (``"the training split of digits_cnn"``), which the app and the CLI show."""
+
+    x: np.ndarray
+    source: str
+
+    @property
+    def words(self) -> str:
+        n = min(len(self.x), data_aware.CALIBRATION_SAMPLES)
+        return f"{n:,} samples of {self.source}"
 
 
 @dataclass(frozen=True)
@@ -90,6 +109,7 @@ class Outcome:
     sizes: Sizes
     measured: bool = True
     source: Prepared | None = None  # the channel-pruned model the weights belong to, if any
+    outputs: np.ndarray | None = None  # the preview's outputs on the data, once measured
 
     @property
     def eligible(self) -> list[TensorReport]:
@@ -102,7 +122,7 @@ class Outcome:
         return sum(
             self.weights[r.index].nbytes + sum(a.nbytes for a in r.levels or ())
             for r in self.eligible
-        )
+        ) + (0 if self.outputs is None else self.outputs.nbytes)
 
 
 Progress = Callable[[int, int], None]
@@ -145,17 +165,63 @@ def prepare(
     )
 
 
+def calibrate(
+    prepared: Prepared, calibration: Calibration, on_batch: Progress | None = None
+) -> Prepared:
+    """``prepared`` with the layer statistics of ``calibration`` (``data_aware.gather``), which
+    data-aware settings need; ``on_batch(done, total)`` follows the one run over the data.
+    Refuses data that is the evaluation data: a setting tuned on it would be measured on it."""
+    check_not_evaluation(calibration.x, prepared.x)
+    statistics = data_aware.gather(prepared.model, prepared.refs, calibration.x, on_batch=on_batch)
+    return replace(prepared, statistics=statistics, calibration=calibration)
+
+
+def calibration_words(prepared: Prepared) -> str | None:
+    """Which data calibrated ``prepared``, in words; ``None`` when none did."""
+    return None if prepared.calibration is None else prepared.calibration.words
+
+
+def check_not_evaluation(calibration: np.ndarray, evaluation: np.ndarray | None) -> None:
+    """Raise ``ValueError`` when most calibration samples are also evaluation samples."""
+    if evaluation is None:
+        return
+    used = np.asarray(calibration, np.float32)[: data_aware.CALIBRATION_SAMPLES]
+    rows = np.asarray(evaluation, np.float32).reshape(len(evaluation), -1)
+    seen = {row.tobytes() for row in rows}
+    shared = sum(row.tobytes() in seen for row in used.reshape(len(used), -1))
+    if shared > len(used) / 2:
+        raise ValueError(
+            f"the calibration data is the evaluation data ({shared} of its {len(used)} samples "
+            "are evaluation samples); calibrate on other data, such as the training split"
+        )
+
+
 def optimize(prepared: Prepared, config: OptimizationConfig) -> Outcome:
     """Stage one: apply ``config``; the exact, cheap figures (no accuracy, no gzip yet).
 
     Channel pruning answers with the smaller, rewritten model (``Outcome.source``) and applies
-    the other techniques to it."""
+    the other techniques to it. A data-aware ``config`` needs ``calibrate`` first."""
     if config.pruning is not None and config.pruning.structure == "channels":
         smaller = channel_pruned(prepared, config.pruning.sparsity, config.skip)
         return replace(optimize(smaller, replace(config, pruning=None)), source=smaller)
-    weights, reports = optimize_weights(
-        prepared.weights, prepared.refs, config, prepared.ready_magnitudes()
-    )
+    if config.data_aware and prepared.statistics is None:
+        raise ValueError(
+            "data-aware pruning and rounding need calibration data (a training split or a "
+            "calibration .npz), which this model has not been given"
+        )
+    if config.data_aware:
+        assert prepared.statistics is not None
+        weights, reports = data_aware.optimize(
+            prepared.weights,
+            prepared.refs,
+            config,
+            prepared.statistics,
+            prepared.ready_magnitudes(),
+        )
+    else:
+        weights, reports = optimize_weights(
+            prepared.weights, prepared.refs, config, prepared.ready_magnitudes()
+        )
     reports = reports + list(prepared.float_reports)
     sizes = weight_sizes(weights, reports, file=prepared.file_bytes)
     return Outcome(weights, reports, None, None, sizes, measured=False)
@@ -166,7 +232,7 @@ def measure(prepared: Prepared, outcome: Outcome, on_batch: Progress | None = No
     total)`` follows the evaluation; an exception it raises abandons the measurement."""
     prepared = outcome.source or prepared
     gzip = prepared.gzip.start(outcome.weights)  # compresses in other threads meanwhile
-    accuracy = fid = None
+    accuracy = fid = outputs = None
     if prepared.x is not None:
         with prepared.lock:
             prepared.clone.set_weights(outcome.weights)
@@ -175,7 +241,9 @@ def measure(prepared: Prepared, outcome: Outcome, on_batch: Progress | None = No
             accuracy = evaluate.accuracy(outputs, prepared.y)
         fid = evaluate.fidelity(prepared.reference_outputs, outputs)
     sizes = replace(outcome.sizes, gzip=gzip())
-    return replace(outcome, accuracy=accuracy, fidelity=fid, sizes=sizes, measured=True)
+    return replace(
+        outcome, accuracy=accuracy, fidelity=fid, sizes=sizes, measured=True, outputs=outputs
+    )
 
 
 DERIVED_KEPT = 4  # channel-pruned rewrites kept per prepared model
@@ -193,6 +261,8 @@ def channel_pruned(prepared: Prepared, sparsity: float, skip: tuple[str, ...]) -
             y=prepared.y,
             reference_outputs=prepared.reference_outputs,
         )
+        if prepared.calibration is not None:  # the smaller model's layers see other inputs
+            found = calibrate(found, prepared.calibration)
         with prepared.lock:
             prepared.derived[(sparsity, skip)] = found
             while len(prepared.derived) > DERIVED_KEPT:
@@ -221,7 +291,7 @@ class Exported:
 
     fmt: str
     data: bytes
-    gzip_bytes: int
+    gzip_bytes: int | None  # None until measured: gzip -9 of a 100 MB file takes half a minute
     preview_accuracy: float | None  # the optimized model as the preview computes it
     file_accuracy: float | None  # the file itself, run by Keras or the LiteRT interpreter
     agreement: float | None  # fraction of samples where the file predicts what the preview does
@@ -247,38 +317,50 @@ def export_file(prepared: Prepared, outcome: Outcome, fmt: str) -> Exported:
     return time_exports(prepared, {fmt: verify(prepared, outcome, fmt)})[fmt]
 
 
-def verify(prepared: Prepared, outcome: Outcome, fmt: str) -> Exported:
+def verify(prepared: Prepared, outcome: Outcome, fmt: str, gzip: bool = True) -> Exported:
     """The file of ``outcome``'s weights in format ``fmt``, run on the data to verify it (not
-    yet timed). The evaluation inputs also calibrate a full-integer file. Raises
-    ``ValueError`` (one sentence) when the model cannot be written in ``fmt``."""
+    yet timed; its gzip size left to ``time_exports`` unless ``gzip``). The evaluation inputs
+    also calibrate a full-integer file. Raises ``ValueError`` (one sentence) when the model
+    cannot be written in ``fmt``."""
     from optimizers import export
 
     prepared = outcome.source or prepared
     clone = evaluate.evaluation_clone(prepared.model)  # conversion is slow: not under the lock
     clone.set_weights(outcome.weights)
-    data = export.export_bytes(clone, fmt, prepared.x)
+    data = export.export_bytes(clone, fmt, prepared.x, base=prepared.model)
+    compressed = POOL.submit(gzip_size, data) if gzip else None  # zlib frees the GIL
     file_accuracy = agreement = None
     if prepared.x is not None:
         if fmt == "keras":
             outputs = evaluate.predict(keras_io.load_model_bytes(data, "model.keras"), prepared.x)
         else:
             outputs = export.run_tflite(data, prepared.x)
-        preview = evaluate.predict(clone, prepared.x)
+        preview = outcome.outputs
+        if preview is None:  # not measured
+            preview = evaluate.predict(clone, prepared.x)
         agreement = evaluate.fidelity(preview, outputs).agreement
         if prepared.y is not None:
             file_accuracy = evaluate.accuracy(outputs, prepared.y)
-    return Exported(fmt, data, gzip_size(data), outcome.accuracy, file_accuracy, agreement)
+    gzip_bytes = None if compressed is None else compressed.result()
+    return Exported(fmt, data, gzip_bytes, outcome.accuracy, file_accuracy, agreement)
 
 
 def time_exports(prepared: Prepared, files: Mapping[str, Exported]) -> dict[str, Exported]:
-    """``files`` with the LiteRT ones timed, all together with the original model's float32
-    file in one run, taking turns (``latency.time_files``), so load on the machine falls on
-    every file and the baseline alike."""
+    """``files`` with their gzip sizes measured (where ``verify`` left them out, on every core
+    at once) and the LiteRT ones timed, all together with the original model's float32 file
+    in one run, taking turns (``latency.time_files``), so load on the machine falls on every
+    file and the baseline alike."""
     from optimizers import export
 
+    sizes = dict(
+        zip(files, POOL.map(gzip_size, [e.data for e in files.values()]), strict=True)
+        if any(e.gzip_bytes is None for e in files.values())
+        else ((f, e.gzip_bytes) for f, e in files.items())
+    )
+    files = {f: replace(e, gzip_bytes=sizes[f]) for f, e in files.items()}
     timed = [fmt for fmt, e in files.items() if fmt != "keras"]
     if not timed:
-        return dict(files)
+        return files
     baseline = export.export_bytes(prepared.model, "tflite-float32")
     *times, base = latency.time_files([files[fmt].data for fmt in timed] + [baseline])
     found = dict(zip(timed, times, strict=True))

@@ -46,6 +46,8 @@ from optimizers.tensors import is_real_number, is_whole_number
 if TYPE_CHECKING:
     import keras
 
+    from optimizers.datasets import PixelRange
+
 REFRESH_BATCH = 256  # samples per forward pass when re-estimating BatchNorm statistics
 MIN_TRAIN = 2  # at least one sample to train on and one to validate on
 
@@ -134,18 +136,25 @@ class FinetuneResult:
 OnEpoch = Callable[[int, float, "float | None"], None]
 
 
-def load_training_data(path: str | Path, model: keras.Model) -> tuple[np.ndarray, np.ndarray]:
-    """Training ``x`` and ``y`` from an ``.npz``, checked like evaluation data
-    (``keras_io.load_data``: shape, dtype, no pickles) and refused without labels.
+def load_training_data(
+    source: str | Path | bytes,
+    model: keras.Model,
+    name: str | None = None,
+    pixel_range: PixelRange | None = None,
+    label_column: str | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Training ``x`` and ``y`` from a data file (``datasets.read``: ``.npz``, image ``.zip``,
+    ``.csv``, ``.parquet``), checked like evaluation data and refused without labels.
 
     Raises ``keras_io.InputError`` with one sentence per problem.
     """
-    from optimizers.keras_io import InputError, load_data
+    from optimizers import datasets
+    from optimizers.keras_io import InputError
 
-    x, y = load_data(path, model)
-    name = Path(path).name
+    data = datasets.read(source, model, name, pixel_range, label_column)
+    x, y, name = data.x, data.y, data.name
     if y is None:
-        raise InputError(f"{name} has no array named y; fine-tuning needs labels")
+        raise InputError(f"{name} has {datasets.no_labels(name)}; fine-tuning needs labels")
     if len(x) < MIN_TRAIN:
         raise InputError(f"{name} holds {len(x)} sample; fine-tuning needs at least {MIN_TRAIN}")
     return x, y

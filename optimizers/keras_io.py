@@ -1,8 +1,9 @@
 """Safe loading and saving of models and evaluation data.
 
 Models load with Keras ``safe_mode=True`` and ``compile=False``: no code from a file ever runs
-(Lambda layers and custom classes are refused), and the optimizer state is not needed. Data
-loads with ``allow_pickle=False``. Every refusal is an ``InputError`` whose message is one
+(Lambda layers are refused, and custom classes unless the command line imported the user's own
+module with ``import_trusted``), and the optimizer state is not needed. Data files are read by
+``datasets``. Every refusal is an ``InputError`` whose message is one
 sentence naming the file and what is wrong with it.
 """
 
@@ -13,6 +14,7 @@ import os
 import re
 import tempfile
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -219,8 +221,17 @@ def explain_load_error(path: Path, error: Exception) -> str:
             f"safety; {RESAVE_HINT}"
         )
     if "Could not locate" in text or "custom_objects" in text or "Unknown layer" in text:
+        custom = re.search(
+            r"Could not locate (?:class|function) '([^']+)'|Unknown \w+: '([^']+)'", text
+        )
+        named = next((g for g in custom.groups() if g), "") if custom else ""
+        named = named.split(">")[-1]  # "package>Class", as registered
+        what = f"the custom layer {named}" if named else "custom Python classes"
         return (
-            f"{path.name} needs custom Python classes, which are never loaded here; {RESAVE_HINT}"
+            f"{path.name} uses {what}, whose code is never imported unless you trust it: on "
+            "the command line, pass --trust-code FILE.py naming the Python file that defines "
+            "and registers it (the app never imports code), or "
+            f"{RESAVE_HINT}"
         )
     if "objects could not be loaded" in text or "mismatch" in text:
         return (
@@ -299,114 +310,41 @@ def model_io_shapes(model: keras.Model) -> tuple[tuple, int]:
 
 
 def load_data(path: str | Path, model: keras.Model) -> tuple[np.ndarray, np.ndarray | None]:
-    """Load ``x`` (and optional ``y`` labels) from an ``.npz`` and check they fit ``model``.
+    """``x`` and ``y`` (class ids, or None) of a data file for ``model``, with the defaults of
+    ``datasets.read``, which reads every format (``.npz``, image ``.zip``, ``.csv``,
+    ``.parquet``) and says what it read."""
+    from optimizers import datasets  # datasets imports this module's checks
 
-    ``y`` may be integer class ids or one-hot rows; it is returned as class ids. For a model
-    with one sigmoid output the classes are 0 and 1.
+    data = datasets.read(path, model)
+    return data.x, data.y
+
+
+def import_trusted(paths: Sequence[str | Path]) -> None:
+    """Import each Python file of ``paths`` as a module, so that the layers it registers with
+    ``keras.saving.register_keras_serializable`` can be loaded (still ``safe_mode=True``: no
+    Lambda layer or pickle ever runs). Only the command line calls this, on files the user
+    names; the app never imports user code. Raises ``InputError`` for a missing or broken file.
     """
-    path = Path(path)
-    check_file(path)
-    try:
-        check_npz_contents(path)
-        loaded = np.load(path, allow_pickle=False)
-        if not isinstance(loaded, np.lib.npyio.NpzFile):
-            raise InputError(f"{path.name} is a single .npy array; save x and y with np.savez")
-        with loaded as archive:
-            arrays = {k: archive[k] for k in archive.files}
-    except InputError:
-        raise
-    except Exception as e:
-        # numpy calls every file that is neither .npy nor zip "pickled"; only real pickles are.
-        with open(path, "rb") as f:
-            pickled = f.read(1) == PICKLE_SIGNATURE or "Object arrays" in str(e)
-        if pickled:
+    import importlib.util
+    import sys
+
+    for given in paths:
+        path = Path(given)
+        if not path.is_file():
+            raise InputError(f"{path.name}: no such Python file for --trust-code")
+        if path.suffix != ".py":
+            raise InputError(f"{path.name} is not a Python file (.py) for --trust-code")
+        module = "trusted_" + re.sub(r"\W", "_", path.stem)
+        spec = importlib.util.spec_from_file_location(module, path)
+        if spec is None or spec.loader is None:
+            raise InputError(f"{path.name} cannot be imported as a Python module")
+        loaded = importlib.util.module_from_spec(spec)
+        sys.modules[module] = loaded
+        try:
+            spec.loader.exec_module(loaded)
+        except Exception as e:  # the user's own code: say where it failed, in one line
+            del sys.modules[module]
+            first = " ".join(str(e).split())[:200]
             raise InputError(
-                f"{path.name} holds pickled Python objects, which are refused for safety"
+                f"{path.name} failed to import ({type(e).__name__}: {first})"
             ) from None
-        raise InputError(f"{path.name} is not a readable .npz file") from None
-    return check_data(path.name, arrays, model)
-
-
-NPY_SIGNATURE = b"\x93NUMPY"
-
-
-def check_npz_contents(path: Path) -> None:
-    """Refuse, before reading any array, an ``.npz`` that would unpack to too much, or whose
-    arrays declare more data than they hold, or hold Python objects."""
-    with open(path, "rb") as f:
-        if f.read(len(NPY_SIGNATURE)) == NPY_SIGNATURE:
-            raise InputError(f"{path.name} is a single .npy array; save x and y with np.savez")
-    if not zipfile.is_zipfile(path):
-        return  # np.load says what it is
-    with zipfile.ZipFile(path) as z:
-        check_unpacked_size(path.name, z)
-        for info in z.infolist():
-            with z.open(info) as member:
-                version = np.lib.format.read_magic(member)
-                read_header = (
-                    np.lib.format.read_array_header_1_0
-                    if version == (1, 0)
-                    else np.lib.format.read_array_header_2_0
-                )
-                shape, _, dtype = read_header(member)
-            if dtype.hasobject:
-                raise InputError(
-                    f"{path.name} holds pickled Python objects, which are refused for safety"
-                )
-            declared = float(np.prod(shape, dtype=np.float64)) * dtype.itemsize
-            if declared > info.file_size:
-                array = Path(info.filename).stem
-                raise InputError(
-                    f"{path.name}: array {array} declares {declared / 1e6:,.1f} MB of data but "
-                    f"holds {info.file_size / 1e6:,.1f} MB, so the file is damaged"
-                )
-
-
-def check_data(
-    name: str, arrays: dict[str, np.ndarray], model: keras.Model
-) -> tuple[np.ndarray, np.ndarray | None]:
-    if "x" not in arrays:
-        raise InputError(f"{name} has no array named x (found: {', '.join(arrays) or 'none'})")
-    x = arrays["x"]
-    if not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating):
-        raise InputError(f"{name}: x must be numeric, got {x.dtype}")
-    input_shape, classes = model_io_shapes(model)
-    fits = x.ndim == len(input_shape) + 1 and all(
-        want is None or want == got for want, got in zip(input_shape, x.shape[1:], strict=True)
-    )
-    if not fits:
-        expected = "(n, " + ", ".join("?" if d is None else str(d) for d in input_shape) + ")"
-        raise InputError(f"{name}: x has shape {x.shape} but the model expects {expected}")
-    if len(x) == 0:
-        raise InputError(f"{name}: x holds no samples")
-    with np.errstate(over="ignore"):  # what overflows float32 becomes Inf, refused below
-        x = x.astype(np.float32)
-    if not np.all(np.isfinite(x)):
-        raise InputError(f"{name}: x holds NaN or Inf values (or values too large for float32)")
-    y = arrays.get("y")
-    if y is None:
-        return x, None
-    if y.ndim == 0:
-        raise InputError(f"{name}: y is a single value, not one label per sample")
-    if len(y) != len(x):
-        raise InputError(f"{name}: y has {len(y)} labels for {len(x)} samples")
-    if not np.issubdtype(y.dtype, np.number):
-        raise InputError(f"{name}: y must hold numeric class ids, got {y.dtype}")
-    n_classes = 2 if classes == 1 else classes
-    if y.ndim == 2 and y.shape[1] == classes and classes > 1:
-        if not (np.all((y == 0) | (y == 1)) and np.all(y.sum(axis=1) == 1)):
-            raise InputError(f"{name}: y rows must be one-hot, with a single 1 in each row")
-        y = np.argmax(y, axis=1)
-    elif y.ndim == 2 and y.shape[1] == 1:
-        y = y[:, 0]
-    if y.ndim != 1 or not np.all(np.equal(np.mod(y, 1), 0)):
-        raise InputError(
-            f"{name}: y must be integer class ids or one-hot rows of width {classes}, "
-            f"got shape {y.shape} and dtype {y.dtype}"
-        )
-    if y.min() < 0 or y.max() >= n_classes:
-        raise InputError(
-            f"{name}: y holds class {int(y.max()) if y.max() >= n_classes else int(y.min())}, "
-            f"but the model predicts classes 0 to {n_classes - 1}"
-        )
-    return x, y.astype(np.int64)

@@ -62,10 +62,12 @@ class Techniques:
         ``quantization.granularity`` applies to tensors that are quantized without clustering.
 
         >>> Techniques(clustering=ClusteringConfig(16), quantization=QuantizationConfig(4)).grid
-        QuantizationConfig(bits=4, mode='symmetric', granularity='per-tensor')
+        QuantizationConfig(bits=4, mode='symmetric', granularity='per-tensor', block_size=None)
         """
         q, c = self.quantization, self.clustering
-        return q if q is None or c is None else replace(q, granularity=c.granularity)
+        if q is None or c is None:
+            return q
+        return replace(q, granularity=c.granularity, block_size=None)
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,7 @@ class OptimizationConfig(Techniques):
     """Techniques for every eligible tensor, with per-layer exceptions.
 
     ``skip`` names layers left untouched; ``overrides`` gives layers their own ``Techniques``.
+    ``data_aware`` prunes and rounds with calibration data (``optimizers.data_aware``).
 
     >>> OptimizationConfig(pruning=PruningConfig(0.6), skip=("predictions",)).for_layer("dense")
     Techniques(pruning=PruningConfig(sparsity=0.6, structure='unstructured', scope='per-layer'), clustering=None, quantization=None)
@@ -80,6 +83,11 @@ class OptimizationConfig(Techniques):
 
     skip: tuple[str, ...] = ()
     overrides: tuple[tuple[str, Techniques], ...] = field(default=())
+    data_aware: bool = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.data_aware, bool):
+            raise ValueError(f"data_aware must be true or false, got {self.data_aware!r}")
 
     def for_layer(self, layer: str) -> Techniques:
         if layer in self.skip:
@@ -364,6 +372,7 @@ def config_to_dict(config: OptimizationConfig) -> dict[str, Any]:
         **techniques_to_dict(config),
         "skip": list(config.skip),
         "overrides": {layer: techniques_to_dict(t) for layer, t in config.overrides},
+        "data_aware": config.data_aware,
     }
 
 
@@ -374,6 +383,7 @@ def config_from_dict(data: Mapping[str, Any]) -> OptimizationConfig:
     data = dict(data)
     skip = data.pop("skip", [])
     overrides = data.pop("overrides", {})
+    data_aware = data.pop("data_aware", False)
     if not isinstance(skip, list) or not all(isinstance(s, str) for s in skip):
         raise ValueError("recipe 'skip' must be a list of layer names")
     if not isinstance(overrides, Mapping):
@@ -387,7 +397,8 @@ def config_from_dict(data: Mapping[str, Any]) -> OptimizationConfig:
     except TypeError as e:
         raise ValueError(f"recipe has an unknown setting: {e}") from None
     return replace(
-        OptimizationConfig(skip=tuple(skip), overrides=pairs), **techniques_to_kwargs(base)
+        OptimizationConfig(skip=tuple(skip), overrides=pairs, data_aware=data_aware),
+        **techniques_to_kwargs(base),
     )
 
 

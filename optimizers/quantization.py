@@ -9,7 +9,11 @@
 arithmetic is done in the weights' own float type, exactly as ``ai_edge_quantizer`` does, so a
 preview on this grid equals the exported file. The range always includes zero, so zero maps
 exactly to zero in both modes. Per-channel granularity gives each output channel its own scale
-(LiteRT's default for weights); per-tensor uses one.
+(LiteRT's default for weights); per-tensor uses one. A ``block_size`` splits each output channel
+of a 2-D kernel (Dense: inputs x outputs) into blocks of that many consecutive inputs, each with
+its own scale (LiteRT's blockwise weights, which it stores for fully connected layers only); a
+tensor of another shape, or whose inputs are not a multiple of the block, keeps one scale per
+channel.
 
 A clustered tensor is quantized by rounding its table of shared values (``quantize_table``),
 with one scale per table row: the scales follow the clustering's granularity, not
@@ -19,6 +23,7 @@ k. The values equal ``quantize`` of the clustered tensor on that granularity.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, get_args
 
@@ -32,6 +37,7 @@ Granularity = Literal["per-channel", "per-tensor"]
 MODES: tuple[Mode, ...] = get_args(Mode)
 GRANULARITIES: tuple[Granularity, ...] = get_args(Granularity)
 BITS: tuple[int, ...] = (2, 3, 4, 5, 6, 7, 8, 16)
+BLOCK_SIZES: tuple[int, ...] = (32, 64, 128, 256)  # ai_edge_quantizer's blockwise schemes
 
 MODE_LABELS: dict[Mode, str] = {
     "symmetric": "Symmetric: levels centred on zero (what LiteRT uses for weights)",
@@ -47,14 +53,16 @@ GRANULARITY_LABELS: dict[Granularity, str] = {
 class QuantizationConfig:
     """How to quantize. ``granularity`` sets the scales of a tensor quantized on its own; a
     clustered tensor's scales follow its clustering instead (``pipeline.Techniques.grid``).
+    ``block_size`` (per-channel only) gives blocks of that many inputs their own scale.
 
     >>> QuantizationConfig(bits=4)
-    QuantizationConfig(bits=4, mode='symmetric', granularity='per-channel')
+    QuantizationConfig(bits=4, mode='symmetric', granularity='per-channel', block_size=None)
     """
 
     bits: int = 8
     mode: Mode = "symmetric"
     granularity: Granularity = "per-channel"
+    block_size: int | None = None
 
     def __post_init__(self) -> None:
         if not is_whole_number(self.bits) or self.bits not in BITS:
@@ -66,6 +74,16 @@ class QuantizationConfig:
             raise ValueError(
                 f"granularity must be one of {GRANULARITIES}, got {self.granularity!r}"
             )
+        if self.block_size is not None:
+            if not is_whole_number(self.block_size) or self.block_size not in BLOCK_SIZES:
+                raise ValueError(
+                    f"block_size must be one of {BLOCK_SIZES} or None, got {self.block_size!r}"
+                )
+            object.__setattr__(self, "block_size", int(self.block_size))
+            if self.granularity != "per-channel":
+                raise ValueError(
+                    f"block_size needs granularity 'per-channel', got {self.granularity!r}"
+                )
 
 
 @dataclass(frozen=True)
@@ -73,7 +91,8 @@ class Quantized:
     """Integer codes with their per-channel (or single) scale and zero point.
 
     ``codes`` has the weights' shape; ``scale`` and ``zero_point`` have one entry per output
-    channel (one in all for per-tensor). ``values`` is the dequantized float tensor.
+    channel (one in all for per-tensor; blocks x channels, block-major, for blockwise).
+    ``values`` is the dequantized float tensor.
     """
 
     codes: np.ndarray
@@ -115,12 +134,39 @@ def quantize(
     check_finite(w)
     if config.granularity == "per-tensor":
         columns, restore = w.reshape(-1, 1), lambda cols: cols.reshape(w.shape)
+    elif blocked(w.shape, channel_axes, config.block_size):
+        columns, restore = block_columns(w, config.block_size)
     else:
         columns, restore = as_channel_columns(w, channel_axes)
     if columns.size == 0:
         return Quantized(np.zeros(w.shape, np.int8), np.ones(1, w.dtype), np.zeros(1, np.int64), w)
     q = quantize_columns(columns, config)
     return Quantized(restore(q.codes), q.scale, q.zero_point, restore(q.values))
+
+
+def blocked(shape: tuple[int, ...], channel_axes: tuple[int, ...], block_size: int | None) -> bool:
+    """Whether a tensor of ``shape`` gets blockwise scales: a 2-D kernel with its output channels
+    last whose inputs are a whole number of blocks (what LiteRT stores blockwise)."""
+    return (
+        block_size is not None
+        and len(shape) == 2
+        and tuple(a % 2 for a in channel_axes) == (1,)
+        and shape[0] % block_size == 0
+    )
+
+
+def block_columns(
+    w: np.ndarray, block_size: int
+) -> tuple[np.ndarray, Callable[[np.ndarray], np.ndarray]]:
+    """A 2-D kernel (inputs x outputs) as one column per (block of inputs, output channel),
+    block-major, and the function that turns such columns back into ``w``'s shape."""
+    blocks, outputs = w.shape[0] // block_size, w.shape[1]
+    columns = w.reshape(blocks, block_size, outputs).transpose(1, 0, 2)
+
+    def restore(cols: np.ndarray) -> np.ndarray:
+        return cols.reshape(block_size, blocks, outputs).transpose(1, 0, 2).reshape(w.shape)
+
+    return columns.reshape(block_size, blocks * outputs), restore
 
 
 def quantize_columns(columns: np.ndarray, config: QuantizationConfig) -> Quantized:
@@ -170,6 +216,8 @@ def coded(q: Quantized, config: QuantizationConfig, channel_axes: tuple[int, ...
     operations as ``q.values`` (so equal to them), or ``None`` when that table would be too
     large to count with (``levels.countable``)."""
     qmin, qmax = code_range(config.bits, config.mode)
+    if blocked(q.codes.shape, channel_axes, config.block_size):
+        return None  # a table per block, which ``levels`` does not count with
     if not countable(q.scale.size, qmax - qmin + 1, q.codes.size):
         return None
     dtype = q.values.dtype

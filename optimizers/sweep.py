@@ -62,13 +62,22 @@ class Grid:
     def settings(self) -> list[Techniques]:
         """Every combination, gentlest first in each axis order."""
         return [
-            Techniques(
-                PruningConfig(s) if s else None,
-                None if k is None else ClusteringConfig(k),
-                None if b is None else QuantizationConfig(b),
-            )
-            for s, k, b in itertools.product(self.sparsities, self.clusters, self.bits)
+            technique(*axes)
+            for axes in itertools.product(self.sparsities, self.clusters, self.bits)
         ]
+
+
+def technique(sparsity: float, clusters: int | None, bits: int | None) -> Techniques:
+    """The stages of one grid point (sparsity 0 and ``None`` leave a stage out).
+
+    >>> technique(0.0, None, 4) == Techniques(quantization=QuantizationConfig(4))
+    True
+    """
+    return Techniques(
+        PruningConfig(sparsity) if sparsity else None,
+        None if clusters is None else ClusteringConfig(clusters),
+        None if bits is None else QuantizationConfig(bits),
+    )
 
 
 def grid_from_strings(items: Sequence[str]) -> Grid:
@@ -124,6 +133,11 @@ class Point:
     def quality(self) -> float:
         """Accuracy with labels, agreement without: what the budget and the frontier use."""
         return self.agreement if self.accuracy is None else self.accuracy
+
+    @property
+    def per_layer(self) -> bool:
+        """Whether layers differ (overrides or skipped layers), not one uniform setting."""
+        return bool(self.config.overrides or self.config.skip)
 
 
 def point(outcome: explore.Outcome, config: OptimizationConfig) -> Point:
@@ -182,26 +196,24 @@ class Sweep:
         fits = [p for p in self.points if within(p.quality, self.baseline.quality, budget)]
         return min(fits, key=lambda p: (p.packed_bytes, -p.quality), default=None)
 
+    def uniform(self) -> Sweep:
+        """The points that set every layer alike (their flags stay those of the whole sweep)."""
+        return replace(self, points=tuple(p for p in self.points if not p.per_layer))
+
 
 def sweep(prepared: explore.Prepared, grid: Grid, on_point: Progress | None = None) -> Sweep:
-    """Measure every setting of ``grid`` on ``prepared``; ``on_point(done, total)`` after each."""
+    """Measure every setting of ``grid`` on ``prepared``, in grid order, as a study kept in
+    memory (``optimizers.study`` keeps one in a database); ``on_point(done, total)`` after each.
+    """
+    from optimizers import study  # it builds on this module
+
     if prepared.x is None:
         raise ValueError("a sweep needs evaluation data (an .npz with x and optionally y)")
-    baseline = measure(prepared, OptimizationConfig())
-    settings = grid.settings()
-    points = []
-    for i, setting in enumerate(settings):
-        points.append(measure(prepared, uniform(setting)) if setting.active else baseline)
-        if on_point is not None:
-            on_point(i + 1, len(settings))
-    flags = pareto_flags([p.packed_bytes for p in points], [p.quality for p in points])
-    return Sweep(
-        baseline,
-        tuple(
-            replace(p, config=uniform(s), pareto=f)
-            for p, s, f in zip(points, settings, flags, strict=True)
-        ),
-    )
+    identity = study.Identity("model", "", "")  # one study in its own storage: nothing to mix up
+    names = list(dict.fromkeys(r.layer for r in prepared.refs))
+    kept = study.open_study(study.open_storage(None), identity, grid, names)
+    study.run(kept, prepared, on_trial=on_point)
+    return study.result(kept, measure(prepared, OptimizationConfig())).sweep
 
 
 def point_to_dict(p: Point) -> dict[str, Any]:

@@ -45,6 +45,7 @@ def histogram(original: list, optimized: list, config, log_y: bool, key: str) ->
 def answer(model: services.KerasModel) -> None:
     state.init(session, loading.DEFAULT_SAMPLE)  # a fragment rerun skips the page's own init
     settings.draw_sliders(model.layers)
+    settings.draw_calibration(model)
     settings.draw_advanced(model.layers)
     settings.draw_recipe(model.layers)
     setting = state.setting(session)

@@ -7,6 +7,7 @@ nothing on the page still describes the previous model; a rerun then draws the l
 import streamlit as st
 
 import sample_models
+from optimizers.datasets import PIXEL_RANGES
 from ui import figures, loading, services, state, views
 
 session = st.session_state
@@ -56,8 +57,21 @@ with choose:
         key=state.DATA_FILE,
         on_change=loading.queue_upload,
         args=(state.DATA_FILE, state.PENDING_DATA),
-        help="An .npz with x (inputs) and y (class ids or one-hot). Without y the app measures "
-        "agreement with the original model instead of accuracy.",
+        help="An .npz with x (inputs) and y (class ids or one-hot); a .zip of images with one "
+        "folder per class; or a .csv or .parquet table with one column per input value and a "
+        "label column (label, target, y or class). Without labels the app measures agreement "
+        "with the original model instead of accuracy.",
+    )
+    st.selectbox(
+        "Pixel range of images",
+        [state.AUTO_PIXELS, *PIXEL_RANGES],
+        index=state.index_of(session, state.PIXEL_RANGE, [state.AUTO_PIXELS, *PIXEL_RANGES]),
+        key=state.PIXEL_RANGE,
+        on_change=loading.queue_upload,
+        args=(state.DATA_FILE, state.PENDING_DATA),
+        format_func=lambda r: "as the model expects" if r == state.AUTO_PIXELS else r,
+        help="How the pixels of images in a .zip are scaled: by default 0-255 when the model "
+        "starts with a Rescaling or Normalization layer, else 0-1.",
     )
     loading.show_refusals(session)
 
@@ -82,6 +96,7 @@ with summary:
         st.caption(
             f"File {model.name} · evaluation data: {model.data_name or 'none'}"
             + ("" if model.has_labels or not model.has_data else " (no labels)")
+            + (f": {model.data_note}" if model.data_note else "")
         )
         samples = len(model.prepared.x) if model.has_data else 0
         with st.spinner(

@@ -74,21 +74,66 @@ config = state.setting(session).config
 settings.draw_recipe(model.layers)
 
 bar = st.progress(0.0)
-result = services.swept(
-    model, grid, lambda done, total: bar.progress(done / total, f"Measuring {done} of {total}…")
+more = tradeoff.MORE_TRIALS if session.pop(tradeoff.RUN_MORE, False) else 0
+found = services.swept(
+    model,
+    grid,
+    lambda done, total: bar.progress(min(done / total, 1.0), f"Measuring {done} of {total}…"),
+    more,
+    budget,
 )
 bar.progress(1.0, "Searching per-layer settings…")
 recommended = services.recommended(model, grid, budget)
 bar.empty()
-best = result.best_within(budget)
+result = found.sweep
+best = result.uniform().best_within(budget)
+searched = result.best_within(budget)  # the study's own per-layer settings may do better
+if searched is not None and searched.per_layer and searched.packed_bytes < recommended.packed_bytes:
+    recommended = searched
 
-st.plotly_chart(
-    tradeoff.scatter(result, config, recommended, quality_name),
-    key=tradeoff.SCATTER,
-    on_select=partial(tradeoff.pick, result.points, session),
-    selection_mode="points",
-    config={"displayModeBar": False},
+
+def chart() -> bool:
+    """The study as it stands, from every worker; whether all its trials are done."""
+    now = services.swept(model, grid)
+    st.caption(
+        f"Sweep {now.name}: {now.done} of {now.target} trials done"
+        + (f", {now.running} running in other workers" if now.running else "")
+        + (f", {now.measured_twice} measured twice" if now.measured_twice else "")
+        + ". It is kept, and shared with `python -m optimizers sweep` workers on the same "
+        "storage."
+    )
+    st.plotly_chart(
+        tradeoff.scatter(now.sweep, config, recommended, quality_name),
+        key=tradeoff.SCATTER,
+        on_select=partial(tradeoff.pick, now.sweep.uniform().points, session),
+        selection_mode="points",
+        config={"displayModeBar": False},
+    )
+    return now.done >= now.target
+
+
+def polled() -> None:
+    """The chart again every ``POLL_SECONDS`` while other workers measure; then the page."""
+    if chart():
+        st.rerun()
+
+
+if found.done < found.target:
+    st.fragment(run_every=tradeoff.POLL_SECONDS)(polled)()
+else:
+    chart()
+st.button(
+    f"Run {tradeoff.MORE_TRIALS} more trials here",
+    icon=":material/add_chart:",
+    key="run_more",
+    on_click=tradeoff.ask_more,
+    args=(session,),
+    help="Per-layer settings beyond the grid, chosen by a multi-objective sampler (Optuna's "
+    "TPE) from the points so far; they are added to the stored sweep.",
 )
+stored = services.stored_sweeps(model)
+with st.expander(f"Stored sweeps of this model and data ({len(stored)})"):
+    st.dataframe(tradeoff.stored_rows(stored, found.name), hide_index=True, key="stored_sweeps")
 
 st.subheader(f"Within {budget:g} point{'' if budget == 1 else 's'} of the float model")
 uniform_col, recommended_col = st.columns(2, gap="large")
@@ -112,7 +157,8 @@ with recommended_col:
         f"{quality_name} {percent(recommended.quality, 2)}{smaller} smaller",
         delta_color="off",
         help="Fragile layers get gentler settings, robust ones harsher: a greedy search over "
-        "the grid's settings per layer, for the smallest packed size within the budget.",
+        "the grid's settings per layer, for the smallest packed size within the budget, or the "
+        "sweep's own per-layer trials when one of them is smaller.",
         border=True,
     )
     st.markdown(

@@ -21,6 +21,18 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 settings.register_profile("repeatable", derandomize=True)
 settings.load_profile("repeatable")
 
+
+@pytest.fixture(scope="session", autouse=True)
+def sweeps_storage(tmp_path_factory) -> str:
+    """Sweeps (Optuna studies) of this run go to a file of its own, never to the user's cache
+    folder; subprocesses (CLI workers, the browser test's server) inherit it."""
+    from optimizers.study import STORAGE_ENV
+
+    url = f"sqlite:///{tmp_path_factory.mktemp('sweeps') / 'sweeps.db'}"
+    os.environ[STORAGE_ENV] = url
+    return url
+
+
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "sample_models"
 N_TRAIN = 1400  # load_digits has 1,797 samples: the rest is the held-out test set
@@ -112,3 +124,46 @@ def cli_model(request) -> CliModel:
         )
     files = request.getfixturevalue("model_files")  # trained only when needed
     return CliModel(files.cnn_keras, files.cnn_data, "built")
+
+
+def images_zip(x: np.ndarray, y: np.ndarray, top: str = "digits") -> bytes:
+    """Images (float in [0, 1], one channel) as 8-bit PNG files in one folder per class, under
+    one top folder, as a file manager zips an ``image_dataset_from_directory`` folder."""
+    import io
+    import zipfile
+
+    from PIL import Image
+
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as z:
+        for i, (image, label) in enumerate(zip(x, y, strict=True)):
+            png = io.BytesIO()
+            Image.fromarray(np.round(255 * image[..., 0]).astype(np.uint8)).save(png, "PNG")
+            z.writestr(f"{top}/{label}/{i:04d}.png", png.getvalue())
+    return out.getvalue()
+
+
+def table_csv(x: np.ndarray, y: np.ndarray, label: str = "target") -> bytes:
+    """Feature rows (exact float text) with a header and a label column last."""
+    lines = [",".join([*(f"feature {i}" for i in range(x.shape[1])), label])]
+    lines += [",".join([*map(repr, map(float, row)), str(t)]) for row, t in zip(x, y, strict=True)]
+    return ("\n".join(lines) + "\n").encode()
+
+
+@dataclass(frozen=True)
+class UserFiles:
+    """The bundled samples' test sets as users keep such data: the digits CNN's as a zip of
+    PNG class folders, the breast cancer MLP's as a CSV table with a ``target`` column."""
+
+    digits_zip: Path
+    cancer_csv: Path
+
+
+@pytest.fixture(scope="session")
+def user_files(tmp_path_factory) -> UserFiles:
+    out = tmp_path_factory.mktemp("user_files")
+    with np.load(SAMPLES / "digits_cnn_test.npz") as d:
+        (out / "digits.zip").write_bytes(images_zip(d["x"], d["y"]))
+    with np.load(SAMPLES / "breast_cancer_mlp_test.npz") as d:
+        (out / "cancer.csv").write_bytes(table_csv(d["x"], d["y"]))
+    return UserFiles(out / "digits.zip", out / "cancer.csv")

@@ -9,9 +9,13 @@ from pathlib import Path
 from streamlit.proto.WidgetStates_pb2 import WidgetState
 from streamlit.testing.v1 import AppTest
 
-from optimizers.pipeline import Techniques, config_from_dict
+import sample_models
+from optimizers import study, sweep
+from optimizers.cli import main
+from optimizers.pipeline import OptimizationConfig, Techniques, config_from_dict
 from optimizers.recommend import LEVELS
-from ui import services, state, tradeoff
+from ui import loading, services, state, tradeoff
+from ui.setting import OFF
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = str(ROOT / "app.py")
@@ -48,9 +52,9 @@ def click(at: AppTest, index: int, curve: int = tradeoff.POINTS) -> AppTest:
 
 
 def sweep_of(at: AppTest):
-    """The cached sweep the page drew (the same key the page asked for)."""
+    """The stored sweep the page drew (the same study the page asked for)."""
     model = at.session_state[state.MODEL]
-    return services.swept(model, tradeoff.grid_from_state(at.session_state))
+    return services.swept(model, tradeoff.grid_from_state(at.session_state)).sweep
 
 
 def test_the_page_draws_every_point_the_frontier_and_the_float_model() -> None:
@@ -106,7 +110,7 @@ def test_the_recommended_recipe_applies_in_sight_and_its_link_reproduces_it() ->
     model = at.session_state[state.MODEL]
     grid = tradeoff.grid_from_state(at.session_state)
     recommended = services.recommended(model, grid, state.get(at.session_state, state.BUDGET))
-    best = sweep_of(at).best_within(state.get(at.session_state, state.BUDGET))
+    best = sweep_of(at).uniform().best_within(state.get(at.session_state, state.BUDGET))
     assert recommended.packed_bytes <= best.packed_bytes
     assert recommended.config.overrides or recommended.config.skip  # per layer indeed
     download = at.get("download_button")
@@ -157,3 +161,66 @@ def test_an_empty_grid_axis_is_one_sentence() -> None:
     at.multiselect(key=state.SWEEP_BITS).set_value([]).run()
     assert not at.exception
     assert len(at.error) == 1 and "at least one value" in at.error[0].value
+
+
+# --- sweeps are stored studies ---
+
+TWO_POINTS = {state.SWEEP_SPARSITIES: [0, 50], state.SWEEP_CLUSTERS: [OFF], state.SWEEP_BITS: [OFF]}
+
+
+def small_grid(at: AppTest, values: dict) -> None:
+    for key, value in values.items():
+        at.multiselect(key=key).set_value(value)
+
+
+def caption(at: AppTest, start: str) -> str:
+    found = [c.value for c in at.caption if c.value.startswith(start)]
+    assert found, [c.value for c in at.caption]
+    return found[0]
+
+
+def test_the_page_lists_a_study_a_command_line_worker_stored(capsys) -> None:
+    sample = sample_models.get(loading.DEFAULT_SAMPLE)
+    argv = ["sweep", str(sample.model_path), "--data", str(sample.data_path), "--json"]
+    grid = ["--grid", "sparsity=0,0.75", "--grid", "clusters=off", "--grid", "bits=off"]
+    assert main([*argv, *grid, "--study", "from-the-command-line"]) == 0
+    capsys.readouterr()
+    at = start()
+    table = next(d for d in at.dataframe if "study" in d.value.columns).value
+    row = table[table["study"] == "from-the-command-line"]
+    assert list(row["done"]) == ["2 of 2"]
+    assert list(row["grid"]) == ["sparsity 0,0.75 · clusters off · bits off"]
+
+
+def test_points_arrive_from_another_worker_and_more_trials_run_here() -> None:
+    at = start()
+    model = at.session_state[state.MODEL]
+    small_grid(at, TWO_POINTS)
+    grid = sweep.Grid((0.0, 0.5), (None,), (None,))
+    kept = services.sweeps_study(model, grid)
+    held = kept.ask()  # another worker takes the first point (the float model) and measures...
+    at.run()
+    assert not at.exception, at.exception
+    assert "1 of 2 trials done, 1 running in other workers" in caption(at, "Sweep ")
+    float_model = sweep.measure(model.prepared, OptimizationConfig())
+    for key, value in study.point_attrs(float_model).items():
+        held.set_user_attr(key, value)
+    kept.tell(held, [float_model.quality, float_model.packed_bytes])  # ...and is done
+    at.run()
+    assert "2 of 2 trials done." in caption(at, "Sweep ")
+    _, spec = chart(at, tradeoff.SCATTER)
+    assert len(spec["data"][tradeoff.POINTS]["x"]) == 2
+
+    at.button(key="run_more").click().run()
+    assert not at.exception, at.exception
+    total = 2 + tradeoff.MORE_TRIALS
+    assert f"{total} of {total} trials done" in caption(at, "Sweep ")
+    result = sweep_of(at)
+    layered = [p for p in result.points if p.per_layer]
+    assert layered, "the sampler found no per-layer setting in 12 trials"
+    _, spec = chart(at, tradeoff.SCATTER)
+    shown = next(t for t in spec["data"] if t.get("name") == "per-layer setting")
+    assert sorted(shown["x"]) == sorted(p.packed_bytes for p in layered)
+    for p in layered[:2]:  # each is what explore.run measures for its recipe
+        again = sweep.measure(model.prepared, p.config)
+        assert (again.quality, again.packed_bytes) == (p.quality, p.packed_bytes)

@@ -266,7 +266,7 @@ def test_a_link_reproduces_the_view_and_the_report_opens_offline(
     by_hand.goto(app_url)
     expect(metric_value(by_hand, "Baseline accuracy")).to_be_visible()
     title = sample_models.get(LINKED["sample"]).title
-    by_hand.get_by_test_id("stSelectbox").click()
+    by_hand.get_by_test_id("stSelectbox").filter(has_text="Sample model").click()
     by_hand.get_by_role("option", name=title).click()
     expect(by_hand.get_by_role("heading", name=title)).to_be_visible()
     by_hand.get_by_role("link", name="Explore").click()

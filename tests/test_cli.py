@@ -13,6 +13,7 @@ import math
 import re
 import subprocess
 import sys
+import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -496,3 +497,101 @@ def test_skipping_a_layer_the_model_lacks_is_refused(tmp_path, cli_model, capsys
 def test_global_scope_without_sparsity_is_refused(cli_model, capsys):
     code, lines = run_main(["apply", str(cli_model.model), "--scope", "global"], capsys)
     assert code == 2 and lines == ["error: --scope global needs --sparsity"]
+
+
+def calibration_file(tmp_path: Path, cli_model) -> Path:
+    """Inputs to calibrate on that are not the evaluation data: the sample's training split."""
+    if cli_model.source == "sample_models":
+        return cli_model.model.with_name("digits_cnn_train.npz")
+    with np.load(cli_model.data) as arrays:  # the fixture's CNN: its inputs, brightened
+        x = np.clip(arrays["x"] * 1.1, 0, 1)
+    np.savez(tmp_path / "calibration.npz", x=x)
+    return tmp_path / "calibration.npz"
+
+
+def test_data_aware_apply_reports_its_calibration_and_beats_plain(tmp_path, cli_model, capsys):
+    from optimizers.cli import main
+
+    calibration = calibration_file(tmp_path, cli_model)
+    argv = ["apply", str(cli_model.model), "--data", str(cli_model.data), "--bits", "2", "--json"]
+    results = []
+    for extra in ([], ["--data-aware", "--calibration", str(calibration)]):
+        assert main([*argv, *extra]) == 0
+        results.append(json.loads(capsys.readouterr().out))
+    plain, aware = results
+    assert plain["calibration"] is None and not plain["config"]["data_aware"]
+    assert aware["config"]["data_aware"] is True
+    assert calibration.name in aware["calibration"]
+    assert aware["optimized"]["accuracy"] > plain["optimized"]["accuracy"]
+
+
+@pytest.mark.parametrize(
+    ("extra", "phrase"),
+    [
+        (["--data-aware"], "--data-aware needs --calibration"),
+        (["--data-aware", "--calibration", "DATA"], "is the evaluation data"),
+        (["--calibration", "DATA"], "add --data-aware"),
+        (["--block-size", "32"], "--block-size needs --bits"),
+    ],
+)
+def test_data_aware_misuse_is_refused(cli_model, capsys, extra, phrase):
+    extra = [str(cli_model.data) if e == "DATA" else e for e in extra]
+    argv = ["apply", str(cli_model.model), "--data", str(cli_model.data), *extra]
+    code, lines = run_main(argv, capsys)
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), lines
+    assert phrase in lines[0]
+
+
+def apply_json(argv: list[str], capsys) -> tuple[dict, str]:
+    from optimizers.cli import main
+
+    assert main([*argv, "--json"]) == 0
+    out, err = capsys.readouterr()
+    return json.loads(out), err
+
+
+def test_image_folders_and_a_csv_give_the_accuracy_of_their_npz(user_files, capsys):
+    samples = ROOT / "sample_models"
+    cases = [
+        ("digits_cnn", user_files.digits_zip, "pixels 0-1 (the default for this model)"),
+        ("breast_cancer_mlp", user_files.cancer_csv, "labels from column target"),
+    ]
+    accuracies = {}
+    for sample, data, note in cases:
+        model = str(samples / f"{sample}.keras")
+        base, _ = apply_json(
+            ["apply", model, "--data", str(samples / f"{sample}_test.npz")], capsys
+        )
+        read, err = apply_json(["apply", model, "--data", str(data)], capsys)
+        assert abs(read["baseline"]["accuracy"] - base["baseline"]["accuracy"]) <= 0.005
+        assert f"data: {data.name}: " in err and note in err  # how it was read, on stderr
+        accuracies[sample] = read["baseline"]["accuracy"]
+    dark, err = apply_json(
+        ["apply", str(samples / "digits_cnn.keras"), "--data", str(user_files.digits_zip)]
+        + ["--pixel-range", "0-255"],
+        capsys,
+    )
+    assert "pixels 0-255" in err  # the override is said, and it is what ran:
+    assert dark["baseline"]["accuracy"] < accuracies["digits_cnn"] - 0.03
+
+
+def test_data_flags_refuse_what_does_not_fit_in_one_line(user_files, tmp_path, capsys):
+    samples = ROOT / "sample_models"
+    flat = tmp_path / "flat.zip"
+    with zipfile.ZipFile(user_files.digits_zip) as z, zipfile.ZipFile(flat, "w") as out:
+        for info in z.infolist()[:4]:  # images without class folders: no labels
+            out.writestr(Path(info.filename).name, z.read(info))
+    cnn, cancer = str(samples / "digits_cnn.keras"), str(samples / "breast_cancer_mlp.keras")
+    test_npz = str(samples / "digits_cnn_test.npz")
+    cases = [
+        (["finetune", cnn, "--data", test_npz, "--train", str(flat)], "flat.zip has no class"),
+        (
+            ["apply", cancer, "--data", str(user_files.cancer_csv), "--label-column", "kind"],
+            "no column named kind",
+        ),
+        (["apply", cnn, "--data", str(flat), "--pixel-range", "0-2"], "--pixel-range"),
+    ]
+    for argv, phrase in cases:
+        code, lines = run_main(argv, capsys)
+        assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), lines
+        assert phrase in lines[0], lines

@@ -9,6 +9,7 @@ to float rounding instead (the folding itself rounds).
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from functools import cache
 from typing import get_args
 
@@ -188,6 +189,36 @@ def test_clustered_and_quantized_file_dequantizes_to_the_preview(kind, fmt, bits
         assert all(
             np.unique(np.asarray(layer.kernel)).size <= clusters.clusters for layer in m.layers
         )
+    check_file_is_the_preview(m, kind, fmt)
+
+
+@pytest.mark.parametrize("kind", ["mlp", "cnn"])
+@pytest.mark.parametrize(
+    ("fmt", "bits", "sparsity"), [("tflite-int4", 4, 0.5), ("tflite-int2", 2, None)]
+)
+def test_data_aware_file_dequantizes_to_the_preview(kind, fmt, bits, sparsity):
+    """GPTQ's rounding (and SparseGPT's zeros) are exported exactly: a channel whose largest
+    code is below the container's still holds its scale's grid."""
+    import keras
+
+    from optimizers import data_aware
+    from optimizers.pipeline import eligible_tensors
+
+    base = build(kind)
+    refs = eligible_tensors(base)
+    calibration = np.random.default_rng(7).random((64, *SHAPES[kind]), np.float32)
+    stats = data_aware.gather(base, refs, calibration)
+    config = OptimizationConfig(
+        pruning=None if sparsity is None else PruningConfig(sparsity),
+        quantization=QuantizationConfig(bits),
+        data_aware=True,
+    )
+    weights, _ = data_aware.optimize(base.get_weights(), refs, config, stats)
+    plain = optimize_model(base, replace(config, data_aware=False))[0].get_weights()
+    changed = [r.path for r in refs if not np.array_equal(weights[r.index], plain[r.index])]
+    assert changed, "the data-aware weights are the plain ones: nothing to check"
+    m = keras.models.clone_model(base)
+    m.set_weights(weights)
     check_file_is_the_preview(m, kind, fmt)
 
 

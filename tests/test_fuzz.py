@@ -1,5 +1,5 @@
 """Fuzzed uploads: mutated ``.keras`` zips and HDF5 files, random bytes under every accepted
-suffix and malformed ``.npz`` files each load or end in one ``InputError`` sentence, never a
+suffix, malformed ``.npz`` files, damaged zips of image folders and CSV tables each load or end in one ``InputError`` sentence, never a
 traceback, a hang or unbounded memory (the bounds are in ``optimizers.keras_io``).
 
 Seeded (the same inputs on every run), at least 500 inputs, under a minute on two cores.
@@ -210,6 +210,79 @@ def npz_inputs(rng: random.Random, n: int) -> Iterator[tuple]:
         yield f"npz-{i % len(makers)}", "data.npz", makers[i % len(makers)]()
 
 
+def png_bytes(pixels: np.ndarray, fmt: str = "PNG") -> bytes:
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.fromarray(pixels).save(out, fmt)
+    return out.getvalue()
+
+
+def image_zip_inputs(rng: random.Random, n: int) -> Iterator[tuple]:
+    """Zips of image class folders (``datasets``), each damaged in one way."""
+    pixels = np.random.default_rng(SEED).integers(0, 256, (6, 8, 8), dtype=np.uint8)
+    entries = {f"set/{i % 3}/{i}.png": png_bytes(p) for i, p in enumerate(pixels)}
+    whole = rezip(entries)
+    makers: list[Callable[[], bytes]] = [
+        lambda: rezip({**entries, "set/1/1.png": flip(rng, entries["set/1/1.png"], 8)}),
+        lambda: rezip({**entries, "set/2/2.png": entries["set/2/2.png"][: rng.randrange(60)]}),
+        lambda: whole[: rng.randrange(1, len(whole))],
+        lambda: flip(rng, whole, rng.randint(1, 20)),
+        lambda: rezip({**entries, "set/0/x.jpg": rng.randbytes(rng.randint(0, 300))}),
+        lambda: rezip({**entries, "stray.png": entries["set/0/0.png"]}),
+        lambda: rezip(
+            {f"{i}/a.gif": png_bytes(pixels[0], "GIF") for i in range(rng.choice([2, 12]))}
+        ),
+        lambda: rezip({"a/1.png": png_bytes(pixels[0].astype(np.uint16) * 200)}),
+        lambda: rezip({"a/1.bmp": png_bytes(np.zeros((3000, 9000), np.uint8), "BMP")[:4096]}),
+        lambda: rezip({"../up/1.png": entries["set/0/0.png"], "x/2.png": b"\x89PNG\r\n\x1a\n"}),
+        lambda: rezip({"readme.txt": b"images elsewhere", "empty/": b""}),
+        lambda: rezip({"set.zip": whole}),
+        lambda: rezip(
+            {**entries, "set/0/1.jpeg": png_bytes(np.zeros((8, 8, 3), np.uint8), "JPEG")}
+        ),
+        lambda: rezip({**entries, "set/3/big.png": png_bytes(np.zeros((400, 2), np.uint8))}),
+    ]
+    for i in range(n):
+        yield f"images-{i % len(makers)}", "images.zip", makers[i % len(makers)]()
+
+
+def csv_inputs(rng: random.Random, n: int) -> Iterator[tuple]:
+    """CSV tables for the 8x8 fuzz model (64 feature columns and a label), each damaged."""
+    values = np.random.default_rng(SEED).random((5, 64)).round(3)
+    header = ",".join([*(f"p{i}" for i in range(64)), "label"])
+    rows = [",".join([*map(str, row), str(i)]) for i, row in enumerate(values)]
+    whole = "\n".join([header, *rows]) + "\n"
+
+    def row_changed(change: Callable[[list[str]], list[str]]) -> bytes:
+        lines = whole.splitlines()
+        at = rng.randrange(1, len(lines))
+        lines[at] = ",".join(change(lines[at].split(",")))
+        return ("\n".join(lines) + "\n").encode()
+
+    makers: list[Callable[[], bytes]] = [
+        lambda: flip(rng, whole.encode(), rng.randint(1, 20)),
+        lambda: whole.encode()[: rng.randrange(1, len(whole))],
+        lambda: row_changed(lambda cells: cells[: rng.randrange(len(cells))]),
+        lambda: row_changed(lambda cells: [*cells, "9"]),
+        lambda: row_changed(
+            lambda cells: [rng.choice(["", "x", "1e999", "nan", '"', "--1"]), *cells[1:]]
+        ),
+        lambda: row_changed(
+            lambda cells: [*cells[:-1], rng.choice(["cat", "-1", "99", "0.5", ""])]
+        ),
+        lambda: "\n".join(rows).encode(),
+        lambda: whole.replace("label", rng.choice(["y", "p0", ""]), 1).encode(),
+        lambda: (header + ",target\n" + "\n".join(r + ",1" for r in rows)).encode(),
+        lambda: whole.encode("utf-16"),
+        lambda: ('"' + "a" * 200_000 + '"\n').encode(),
+        lambda: header.encode() + b"\n" + b"\x00" * rng.randint(1, 100),
+        lambda: rng.randbytes(rng.randint(0, 500)),
+    ]
+    for i in range(n):
+        yield f"csv-{i % len(makers)}", "table.csv", makers[i % len(makers)]()
+
+
 def assert_one_sentence(message: str, label: str) -> None:
     assert message and "\n" not in message, (label, message)
     assert "Traceback" not in message and not SENTENCE_BREAK.search(message), (label, message)
@@ -230,8 +303,10 @@ def test_fuzzed_uploads_load_or_are_refused_in_one_sentence(bases, monkeypatch) 
         *h5_inputs(rng, bases, 90),
         *random_inputs(rng, 60),
         *npz_inputs(rng, 152),
+        *image_zip_inputs(rng, 112),
+        *csv_inputs(rng, 104),
     ]
-    assert len(inputs) >= 500
+    assert len(inputs) >= 500 + 200
     counts: dict[str, int] = {"loaded": 0, "refused": 0}
     slowest, rss_before, started = 0.0, peak_rss(), time.monotonic()
     examples: dict[str, str] = {}

@@ -224,7 +224,7 @@ def test_custom_layer_class_is_refused_in_a_process_that_lacks_it(tmp_path):
     for path, (kind, message) in zip(paths, outcomes, strict=True):
         assert kind == "InputError", (path.name, kind, message)
         assert_one_sentence(message, path)
-        assert "custom Python classes" in message, message
+        assert "custom layer ScaledDense" in message and "--trust-code" in message, message
 
 
 @pytest.mark.parametrize("suffix", [".keras", ".h5"])

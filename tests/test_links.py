@@ -81,6 +81,7 @@ SETTINGS = [
         state.BITS: 8,
         state.SKIP: ["dense"],
     },
+    {state.SPARSITY: 50, state.BITS: 4, state.BLOCK_SIZE: 32, state.DATA_AWARE: True},
 ]
 
 
@@ -113,6 +114,8 @@ def test_every_choice_the_page_offers_can_be_linked() -> None:
         state.INIT: clustering.INITS,
         state.QUANT_MODE: quantization.MODES,
         state.QUANT_GRANULARITY: quantization.GRANULARITIES,
+        state.BLOCK_SIZE: (state.OFF, *quantization.BLOCK_SIZES),
+        state.DATA_AWARE: (True, False),
     }
     for key, options in offered.items():
         for option in options:

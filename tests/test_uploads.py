@@ -3,7 +3,9 @@ model's load is checked against that model, and sessions uploading at once keep 
 
 from __future__ import annotations
 
+import io
 import threading
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -207,3 +209,42 @@ def test_sessions_uploading_at_the_same_moment_each_get_their_own_model(
         assert caption(at) == f"File {name} · evaluation data: none"
         model = at.session_state[state.MODEL]
         assert list(at.dataframe[-1].value["tensor"]) == list(model.tensors)
+
+
+def baseline_accuracy(at: AppTest) -> str:
+    return next(m.value for m in at.metric if m.label == "Baseline accuracy")
+
+
+def test_image_folders_and_a_csv_give_the_accuracy_of_their_npz(user_files) -> None:
+    at = start()
+    npz_accuracy = baseline_accuracy(at)  # the digits CNN on its own .npz test set
+    upload(at, state.DATA_FILE, "digits.zip", user_files.digits_zip.read_bytes())
+    assert not at.error, [e.value for e in at.error]
+    assert baseline_accuracy(at) == npz_accuracy
+    assert "pixels 0-1 (the default for this model)" in caption(at)
+    at.selectbox(key=state.PIXEL_RANGE).set_value("0-255").run()  # the page reloads the zip
+    assert not at.exception and not at.error
+    assert "pixels 0-255" in caption(at) and baseline_accuracy(at) != npz_accuracy
+
+    at.selectbox(key=state.SAMPLE).set_value(CANCER.name).run()
+    npz_accuracy = baseline_accuracy(at)
+    upload(at, state.DATA_FILE, "cancer.csv", user_files.cancer_csv.read_bytes())
+    assert not at.error, [e.value for e in at.error]
+    assert baseline_accuracy(at) == npz_accuracy
+    assert caption(at).endswith("labels from column target")
+
+
+def test_a_damaged_image_zip_is_refused_and_the_data_stays(user_files) -> None:
+    at = start()
+    before = caption(at)
+    damaged = io.BytesIO()
+    with zipfile.ZipFile(user_files.digits_zip) as z, zipfile.ZipFile(damaged, "w") as out:
+        for info in z.infolist():
+            data = z.read(info)
+            out.writestr(info, data[:50] if info.filename == "digits/7/0000.png" else data)
+    upload(at, state.DATA_FILE, "damaged.zip", damaged.getvalue())
+    assert [e.value for e in at.error] == [
+        "damaged.zip: entry digits/7/0000.png is not a readable image (damaged, or not PNG, "
+        "JPEG, BMP or GIF)"
+    ]
+    assert caption(at) == before

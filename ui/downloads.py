@@ -57,7 +57,7 @@ def export_rows(
         {
             "format": [FORMAT_NAMES[f] for f in formats],
             "size": column(lambda e: format_bytes(e.size_bytes)),
-            "download (gzip)": column(lambda e: format_bytes(e.gzip_bytes)),
+            "download (gzip)": column(lambda e: format_bytes(e.gzip_bytes), timing=True),
             "vs float32": column(lambda e: size_words(float32, e.size_bytes)),
             "accuracy (preview)": column(lambda e: acc(e.preview_accuracy)),
             "accuracy (file)": column(lambda e: acc(e.file_accuracy)),

@@ -25,7 +25,7 @@ from optimizers import constraints
 from optimizers.finetune import FinetuneConfig, check_plans
 from optimizers.keras_io import InputError
 from optimizers.pipeline import OptimizationConfig
-from ui import services, settings, state
+from ui import loading, services, settings, state
 from ui.explain import percent
 from ui.figures import MARK_COLOR, OPTIMIZED_COLOR, legible
 from ui.setting import config_words
@@ -174,17 +174,19 @@ def training_data(
         type=[s.lstrip(".") for s in services.DATA_SUFFIXES],
         key=state.FT_DATA_FILE,
         help="An .npz with x (inputs shaped like the evaluation data) and y (class ids or "
-        "one-hot). A tenth of it is held out to pick the best epoch.",
+        "one-hot), a .zip of images with one folder per class, or a .csv or .parquet table "
+        "with a label column. A tenth of it is held out to pick the best epoch.",
     )
     if uploaded is not None:
         raw = uploaded.getvalue()
-        key = services.digest(raw)
+        pixels = loading.pixel_range(session)
+        key = services.data_digest(raw, pixels)
         refused = session.get(state.FT_REFUSED)
         if refused is not None and refused[0] == key:
             st.error(refused[1], icon=":material/error:")
         elif train is None or train.digest != key:
             try:
-                train = services.training_data(model, uploaded.name, raw)
+                train = services.training_data(model, uploaded.name, raw, pixels)
                 session[state.FT_TRAIN] = (model.key, train)
             except InputError as e:
                 session[state.FT_REFUSED] = (key, str(e))

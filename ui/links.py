@@ -52,6 +52,8 @@ OPTIONS: dict[str, Sequence[Any]] = {
     state.CLUSTER_GRANULARITY: clustering.GRANULARITIES,
     state.QUANT_MODE: quantization.MODES,
     state.QUANT_GRANULARITY: quantization.GRANULARITIES,
+    state.BLOCK_SIZE: (OFF, *quantization.BLOCK_SIZES),
+    state.DATA_AWARE: (True, False),
 }
 ALWAYS = (state.SPARSITY, state.CLUSTERS, state.BITS)  # written even at their defaults
 LISTED = 10  # a longer list of allowed values is shortened to "first, second, …, last"

@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 import streamlit as st
 
 import sample_models
+from optimizers.datasets import PixelRange
 from optimizers.keras_io import InputError
 from ui import services, state
 
@@ -102,6 +103,12 @@ def loading_words(name: str, n: int) -> str:
     return f"Loading {name} ({size_words(n)})…"
 
 
+def pixel_range(session: MutableMapping[str, Any]) -> PixelRange | None:
+    """The pixel range chosen for images in data files, or None for the model's default."""
+    chosen = state.get(session, state.PIXEL_RANGE)
+    return None if chosen == state.AUTO_PIXELS else chosen
+
+
 def _uploaded_data(session: MutableMapping[str, Any]) -> tuple[str, bytes] | None:
     uploaded = session.get(state.DATA_FILE)
     return None if uploaded is None else (uploaded.name, uploaded.getvalue())
@@ -148,13 +155,13 @@ def apply_pending(session: MutableMapping[str, Any]) -> None:
 
 
 def _open_with_data(
-    name: str, raw: bytes, data: tuple[str, bytes] | None
+    name: str, raw: bytes, data: tuple[str, bytes] | None, pixels: PixelRange | None
 ) -> tuple[services.KerasModel | services.TfliteModel, tuple[str, bytes] | None]:
     """The uploaded model, with ``data`` when it fits (one preparation, the usual case), and
     the data that went with it."""
     if data is not None:
         try:
-            return services.open_upload(name, raw, data), data
+            return services.open_upload(name, raw, data, pixels), data
         except InputError:
             pass  # the model alone says whether the model or the data was at fault
     return services.open_upload(name, raw), None
@@ -164,9 +171,10 @@ def _apply_model(session: MutableMapping[str, Any]) -> None:
     name, raw = session[state.PENDING_MODEL]
     # Data queued while this model waited, or already in its uploader, is meant for this model.
     data = session.get(state.PENDING_DATA) or _uploaded_data(session)
+    pixels = pixel_range(session)
     with st.spinner(loading_words(name, len(raw))):
         opened = _opened(
-            session, state.PENDING_MODEL, None, lambda n, r: _open_with_data(n, r, data)
+            session, state.PENDING_MODEL, None, lambda n, r: _open_with_data(n, r, data, pixels)
         )
     if isinstance(opened, str):
         _refuse(session, state.PENDING_MODEL, opened)
@@ -189,7 +197,8 @@ def _apply_data(session: MutableMapping[str, Any]) -> None:
     name, raw = session[state.PENDING_DATA]
     model = loaded(session)
     with st.spinner(f"Evaluating on {name} ({size_words(len(raw))})…"):
-        new = _opened(session, state.PENDING_DATA, model, partial(services.with_data, model))
+        load = partial(services.with_data, model, pixel_range=pixel_range(session))
+        new = _opened(session, state.PENDING_DATA, model, load)
     if isinstance(new, str):
         _refuse(session, state.PENDING_DATA, new)
         return

@@ -26,7 +26,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import tempfile
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Sequence
@@ -38,7 +37,7 @@ import numpy as np
 import streamlit as st
 
 import sample_models
-from optimizers import explore, finetune, keras_io, recommend, sweep
+from optimizers import data_aware, datasets, explore, finetune, keras_io, recommend, study, sweep
 from optimizers.keras_io import InputError
 from optimizers.pipeline import OptimizationConfig, Techniques, config_to_dict
 from optimizers.size import gzip_size
@@ -47,10 +46,13 @@ from ui.background import Conversions, Job
 
 if TYPE_CHECKING:
     import keras
+    import optuna
+    from optuna.storages import BaseStorage
 
 TFLITE_SUFFIX = ".tflite"
 UPLOAD_SUFFIXES = (*keras_io.MODEL_SUFFIXES, TFLITE_SUFFIX)
-DATA_SUFFIXES = (".npz",)
+DATA_SUFFIXES = datasets.SUFFIXES
+DATA_WHAT = "a data file"  # refusals: "x.txt is not a data file (expected one of .npz, ...)"
 NO_CONFIG = OptimizationConfig()
 MB = 1024 * 1024
 T = TypeVar("T")
@@ -135,6 +137,7 @@ class KerasModel:
     # and the config it was trained toward.
     origin: KerasModel | None = None
     tuned_toward: OptimizationConfig | None = None
+    data_note: str = ""  # how images or a table were read (``datasets.Data.note``)
 
     @property
     def stem(self) -> str:
@@ -218,11 +221,9 @@ def _tflite(model_digest: str, name: str, _data: bytes) -> TfliteModel:
     return TfliteModel(model_digest, name, len(_data), gzip_size(_data), tuple(tensors))
 
 
-def _load_data(name: str, data: bytes, model: keras.Model) -> tuple[np.ndarray, np.ndarray | None]:
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / Path(name).name
-        path.write_bytes(data)
-        return keras_io.load_data(path, model)
+def data_digest(data: bytes, pixel_range: datasets.PixelRange | None) -> str:
+    """What evaluation data is, for cache keys: its bytes and how images are scaled."""
+    return digest(data) + (f"@{pixel_range}" if pixel_range else "")
 
 
 def open_keras(
@@ -230,42 +231,56 @@ def open_keras(
     data: bytes,
     eval_data: tuple[str, bytes] | None = None,
     sample: str | None = None,
+    pixel_range: datasets.PixelRange | None = None,
 ) -> KerasModel:
-    """Load a Keras model (and optional ``.npz`` evaluation data) from bytes, cached."""
+    """Load a Keras model (and optional evaluation data, ``datasets.SUFFIXES``) from bytes,
+    cached."""
     model_digest = digest(data)
     model = _keras_model(model_digest, Path(name).name, data)
     x = y = None
-    data_name, data_digest = None, ""
+    data_name, read_digest, note = None, "", ""
     if eval_data is not None:
         data_name, raw = eval_data
-        x, y = _load_data(data_name, raw, model)
-        data_digest = digest(raw)
-    key = f"{model_digest}:{data_digest}"
-    return KerasModel(key, name, sample, data_name, _prepared(key, model, x, y), len(data))
+        read = datasets.read(raw, model, data_name, pixel_range)
+        x, y, note = read.x, read.y, read.note
+        read_digest = data_digest(raw, pixel_range)
+    key = f"{model_digest}:{read_digest}"
+    prepared = _prepared(key, model, x, y)
+    return KerasModel(key, name, sample, data_name, prepared, len(data), data_note=note)
 
 
 def open_upload(
-    name: str, data: bytes, eval_data: tuple[str, bytes] | None = None
+    name: str,
+    data: bytes,
+    eval_data: tuple[str, bytes] | None = None,
+    pixel_range: datasets.PixelRange | None = None,
 ) -> KerasModel | TfliteModel:
     """An uploaded model file: Keras (explorable) or TFLite (inspection only)."""
     check_upload(name, data, UPLOAD_SUFFIXES, "a model file")
     if eval_data is not None:
-        check_upload(*eval_data, DATA_SUFFIXES, "an .npz data file")
+        check_upload(*eval_data, DATA_SUFFIXES, DATA_WHAT)
     if Path(name).suffix.lower() == TFLITE_SUFFIX:
         return _tflite(digest(data), name, data)
-    return open_keras(name, data, eval_data)
+    return open_keras(name, data, eval_data, pixel_range=pixel_range)
 
 
-def with_data(model: KerasModel | TfliteModel, name: str, data: bytes) -> KerasModel:
-    """``model`` evaluated on the uploaded ``.npz`` instead of its current data."""
+def with_data(
+    model: KerasModel | TfliteModel,
+    name: str,
+    data: bytes,
+    pixel_range: datasets.PixelRange | None = None,
+) -> KerasModel:
+    """``model`` evaluated on the uploaded data file instead of its current data."""
     if not isinstance(model, KerasModel):
         raise InputError(f"{name} cannot be used with a TFLite file, which is inspection-only")
-    check_upload(name, data, DATA_SUFFIXES, "an .npz data file")
+    check_upload(name, data, DATA_SUFFIXES, DATA_WHAT)
     keras_model = model.prepared.model
-    x, y = _load_data(name, data, keras_model)
-    key = f"{model.key.split(':')[0]}:{digest(data)}"
-    prepared = _prepared(key, keras_model, x, y)
-    return KerasModel(key, model.name, model.sample, name, prepared, model.file_bytes)
+    read = datasets.read(data, keras_model, name, pixel_range)
+    key = f"{model.key.split(':')[0]}:{data_digest(data, pixel_range)}"
+    prepared = _prepared(key, keras_model, read.x, read.y)
+    return KerasModel(
+        key, model.name, model.sample, name, prepared, model.file_bytes, data_note=read.note
+    )
 
 
 def open_sample(name: str) -> KerasModel:
@@ -281,10 +296,61 @@ def sample_card(name: str) -> str | None:
     return path.read_text() if path.exists() else None
 
 
+# The layer statistics of a model's calibration data (``explore.calibrate``), by (model key,
+# data digest), and the data each model's data-aware settings use: the last given for it (a
+# sample's training split unless other data was given).
+CALIBRATED = ByteCache["explore.Prepared"](
+    512 * MB, lambda p: data_aware.statistics_bytes(p.statistics or {})
+)
+_CALIBRATION: dict[str, str] = {}  # model key -> data digest
+_CALIBRATION_LOCK = threading.Lock()
+
+
+def calibrate(
+    model: KerasModel, train: TrainingData, on_batch: explore.Progress | None = None
+) -> explore.Prepared:
+    """``model`` ready for data-aware settings, calibrated on ``train`` (cached), which its
+    data-aware settings use from now on. ``ValueError`` (one sentence) refuses data that is
+    the evaluation data."""
+    found = CALIBRATED.get_or_make(
+        (model.key, train.digest),
+        lambda: explore.calibrate(
+            model.prepared, explore.Calibration(train.x, train.name), on_batch
+        ),
+    )
+    with _CALIBRATION_LOCK:
+        _CALIBRATION[model.key] = train.digest
+    return found
+
+
+def calibrated(model: KerasModel, config: OptimizationConfig) -> explore.Prepared:
+    """The prepared model ``config`` runs on: calibrated when it is data-aware (a sample
+    calibrates on its training split on first use); without calibration data, the plain one,
+    which ``explore.optimize`` refuses in one sentence."""
+    if not config.data_aware:
+        return model.prepared
+    with _CALIBRATION_LOCK:
+        digest = _CALIBRATION.get(model.key)
+    found = None if digest is None else CALIBRATED.get((model.key, digest))
+    if found is None:
+        train = sample_training_data(model)
+        found = model.prepared if train is None else calibrate(model, train)
+    return found
+
+
+def outcome_key(model: KerasModel, config: OptimizationConfig) -> Hashable:
+    """Which answer ``config`` gives on ``model``: a data-aware one depends on its data."""
+    if not config.data_aware:
+        return (model.key, config)
+    with _CALIBRATION_LOCK:
+        return (model.key, config, _CALIBRATION.get(model.key))
+
+
 def optimized(model: KerasModel, config: OptimizationConfig) -> explore.Outcome:
     """Stage one of ``config``'s answer, or the whole answer when it was measured before."""
-    key = (model.key, config)
-    return OUTCOMES.get_or_make(key, lambda: explore.optimize(model.prepared, config))
+    prepared = calibrated(model, config)
+    key = outcome_key(model, config)
+    return OUTCOMES.get_or_make(key, lambda: explore.optimize(prepared, config))
 
 
 def measured(
@@ -294,7 +360,8 @@ def measured(
     outcome = optimized(model, config)
     if outcome.measured:
         return outcome
-    return OUTCOMES.put((model.key, config), explore.measure(model.prepared, outcome, on_batch))
+    key = outcome_key(model, config)
+    return OUTCOMES.put(key, explore.measure(model.prepared, outcome, on_batch))
 
 
 def baseline(model: KerasModel, on_batch: explore.Progress | None = None) -> explore.Outcome:
@@ -346,7 +413,8 @@ def exports(
     owner: str, model: KerasModel, config: OptimizationConfig, formats: Sequence[str]
 ) -> tuple[dict[str, explore.Exported | str], dict[str, str]]:
     """Every file of ``formats`` that is ready (verified, then timed too), or why it cannot be
-    made; and what the others wait for ("queued", "converting and verifying…", "timing…").
+    made; and what the others wait for ("queued", "converting and verifying…", "measuring gzip
+    and speed…").
     What is missing is asked for in the background (``CONVERSIONS``), the first format first."""
     key = (model.key, config)
     found = FILES.get(key) or Files({})
@@ -360,7 +428,9 @@ def exports(
         def make(fmt: str = fmt) -> None:  # the one worker thread writes FILES: no race
             made = (FILES.get(key) or Files({})).made
             if fmt not in made:  # not made since it was asked for
-                verified = _refusal(fmt, lambda: explore.verify(model.prepared, outcome, fmt))
+                verified = _refusal(
+                    fmt, lambda: explore.verify(model.prepared, outcome, fmt, gzip=False)
+                )
                 FILES.put(key, Files({**made, fmt: verified}))
 
         wanted[(*key, fmt)] = Job(make, (0, position), "converting and verifying…", {})
@@ -377,14 +447,12 @@ def exports(
                 done = made
             FILES.put(key, Files({f: done.get(f, e) for f, e in files.items()}, timed=True))
 
-        wanted[key] = Job(time_all, (1, 0), "timing…", {})
+        wanted[key] = Job(time_all, (1, 0), "measuring gzip and speed…", {})
     statuses = CONVERSIONS.ask(owner, wanted)
     waiting = {key[2]: status for key, status in statuses.items() if len(key) == 3}
     if not waiting:
-        status = next(iter(statuses.values())).replace("queued", "to be timed")
-        waiting = {
-            f: status for f, e in files.items() if f != "keras" and isinstance(e, explore.Exported)
-        }
+        status = next(iter(statuses.values())).replace("queued", "to be measured")
+        waiting = {f: status for f, e in files.items() if isinstance(e, explore.Exported)}
     return files, waiting
 
 
@@ -393,24 +461,54 @@ def recipe_json(config: OptimizationConfig) -> str:
     return json.dumps(config_to_dict(config), indent=2) + "\n"
 
 
-# --- the Trade-off page: sweeps, sensitivity and recommendations (figures only, no weights,
-# counted at 1 kB per measured setting) ---
+# --- the Trade-off page: sweeps (Optuna studies in a database), sensitivity and recommendations
+# (figures only, no weights, counted at 1 kB per measured setting) ---
 
 KB = 1024
-SWEEPS = ByteCache[sweep.Sweep](16 * MB, lambda s: KB * (len(s.points) + 1))
 SENSITIVITIES = ByteCache["list[recommend.LayerSensitivity]"](
     16 * MB, lambda rows: KB * sum(len(r.scores) for r in rows)
 )
 RECOMMENDED = ByteCache[sweep.Point](4 * MB, lambda p: KB)
 
 
+@st.cache_resource(show_spinner=False)
+def _sweeps(url: str) -> BaseStorage:
+    return study.open_storage(url)
+
+
+def identity(model: KerasModel) -> study.Identity:
+    """What a study of ``model`` records: its name and the sha256 of its bytes and data."""
+    model_sha, data_sha = model.key.split(":", 1)
+    return study.Identity(model.name, model_sha, data_sha)
+
+
+def sweeps_study(model: KerasModel, grid: sweep.Grid) -> optuna.Study:
+    """The study of ``grid`` on ``model`` in the sweeps storage the command line uses too
+    (``study.default_storage()``): kept across restarts, shared by sessions and workers."""
+    layers = list(recommend.layers(model.prepared))
+    return study.open_study(_sweeps(study.default_storage()), identity(model), grid, layers)
+
+
 def swept(
-    model: KerasModel, grid: sweep.Grid, on_point: sweep.Progress | None = None
-) -> sweep.Sweep:
-    """Every setting of ``grid`` measured on ``model`` (cached)."""
-    return SWEEPS.get_or_make(
-        (model.key, grid), lambda: sweep.sweep(model.prepared, grid, on_point)
-    )
+    model: KerasModel,
+    grid: sweep.Grid,
+    on_point: sweep.Progress | None = None,
+    more: int = 0,
+    budget: float = 1.0,
+) -> study.Result:
+    """Every setting of ``grid`` measured on ``model``, with ``more`` per-layer trials beyond
+    what the study holds: the grid points no worker has taken yet are measured here, then the
+    whole study is read back (points other workers still measure arrive later)."""
+    kept = sweeps_study(model, grid)
+    if more:
+        study.extend(kept, more)
+    study.run(kept, model.prepared, budget=budget, on_trial=on_point, wait=False)
+    return study.result(kept, sweep.point(baseline(model), NO_CONFIG))
+
+
+def stored_sweeps(model: KerasModel) -> list[study.Stored]:
+    """The studies of ``model`` on its data in the sweeps storage, newest first."""
+    return study.stored(_sweeps(study.default_storage()), identity(model))
 
 
 def sensitivity(
@@ -445,7 +543,7 @@ class TrainingData:
     """Labelled samples to fine-tune on, checked against the model they are for."""
 
     name: str
-    digest: str  # sha256 of the .npz bytes
+    digest: str  # ``data_digest``: the file's bytes and how images are scaled
     x: np.ndarray
     y: np.ndarray
 
@@ -462,14 +560,14 @@ class Finetuned:
 FINETUNED = ByteCache[Finetuned](64 * MB, lambda f: f.model.prepared.nbytes)
 
 
-def training_data(model: KerasModel, name: str, data: bytes) -> TrainingData:
-    """An uploaded training ``.npz`` (``x``, ``y``), checked like evaluation data."""
-    check_upload(name, data, DATA_SUFFIXES, "an .npz data file")
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / Path(name).name
-        path.write_bytes(data)
-        x, y = finetune.load_training_data(path, model.prepared.model)
-    return TrainingData(Path(name).name, digest(data), x, y)
+def training_data(
+    model: KerasModel, name: str, data: bytes, pixel_range: datasets.PixelRange | None = None
+) -> TrainingData:
+    """An uploaded labelled training file (``datasets.SUFFIXES``), checked like evaluation
+    data."""
+    check_upload(name, data, DATA_SUFFIXES, DATA_WHAT)
+    x, y = finetune.load_training_data(data, model.prepared.model, name, pixel_range)
+    return TrainingData(Path(name).name, data_digest(data, pixel_range), x, y)
 
 
 def sample_training_data(model: KerasModel) -> TrainingData | None:
@@ -513,6 +611,7 @@ def finetuned(
             len(data),
             model.origin or model,
             result.config,
+            model.data_note,
         ),
     )
     return tuned if result.stopped else FINETUNED.put(key, tuned)

@@ -57,6 +57,8 @@ class Setting:
     cluster_granularity: str = ClusteringConfig().granularity
     quant_mode: str = QuantizationConfig().mode
     quant_granularity: str = QuantizationConfig().granularity
+    block_size: Any = OFF  # OFF or inputs per block (per-channel grids only)
+    data_aware: bool = OptimizationConfig().data_aware
     skip_layers: tuple[str, ...] = ()
     layer_overrides: tuple[tuple[str, Techniques], ...] = ()
     model: ModelRef = field(default_factory=ModelRef)
@@ -81,13 +83,18 @@ class Setting:
             )
         quantize = None
         if self.bits != OFF:
-            quantize = QuantizationConfig(int(self.bits), self.quant_mode, self.quant_granularity)
+            per_channel = self.quant_granularity == "per-channel"
+            block = int(self.block_size) if self.block_size != OFF and per_channel else None
+            quantize = QuantizationConfig(
+                int(self.bits), self.quant_mode, self.quant_granularity, block
+            )
         return OptimizationConfig(
             pruning=prune,
             clustering=cluster,
             quantization=quantize,
             skip=tuple(self.skip_layers),
             overrides=tuple(self.layer_overrides),
+            data_aware=bool(self.data_aware),
         )
 
     @property
@@ -112,6 +119,7 @@ def with_config(setting: Setting, config: OptimizationConfig) -> Setting:
         "bits": q.bits if q else OFF,
         "skip_layers": tuple(config.skip),
         "layer_overrides": tuple(config.overrides),
+        "data_aware": config.data_aware,
     }
     if p:
         changes["pruning_scope"] = p.scope
@@ -122,7 +130,11 @@ def with_config(setting: Setting, config: OptimizationConfig) -> Setting:
             "cluster_granularity": c.granularity,
         }
     if q:
-        changes |= {"quant_mode": q.mode, "quant_granularity": q.granularity}
+        changes |= {
+            "quant_mode": q.mode,
+            "quant_granularity": q.granularity,
+            "block_size": OFF if q.block_size is None else q.block_size,
+        }
     return replace(setting, **changes)
 
 
@@ -149,6 +161,8 @@ def config_words(config: OptimizationConfig) -> str:
     recipe, base = recipe_words(config), describe(config)
     if base == NO_TECHNIQUES:
         base = FLOAT
+    elif config.data_aware:
+        base += ", calibrated"
     if not recipe:
         return base
     return f"{recipe}; the others {'stay float' if base == FLOAT else base}"

@@ -16,7 +16,7 @@ import streamlit as st
 
 from optimizers import clustering, pruning, quantization
 from optimizers.pipeline import OptimizationConfig, describe
-from ui import state
+from ui import services, state
 from ui.setting import OFF, STRUCTURED, Setting, recipe_words, with_config
 
 MAX_SPARSITY = 95  # percent
@@ -166,6 +166,50 @@ def draw_sliders(layers: Sequence[str] = ()) -> None:
         )
 
 
+def draw_calibration(model: services.KerasModel) -> None:
+    """The *Use calibration data* switch, and which data calibrates: a sample's training
+    split, or the training data given for an upload under Fine-tune. Without such data the
+    switch is off and says why; data that is the evaluation data is refused in one sentence."""
+    session = st.session_state
+    kept = session.get(state.FT_TRAIN)
+    train = kept[1] if kept is not None and kept[0] == model.key else None
+    train = train or services.sample_training_data(model)
+    if train is None and state.get(session, state.DATA_AWARE):
+        state.put(session, state.DATA_AWARE, False)
+    st.toggle(
+        "Use calibration data",
+        value=state.get(session, state.DATA_AWARE),
+        key=state.DATA_AWARE,
+        disabled=train is None,
+        help="Prune and round each layer knowing the inputs it sees on training samples: "
+        "the error of each weight is made up by the weights not yet rounded or pruned (GPTQ, "
+        "SparseGPT) and each output keeps its mean (bias correction). No training.",
+    )
+    if train is None:
+        st.caption("To calibrate an uploaded model, give its training data under Fine-tune.")
+        return
+    if not state.get(session, state.DATA_AWARE):
+        return
+    bar = st.empty()
+
+    def on_batch(done: int, total: int) -> None:
+        bar.progress(done / total, text=f"Reading each layer's inputs: batch {done} of {total}")
+
+    try:
+        prepared = services.calibrate(model, train, on_batch)
+    except ValueError as e:
+        bar.empty()
+        state.put(session, state.DATA_AWARE, False)
+        st.error(f"{str(e)[:1].upper()}{str(e)[1:]}.")
+        return
+    bar.empty()
+    assert prepared.calibration is not None
+    st.caption(
+        f"Calibrated on {prepared.calibration.words}; measured on "
+        f"{model.data_name or 'no evaluation data'}."
+    )
+
+
 def draw_advanced(layers: Sequence[str]) -> None:
     """Technique options and layers to leave alone, in an expander."""
     session = st.session_state
@@ -208,6 +252,19 @@ def draw_advanced(layers: Sequence[str]) -> None:
                 else None,
             )
             _radio("Grid", state.QUANT_MODE, quantization.MODE_LABELS)
+            per_channel = state.get(session, state.QUANT_GRANULARITY) == "per-channel"
+            blocks = (OFF, *quantization.BLOCK_SIZES)
+            st.selectbox(
+                "Blocks",
+                blocks,
+                index=state.index_of(session, state.BLOCK_SIZE, blocks),
+                key=state.BLOCK_SIZE,
+                format_func=lambda v: "Off: one scale per channel" if v == OFF else f"{v} inputs",
+                disabled=clustered or not per_channel,
+                help="Each output channel of a Dense kernel gets one scale per block of this many "
+                "inputs (LiteRT's blockwise weights). Kernels whose inputs are not a whole number "
+                "of blocks, and convolutions, keep one scale per channel.",
+            )
         st.multiselect(
             "Layers to leave untouched",
             list(layers),

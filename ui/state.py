@@ -38,6 +38,7 @@ SOURCE = "source"  # SAMPLE_SOURCE or UPLOAD_SOURCE
 SAMPLE = "sample"  # name of the chosen bundled sample
 MODEL_FILE = "model_file"  # file uploader: model
 DATA_FILE = "data_file"  # file uploader: evaluation data
+PIXEL_RANGE = "pixel_range"  # how images of a data .zip are scaled: AUTO_PIXELS or a range
 INSPECT_TENSOR = "inspect_tensor"  # tensor shown on the Model page
 
 # --- the user's setting (ui/setting.py): its fields are these widgets' keys ---
@@ -55,6 +56,8 @@ PRESERVE_SPARSITY = "preserve_sparsity"
 CLUSTER_GRANULARITY = "cluster_granularity"
 QUANT_MODE = "quant_mode"
 QUANT_GRANULARITY = "quant_granularity"
+BLOCK_SIZE = "block_size"  # OFF or inputs per block of a blockwise grid
+DATA_AWARE = "data_aware"  # prune and round with calibration data
 SKIP = "skip_layers"
 
 OVERRIDES = "layer_overrides"  # not a widget: ((layer, pipeline.Techniques), ...), see Trade-off
@@ -98,17 +101,21 @@ LINK_PARAMS: dict[str, str] = {
     CLUSTER_GRANULARITY: "cluster_granularity",
     QUANT_MODE: "mode",
     QUANT_GRANULARITY: "granularity",
+    BLOCK_SIZE: "block_size",
+    DATA_AWARE: "data_aware",
     SKIP: "skip",
 }
 LINK_OPENED = "link_opened"  # set once the session has applied the link it was opened with
 
 ALL_TENSORS = "all"
 SAMPLE_SOURCE, UPLOAD_SOURCE = "sample", "upload"
+AUTO_PIXELS = "auto"  # datasets' default pixel range for the model
 
 # Defaults of the optimization settings are ``Setting()``'s, from the library's config defaults.
 DEFAULTS: dict[str, Any] = {
     SOURCE: SAMPLE_SOURCE,
     SAMPLE: None,  # ``init`` uses the first bundled sample
+    PIXEL_RANGE: AUTO_PIXELS,
     **{key: getattr(Setting(), key) for key in FIELDS},
     SWEEP_SPARSITIES: [round(100 * s) for s in Grid().sparsities],
     SWEEP_CLUSTERS: [OFF if k is None else k for k in Grid().clusters],

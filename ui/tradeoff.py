@@ -11,6 +11,7 @@ from typing import Any
 
 import plotly.graph_objects as go
 
+from optimizers import study
 from optimizers.pipeline import OptimizationConfig, Techniques, describe
 from optimizers.recommend import LayerSensitivity
 from optimizers.sweep import Grid, Point, Sweep
@@ -22,6 +23,9 @@ from ui.setting import config_words, recipe_words
 SCATTER = "tradeoff_scatter"  # the chart's key: a widget whose value is the selection
 POINTS = 0  # the trace of the grid points, the only one a click selects
 HEIGHT = 460
+MORE_TRIALS = 12  # per-layer trials that "run more trials here" adds
+RUN_MORE = "tradeoff_run_more"  # set by the button: the next run adds MORE_TRIALS
+POLL_SECONDS = 2.0  # how often the chart reads a study other workers still measure
 
 
 def grid_from_state(session: Mapping[str, Any]) -> Grid:
@@ -39,8 +43,9 @@ def grid_from_state(session: Mapping[str, Any]) -> Grid:
 
 
 def hover(p: Point) -> str:
+    words = config_words(p.config) + (f"; {recipe_words(p.config)}" if p.per_layer else "")
     return (
-        f"{config_words(p.config)}<br>{100 * p.quality:.2f}%<br>packed {format_bytes(p.packed_bytes)}"
+        f"{words}<br>{100 * p.quality:.2f}%<br>packed {format_bytes(p.packed_bytes)}"
         f"<br>gzip {format_bytes(p.gzip_bytes)}<br>entropy {format_bytes(p.entropy_bytes)}"
     )
 
@@ -59,9 +64,10 @@ def _marker(p: Point, name: str, symbol: str, color: str, size: int) -> go.Scatt
 def scatter(
     result: Sweep, current: OptimizationConfig, recommended: Point | None, quality_name: str
 ) -> go.Figure:
-    """Each grid point (frontier ones filled), the frontier as a step line, the float model, the
-    current setting and the recommended recipe; only the grid points are clickable."""
-    points = result.points
+    """Each uniform grid point (frontier ones filled), the frontier as a step line, the float
+    model, the current setting, the recommended recipe and the study's per-layer settings; only
+    the uniform points are clickable."""
+    points = result.uniform().points
     fig = go.Figure(
         go.Scatter(
             x=[p.packed_bytes for p in points],
@@ -76,7 +82,7 @@ def scatter(
             hovertemplate="%{text}<extra></extra>",
         )
     )
-    front = sorted((p for p in points if p.pareto), key=lambda p: p.packed_bytes)
+    front = sorted((p for p in result.points if p.pareto), key=lambda p: p.packed_bytes)
     fig.add_trace(
         go.Scatter(
             x=[p.packed_bytes for p in front],
@@ -93,6 +99,23 @@ def scatter(
         fig.add_trace(_marker(here[0], "current setting", "circle-open", MARK_COLOR, 20))
     if recommended is not None:
         fig.add_trace(_marker(recommended, "recommended recipe", "diamond", MARK_COLOR, 14))
+    layered = [p for p in result.points if p.per_layer]
+    if layered:
+        fig.add_trace(
+            go.Scatter(
+                x=[p.packed_bytes for p in layered],
+                y=[100 * p.quality for p in layered],
+                mode="markers",
+                name="per-layer setting",
+                marker={
+                    "size": 7,
+                    "symbol": "triangle-up",
+                    "color": [OPTIMIZED_COLOR if p.pareto else ORIGINAL_COLOR for p in layered],
+                },
+                text=[hover(p) for p in layered],
+                hovertemplate="%{text}<extra></extra>",
+            )
+        )
     fig.update_layout(
         height=HEIGHT,
         margin={"l": 10, "r": 10, "t": 30, "b": 10},
@@ -100,7 +123,7 @@ def scatter(
         xaxis={
             "title": "packed size (bytes, log scale)",
             "type": "log",
-            "tickvals": log_ticks([p.packed_bytes for p in (*points, result.baseline)]),
+            "tickvals": log_ticks([p.packed_bytes for p in (*result.points, result.baseline)]),
             "tickformat": "~s",
         },
         yaxis={"title": f"{quality_name} (%)"},
@@ -119,10 +142,28 @@ def log_ticks(values: Sequence[float]) -> list[float]:
 
 
 def pick(points: Sequence[Point], session: MutableMapping[str, Any]) -> None:
-    """A click on a grid point sets every control to that point's setting."""
+    """A click on a uniform point (``points``: the sweep's ``uniform().points``) sets every
+    control to that point's setting."""
     chosen = [p for p in session[SCATTER]["selection"]["points"] if p.get("curve_number") == POINTS]
     if chosen:
         settings.put_config(session, points[chosen[0]["point_index"]].config)
+
+
+def ask_more(session: MutableMapping[str, Any]) -> None:
+    """``on_click`` of "run more trials here": the next run adds ``MORE_TRIALS`` trials."""
+    session[RUN_MORE] = True
+
+
+def stored_rows(found: Sequence[study.Stored], current: str) -> list[dict[str, Any]]:
+    """The stored studies of the model as table rows, the one the page shows marked."""
+    return [
+        {
+            "study": s.name + (" (shown)" if s.name == current else ""),
+            "grid": study.grid_words(s.grid),
+            "done": f"{s.done} of {s.target}",
+        }
+        for s in found
+    ]
 
 
 def heatmap(rows: Sequence[LayerSensitivity], reference: float, quality_name: str) -> go.Figure:

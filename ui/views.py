@@ -93,7 +93,8 @@ def quality_card(outcome: Outcome, baseline: Outcome) -> Card:
         return Card(
             "Accuracy",
             "—",
-            help="Add evaluation data (an .npz with x and y) on the Model page to measure it.",
+            help="Add labelled evaluation data (an .npz, a .zip of image folders or a table) on "
+            "the Model page to measure it.",
         )
     label = "Test accuracy" if now[0] == "accuracy" else "Top-1 agreement"
     hint = (

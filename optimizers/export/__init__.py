@@ -50,6 +50,7 @@ from optimizers.export.conversion import (
     _CACHE,
     calibration_samples,
     converted,
+    dense_float32,
     input_signature,
     smallest_float32,
 )
@@ -161,11 +162,19 @@ def natural_format(bits: int | None) -> Format:
     return "tflite-int4" if bits > 2 else "tflite-int2"
 
 
-def export_bytes(model: keras.Model, fmt: Format, calibration_x: np.ndarray | None = None) -> bytes:
+def export_bytes(
+    model: keras.Model,
+    fmt: Format,
+    calibration_x: np.ndarray | None = None,
+    base: keras.Model | None = None,
+) -> bytes:
     """The file of ``model`` in format ``fmt`` (see the module table), as bytes.
 
     ``calibration_x`` (inputs in the model's shape) is needed for ``tflite-int8`` only: it sets
-    the int8 ranges of the activations. Raises ``ValueError`` with one sentence on bad input.
+    the int8 ranges of the activations. ``base``, the model whose weights ``model``'s were
+    optimized from (same layers), lets the LiteRT formats start from ``base``'s converted file
+    with the kernels rewritten instead of converting again (``reweight``). Raises
+    ``ValueError`` with one sentence on bad input.
     """
     if fmt not in FORMATS:
         raise ValueError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
@@ -181,7 +190,7 @@ def export_bytes(model: keras.Model, fmt: Format, calibration_x: np.ndarray | No
                 "full-integer int8 export would quantize the token ids an Embedding layer "
                 "reads; export tflite-int8-dynamic instead"
             )
-        dense = converted(model, signature, ("tflite-float32",))["tflite-float32"]
+        dense = dense_float32(model, signature, base)
         if len(read_flatbuffer(dense).subgraphs) > 1:
             raise ValueError(
                 "full-integer int8 export does not support recurrent layers or other loops "
@@ -189,9 +198,9 @@ def export_bytes(model: keras.Model, fmt: Format, calibration_x: np.ndarray | No
             )
         data = converted(model, signature, ("tflite-int8",), samples)["tflite-int8"]
         return snap_to_preview_grid(data, dense)
+    dense = dense_float32(model, signature, base)
     if fmt == "tflite-float32":
-        return smallest_float32(model, signature)
-    dense = converted(model, signature, ("tflite-float32",))["tflite-float32"]
+        return smallest_float32(model, signature, dense)
     if fmt == "tflite-float16":
         return quantize_weights(dense, float16_recipe())
     bits, dynamic = INTEGER_FORMATS[fmt]

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from optimizers.export.quiet import quiet
+from optimizers.export.reweight import Placement, kernel_placements, rewritten
 from optimizers.export.running import run_tflite
 
 if TYPE_CHECKING:
@@ -216,6 +217,53 @@ def converted(
     return files
 
 
+_PLACEMENTS: OrderedDict[str, dict[int, Placement]] = OrderedDict()
+_PLACEMENTS_SIZE = 4
+
+
+def dense_float32(model: keras.Model, signature: list[Any], base: keras.Model | None) -> bytes:
+    """The checked dense float32 file of ``model``, memoized. When ``base`` (the model
+    ``model``'s weights were optimized from: same graph, other values) is given, its file is
+    converted once and each of ``model``'s is that file with the changed kernels rewritten
+    (``reweight``), checked against Keras like a conversion; the converter is the fallback."""
+    key = model_digest(model)
+    with _CACHE_LOCK:
+        found = _CACHE.get((key, "tflite-float32"))
+    if found is None and base is not None:
+        found = from_base(model, signature, base)
+        if found is not None:
+            with _CACHE_LOCK:
+                _CACHE[(key, "tflite-float32")] = found
+                while len(_CACHE) > _CACHE_SIZE:
+                    _CACHE.popitem(last=False)
+    if found is None:
+        found = converted(model, signature, ("tflite-float32",))["tflite-float32"]
+    return found
+
+
+def from_base(model: keras.Model, signature: list[Any], base: keras.Model) -> bytes | None:
+    """``model``'s float32 file rewritten from ``base``'s, or ``None`` when it cannot be."""
+    base_key = model_digest(base)
+    base_file = converted(base, signature, ("tflite-float32",))["tflite-float32"]
+    with _CACHE_LOCK:
+        placements = _PLACEMENTS.get(base_key)
+    base_weights = base.get_weights()
+    if placements is None:
+        placements = kernel_placements(base_weights, base_file)
+        with _CACHE_LOCK:
+            _PLACEMENTS[base_key] = placements
+            while len(_PLACEMENTS) > _PLACEMENTS_SIZE:
+                _PLACEMENTS.popitem(last=False)
+    data = rewritten(base_file, placements, base_weights, model.get_weights())
+    if data is None:
+        return None
+    try:
+        check_float_file(model, data, signature)
+    except ValueError:
+        return None
+    return data
+
+
 def conversion_attempts(signature: list[Any]) -> list[tuple[bool, list[Any]]]:
     """(via SavedModel?, signature) pairs to try in turn.
 
@@ -241,17 +289,17 @@ def max_weight_sparsity(model: keras.Model) -> float:
     return max(fractions, default=0.0)
 
 
-def smallest_float32(model: keras.Model, signature: list[Any]) -> bytes:
-    """The dense float32 file, or the sparse one when the model is pruned and that is smaller.
+def smallest_float32(model: keras.Model, signature: list[Any], dense: bytes) -> bytes:
+    """The dense float32 file ``dense``, or the sparse one when the model is pruned and that is
+    smaller.
 
     A sparse file stores pruned weights in LiteRT's compressed sparse format and DENSIFY ops
     expand them once when the interpreter prepares, so it computes exactly what the dense one
     does; it is kept only when it is smaller and its outputs agree with the dense file's.
     """
     if max_weight_sparsity(model) < SPARSITY_WORTH_TRYING:
-        return converted(model, signature, ("tflite-float32",))["tflite-float32"]
-    files = converted(model, signature, ("tflite-float32", "tflite-float32-sparse"))
-    dense, sparse = files["tflite-float32"], files["tflite-float32-sparse"]
+        return dense
+    sparse = converted(model, signature, ("tflite-float32-sparse",))["tflite-float32-sparse"]
     if not sparse or len(sparse) >= len(dense) or len(signature) != 1:
         return dense
     probe = probe_inputs(signature[0])

@@ -14,6 +14,7 @@ from optimizers.export.flatbuffer import (
     buffer_bytes,
     float_constants,
     pack,
+    patched,
     quantization_of,
     read_flatbuffer,
     unpack,
@@ -36,9 +37,10 @@ def snap_to_preview_grid(data: bytes, float_data: bytes) -> bytes:
     """
     model = read_flatbuffer(data)
     floats = float_constants(float_data)
-    changed = False
+    buffers: dict[tuple[int, int], np.ndarray] = {}
+    scales: dict[tuple[int, int], np.ndarray] = {}
     users = Counter(t.buffer for subgraph in model.subgraphs for t in subgraph.tensors)
-    for subgraph in model.subgraphs:
+    for g, subgraph in enumerate(model.subgraphs):
         new_scales: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         for i, t in enumerate(subgraph.tensors):
             kind = TYPE_NAMES.get(t.type)
@@ -56,16 +58,13 @@ def snap_to_preview_grid(data: bytes, float_data: bytes) -> bytes:
             new_codes, new_scale = fit_grid(source, codes, scale, axis, INT_BITS[kind])
             if np.array_equal(new_codes, codes) and np.array_equal(new_scale, scale):
                 continue
-            model.buffers[t.buffer].data = pack(new_codes, INT_BITS[kind])
-            t.quantization.scale = new_scale.astype(np.float32)
+            buffers[(g, i)] = pack(new_codes, INT_BITS[kind])
+            scales[(g, i)] = new_scale.astype(np.float32)
             new_scales[i] = (scale, new_scale)
-            changed = True
-        rescale_biases(model, subgraph, new_scales)
-    if not changed:
-        return data
-    from ai_edge_litert.tools import flatbuffer_utils
-
-    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+        for i, (codes, scale) in rescaled_biases(model, g, new_scales).items():
+            buffers[(g, i)] = codes
+            scales[(g, i)] = scale
+    return patched(data, buffers, scales) if buffers else data
 
 
 def fit_grid(
@@ -157,17 +156,20 @@ def on_grid(
     return np.all(near & (np.abs(k) <= qmax), axis=-2)
 
 
-def rescale_biases(
-    model: Any, subgraph: Any, new_scales: dict[int, tuple[np.ndarray, np.ndarray]]
-) -> None:
-    """Re-express the int32 biases of full-integer kernels whose weight scales changed.
+def rescaled_biases(
+    model: Any, g: int, new_scales: dict[int, tuple[np.ndarray, np.ndarray]]
+) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """The int32 biases of subgraph ``g``'s full-integer kernels whose weight scales changed,
+    re-expressed: tensor index -> (buffer bytes, scales).
 
     LiteRT requires ``bias scale = input scale * weight scale`` per channel.
     """
     from ai_edge_litert.tools import flatbuffer_utils
 
+    found: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     if not new_scales:
-        return
+        return found
+    subgraph = model.subgraphs[g]
     for op in subgraph.operators:
         inputs = list(op.inputs)
         # TRANSPOSE_CONV takes (output shape, weights, input, bias); the others (input, weights, bias).
@@ -187,5 +189,5 @@ def rescale_biases(
         values = np.frombuffer(raw, np.int32) * np.asarray(bias.quantization.scale, np.float64)
         info = np.iinfo(np.int32)
         codes = np.clip(np.rint(values / new_bias_scale.astype(np.float64)), info.min, info.max)
-        model.buffers[bias.buffer].data = np.frombuffer(codes.astype(np.int32).tobytes(), np.uint8)
-        bias.quantization.scale = new_bias_scale
+        found[inputs[bias_index]] = (codes.astype(np.int32).view(np.uint8), new_bias_scale)
+    return found

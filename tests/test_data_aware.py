@@ -1,0 +1,329 @@
+"""Data-aware pruning and rounding (``optimizers.data_aware``): the GPTQ and OBS updates against
+the textbook formulas, the layer statistics against the layers' own outputs, never worse than
+plain rounding, bias correction, blockwise grids, and calibration kept apart from evaluation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from optimizers import data_aware
+from optimizers.data_aware import Accumulator, compress_rows, inverse_root
+from optimizers.pipeline import (
+    OptimizationConfig,
+    Techniques,
+    TensorRef,
+    config_from_dict,
+    config_to_dict,
+    optimize_weights,
+)
+from optimizers.pruning import PruningConfig
+from optimizers.quantization import QuantizationConfig, code_range, quantize
+
+
+def textbook(w: np.ndarray, h: np.ndarray, keep: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """OBQ/OBS one column at a time with the explicit inverse (Frantar et al. 2022, eq. 2-3):
+    fix column i (zero or round it), move the others by ``-(w_i - q_i) / [H⁻¹]_ii · H⁻¹_{:,i}``,
+    then drop i from ``H⁻¹`` by one step of Gaussian elimination. ``w``: (rows, columns)."""
+    w = w.astype(np.float64).copy()
+    hinv = np.linalg.inv(h)
+    out = np.zeros_like(w)
+    for i in range(w.shape[1]):
+        q = np.where(keep[:, i], w[:, i], 0.0)
+        if scale is not None:
+            q = np.clip(np.rint(q / scale), -7, 7) * scale
+        out[:, i] = q
+        err = (w[:, i] - q) / hinv[i, i]
+        w -= err[:, None] * hinv[i][None, :]
+        hinv = hinv - np.outer(hinv[:, i], hinv[i]) / hinv[i, i]
+    return out
+
+
+def layer_stats(x: np.ndarray, depthwise: bool = False, bias: int | None = None):
+    acc = Accumulator(depthwise, bias)
+    acc.add(x)
+    return acc.finish()
+
+
+H4 = np.array(
+    [[4.0, 2.0, 1.0, 0.5], [2.0, 5.0, 1.5, 1.0], [1.0, 1.5, 3.0, 0.5], [0.5, 1.0, 0.5, 2.0]]
+)
+W4 = np.array(
+    [[0.9, -0.3, 0.45, 0.2], [-0.6, 0.8, 0.1, -0.7], [0.25, 0.5, -0.95, 0.4], [0.3, -0.1, 0.6, 1.0]]
+)
+
+
+def root_of(h: np.ndarray) -> np.ndarray:
+    return np.linalg.cholesky(np.linalg.inv(h)).T[None]
+
+
+def test_gptq_rounding_of_a_4x4_layer_is_the_textbook_update():
+    scale = np.full(4, 1.0 / 7, np.float32)
+    zp = np.zeros(4, np.int64)
+    grid = data_aware.Grid(
+        QuantizationConfig(4),
+        np.broadcast_to(scale, (1, 4, 4)),
+        np.broadcast_to(zp, (1, 4, 4)),
+        stored=(scale, zp),
+    )
+    values, codes = compress_rows(W4[None], root_of(H4), grid=grid)
+    expected = textbook(W4, H4, np.ones((4, 4), bool), 1.0 / 7)
+    np.testing.assert_allclose(values[0], expected, atol=1e-5)
+    np.testing.assert_array_equal(codes[0] * scale, values[0].astype(np.float32))
+    # The first column is rounded as it is; later ones carry the earlier columns' errors.
+    np.testing.assert_allclose(values[0, :, 0], np.rint(W4[:, 0] * 7) / 7, atol=1e-7)
+    assert not np.allclose(values[0], np.rint(W4 * 7) / 7)
+
+
+def test_obs_pruning_of_a_4x4_layer_is_the_textbook_update():
+    keep = np.array([[1, 0, 1, 1], [0, 1, 1, 0], [1, 1, 0, 1], [1, 0, 1, 1]], bool)
+    values, codes = compress_rows(W4[None], root_of(H4), keep=keep[None])
+    assert codes is None
+    np.testing.assert_allclose(values[0], textbook(W4, H4, keep, None), atol=1e-6)
+    assert np.all(values[0][~keep] == 0)
+
+
+def test_obs_moves_a_pruned_weight_onto_its_correlated_neighbour():
+    # H = [[2, 1], [1, 2]]: removing w0 = 1 is best made up by w1 += H01 / H11 = 0.5.
+    h = np.array([[2.0, 1.0], [1.0, 2.0]])
+    values, _ = compress_rows(np.array([[[1.0, 1.0]]]), root_of(h), zeros=1)
+    np.testing.assert_allclose(values[0, 0], [0.0, 1.5])
+
+
+def test_adaptive_pruning_zeros_exactly_ceil_s_n():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 200)).astype(np.float32)
+    stats = layer_stats(x)
+    w = rng.normal(size=(200, 7)).astype(np.float32)
+    kernel, q = data_aware.compress_tensor(w, stats, Techniques(pruning=PruningConfig(0.6)), (-1,))
+    assert q is None and kernel.dtype == w.dtype
+    assert np.count_nonzero(kernel == 0) == int(np.ceil(0.6 * w.size))
+
+
+def test_inverse_root_handles_inputs_that_are_always_zero():
+    x = np.random.default_rng(1).normal(size=(50, 3))
+    x[:, 1] = 0
+    root = inverse_root(layer_stats(x).hessian)
+    assert np.all(np.isfinite(root)) and np.allclose(np.tril(root[0], -1), 0)
+
+
+def random_layer(seed: int, inputs: int, outputs: int, rows: int = 64):
+    """Correlated inputs (as real activations are) and a random kernel."""
+    rng = np.random.default_rng(seed)
+    mix = rng.normal(size=(inputs, inputs)) * rng.uniform(0.1, 1.0)
+    x = (rng.normal(size=(rows, inputs)) @ (np.eye(inputs) + mix)).astype(np.float32)
+    w = rng.normal(size=(inputs, outputs)).astype(np.float32)
+    return x, w
+
+
+def layer_error(x: np.ndarray, w: np.ndarray, w_hat: np.ndarray) -> float:
+    return float(np.sum((x.astype(np.float64) @ (w - w_hat)) ** 2))
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    inputs=st.integers(1, 24),
+    outputs=st.integers(1, 6),
+    bits=st.sampled_from([2, 3, 4, 8]),
+    mode=st.sampled_from(["symmetric", "asymmetric"]),
+    granularity=st.sampled_from(["per-channel", "per-tensor"]),
+    sparsity=st.sampled_from([None, 0.3, 0.75]),
+)
+def test_never_worse_than_plain_rounding(seed, inputs, outputs, bits, mode, granularity, sparsity):
+    x, w = random_layer(seed, inputs, outputs, rows=max(4, inputs // 2))
+    ref = TensorRef(0, "dense/kernel", "dense", "Dense", w.shape, (-1,))
+    config = OptimizationConfig(
+        pruning=None if sparsity is None else PruningConfig(sparsity),
+        quantization=QuantizationConfig(bits, mode, granularity),
+        data_aware=True,
+    )
+    before = w.copy()
+    [plain], _ = optimize_weights([w], [ref], config)
+    [aware], [report] = data_aware.optimize([w], [ref], config, {0: layer_stats(x)})
+    np.testing.assert_array_equal(w, before)
+    assert layer_error(x, w, aware) <= layer_error(x, w, plain) * (1 + 1e-6) + 1e-9
+    # The pruning target reached, every value on a grid with at most 2^bits levels a channel.
+    if sparsity is not None:
+        assert np.count_nonzero(aware == 0) >= np.ceil(sparsity * w.size - 1e-9)
+    levels = 1 if granularity == "per-tensor" else outputs
+    assert report.unique_values <= levels * 2**bits
+    assert report.bits == bits
+
+
+def test_data_aware_rounding_halves_the_error_on_correlated_inputs():
+    x, w = random_layer(7, 64, 16, rows=512)
+    ref = TensorRef(0, "dense/kernel", "dense", "Dense", w.shape, (-1,))
+    config = OptimizationConfig(quantization=QuantizationConfig(3), data_aware=True)
+    [plain], _ = optimize_weights([w], [ref], config)
+    [aware], _ = data_aware.optimize([w], [ref], config, {0: layer_stats(x)})
+    assert layer_error(x, w, aware) < 0.5 * layer_error(x, w, plain)
+    # Rounded on plain rounding's per-channel grid: codes times the same scales.
+    scale = quantize(w, QuantizationConfig(3)).scale
+    codes = aware / scale
+    np.testing.assert_allclose(codes, np.rint(codes), atol=1e-4)
+    assert np.abs(np.rint(codes)).max() <= code_range(3, "symmetric")[1]
+
+
+def test_bias_correction_keeps_each_output_mean():
+    x, w = random_layer(3, 12, 5, rows=200)
+    x += 1.0  # a mean to shift
+    b = np.linspace(-1, 1, 5).astype(np.float32)
+    refs = [TensorRef(0, "dense/kernel", "dense", "Dense", w.shape, (-1,))]
+    config = OptimizationConfig(quantization=QuantizationConfig(2), data_aware=True)
+    stats = {0: layer_stats(x, bias=1)}
+    (aware, new_b), _ = data_aware.optimize([w, b], refs, config, stats)
+    np.testing.assert_allclose((x @ aware + new_b).mean(0), (x @ w + b).mean(0), atol=1e-4)
+    assert not np.allclose(new_b, b)
+
+
+def test_blockwise_grid_gives_each_block_of_inputs_its_scale():
+    w = np.random.default_rng(0).normal(size=(64, 3)).astype(np.float32)
+    w[:32] *= 10  # one block large, one small: per channel, the small one rounds to few levels
+    q = quantize(w, QuantizationConfig(4, block_size=32))
+    assert q.scale.shape == (6,)  # 2 blocks x 3 channels, block-major
+    np.testing.assert_allclose(q.scale[:3], np.abs(w[:32]).max(0) / 7, rtol=1e-6)
+    np.testing.assert_allclose(q.scale[3:], np.abs(w[32:]).max(0) / 7, rtol=1e-6)
+    per_channel = quantize(w, QuantizationConfig(4))
+    assert np.abs(q.values - w)[32:].max() < np.abs(per_channel.values - w)[32:].max()
+    # Inputs that are not whole blocks, and convolution kernels, keep one scale per channel.
+    for shape in [(48, 3), (3, 3, 32, 4)]:
+        v = np.ones(shape, np.float32)
+        assert quantize(v, QuantizationConfig(4, block_size=32)).scale.size == shape[-1]
+    with pytest.raises(ValueError, match="block_size"):
+        QuantizationConfig(4, granularity="per-tensor", block_size=32)
+    with pytest.raises(ValueError, match="block_size"):
+        QuantizationConfig(4, block_size=48)
+
+
+def test_blockwise_data_aware_rounding_stays_on_its_blocks_grid():
+    x, w = random_layer(5, 64, 4, rows=256)
+    ref = TensorRef(0, "dense/kernel", "dense", "Dense", w.shape, (-1,))
+    config = OptimizationConfig(quantization=QuantizationConfig(4, block_size=32), data_aware=True)
+    [plain], _ = optimize_weights([w], [ref], config)
+    [aware], [report] = data_aware.optimize([w], [ref], config, {0: layer_stats(x)})
+    assert layer_error(x, w, aware) < layer_error(x, w, plain)
+    # On plain rounding's blockwise grid: each block's codes times its scale, |code| <= 7.
+    scale = quantize(w, config.quantization).scale.reshape(2, 1, 4)
+    codes = aware.reshape(2, 32, 4) / scale
+    np.testing.assert_allclose(codes, np.rint(codes), atol=1e-4)
+    assert np.abs(np.rint(codes)).max() <= 7
+    assert report.unique_values <= 2 * 4 * 15
+
+
+def test_recipes_carry_data_aware_and_block_size():
+    config = OptimizationConfig(
+        pruning=PruningConfig(0.5),
+        quantization=QuantizationConfig(4, block_size=64),
+        data_aware=True,
+    )
+    data = config_to_dict(config)
+    assert data["data_aware"] is True and data["quantization"]["block_size"] == 64
+    assert config_from_dict(data) == config
+    old = {k: v for k, v in data.items() if k != "data_aware"}  # a recipe from before
+    assert config_from_dict(old).data_aware is False
+    with pytest.raises(ValueError, match="data_aware"):
+        config_from_dict({**data, "data_aware": "yes"})
+
+
+# --- statistics gathered from real layers ----------------------------------------------------
+
+keras = pytest.importorskip("keras")
+
+
+def output_power(layer, x: np.ndarray) -> float:
+    """Mean over output positions of the squared layer output without bias: what
+    ``tr(W H Wᵀ)`` must equal when ``H`` holds that layer's im2col inputs."""
+    y = keras.ops.convert_to_numpy(layer(x)).astype(np.float64)
+    return float(np.sum(y**2) / int(np.prod(y.shape[:-1])))
+
+
+@pytest.mark.parametrize(
+    "layer",
+    [
+        lambda: keras.layers.Conv2D(4, 3, strides=2, padding="same", use_bias=False),
+        lambda: keras.layers.Conv2D(3, 2, dilation_rate=2, use_bias=False),
+        lambda: keras.layers.DepthwiseConv2D(3, depth_multiplier=2, use_bias=False),
+        lambda: keras.layers.Conv1D(3, 3, padding="causal", use_bias=False),
+    ],
+    ids=["conv-stride-same", "conv-dilated", "depthwise", "conv1d-causal"],
+)
+def test_statistics_are_the_layer_inputs(layer):
+    layer = layer()
+    one_d = isinstance(layer, keras.layers.Conv1D)
+    shape = (9, 3) if one_d else (7, 7, 3)
+    x = np.random.default_rng(0).normal(size=(5, *shape)).astype(np.float32)
+    model = keras.Sequential([keras.Input(shape), layer])
+    from optimizers.pipeline import eligible_tensors
+
+    refs = eligible_tensors(model)
+    stats = data_aware.gather(model, refs, x)
+    [(index, found)] = stats.items()
+    w = model.get_weights()[index]
+    power = data_aware.reconstruction_error(w, np.zeros_like(w), found)
+    assert power == pytest.approx(output_power(layer, x), rel=1e-4)
+
+
+def test_nested_and_separable_layers_get_statistics():
+    inner = keras.Sequential(
+        [keras.Input((6, 6, 2)), keras.layers.SeparableConv2D(4, 3, name="sep")], name="inner"
+    )
+    inputs = keras.Input((6, 6, 2))
+    outputs = keras.layers.Dense(3, name="head")(keras.layers.Flatten()(inner(inputs)))
+    model = keras.Model(inputs, outputs)
+    from optimizers.pipeline import eligible_tensors
+
+    refs = eligible_tensors(model)
+    x = np.random.default_rng(0).normal(size=(8, 6, 6, 2)).astype(np.float32)
+    stats = data_aware.gather(model, refs, x)
+    assert {refs[k].index for k in range(len(refs))} == set(stats)
+    sep = inner.get_layer("sep")
+    pointwise = next(r for r in refs if r.path.endswith("pointwise_kernel"))
+    w = model.get_weights()[pointwise.index]
+    power = data_aware.reconstruction_error(w, np.zeros_like(w), stats[pointwise.index])
+    bias = keras.ops.convert_to_numpy(sep.bias)
+    y = keras.ops.convert_to_numpy(sep(x)) - bias
+    assert power == pytest.approx(float(np.mean(np.sum(y.astype(np.float64) ** 2, -1))), rel=1e-4)
+    assert stats[pointwise.index].bias is not None
+
+
+# --- the app: the switch is live on the samples ---
+
+
+def test_the_calibration_switch_is_live_on_a_sample() -> None:
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    from ui import state
+
+    root = Path(__file__).resolve().parents[1]
+    at = AppTest.from_file(str(root / "app.py"), default_timeout=60)
+    at.run()
+    at.switch_page("pages/explore.py").run()
+    at.select_slider(key=state.BITS).set_value(2).run()
+    assert not at.exception, at.exception
+
+    def accuracy() -> float:
+        [card] = [m for m in at.metric if m.label == "Test accuracy"]
+        return float(card.value.rstrip("%"))
+
+    plain = accuracy()
+    at.toggle(key=state.DATA_AWARE).set_value(True).run()
+    assert not at.exception, at.exception
+    captions = " ".join(c.value for c in at.caption)
+    assert "Calibrated on" in captions and "digits_cnn_train.npz" in captions
+    assert "digits_cnn_test.npz" in captions
+    assert accuracy() > plain + 10  # 2 bits: plain rounding loses ~40 points, GPTQ ~13
+    assert state.setting(at.session_state).config.data_aware
+
+
+def test_inverse_root_is_the_upper_cholesky_factor_of_the_inverse():
+    x = np.random.default_rng(2).normal(size=(1500, 600))  # larger than one block of halves
+    h = x.T @ x / len(x)
+    root = inverse_root(h[None].astype(np.float32))[0].astype(np.float64)
+    damped = h + np.eye(600) * data_aware.DAMPING * np.mean(np.diag(h))
+    np.testing.assert_allclose(root.T @ root, np.linalg.inv(damped), atol=1e-4)
+    assert np.allclose(np.tril(root, -1), 0) and np.all(np.diag(root) > 0)
