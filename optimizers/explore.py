@@ -345,6 +345,14 @@ def verify(prepared: Prepared, outcome: Outcome, fmt: str, gzip: bool = True) ->
     return Exported(fmt, data, gzip_bytes, outcome.accuracy, file_accuracy, agreement)
 
 
+def warm_exports(prepared: Prepared) -> None:
+    """Convert ``prepared``'s model now (``export.warm``), so that its first file to verify is
+    a rewrite of that file, not a conversion. Raises ``ValueError`` as ``verify`` would."""
+    from optimizers import export
+
+    export.warm(prepared.model)
+
+
 def time_exports(prepared: Prepared, files: Mapping[str, Exported]) -> dict[str, Exported]:
     """``files`` with their gzip sizes measured (where ``verify`` left them out, on every core
     at once) and the LiteRT ones timed, all together with the original model's float32 file

@@ -124,6 +124,7 @@ def answer(model: services.KerasModel) -> None:
             )
 
     finetune.draw(model, config)
+    services.warm_exports(state.session_id(session), model)
 
 
 answer(model)

@@ -456,6 +456,28 @@ def exports(
     return files, waiting
 
 
+WARMED: set[Hashable] = set()  # the models whose converted file awaits their settings' files
+
+
+def warm_exports(owner: str, model: KerasModel) -> None:
+    """Ask the background to convert ``model`` once while its user explores, so that its
+    Download page's first file is a rewrite of that file (seconds, not a conversion: a minute
+    on ResNet50). Once per model per process; the conversion thread yields the cores to the
+    sliders' answers (``Conversions``)."""
+    if model.key in WARMED:
+        return
+
+    def make() -> None:
+        try:
+            explore.warm_exports(model.prepared)
+        except ValueError:  # the Download page says why, format by format
+            pass
+        finally:
+            WARMED.add(model.key)
+
+    CONVERSIONS.ask(owner, {(model.key, "warm"): Job(make, (2, 0), "converting the model…", {})})
+
+
 def recipe_json(config: OptimizationConfig) -> str:
     """The JSON recipe that ``python -m optimizers apply MODEL --recipe FILE`` reads."""
     return json.dumps(config_to_dict(config), indent=2) + "\n"

@@ -48,6 +48,7 @@ import numpy as np
 from optimizers import keras_io
 from optimizers.export.conversion import (
     _CACHE,
+    base_file,
     calibration_samples,
     converted,
     dense_float32,
@@ -95,6 +96,7 @@ __all__ = [
     "run_tflite",
     "stored_weights",
     "unpack",
+    "warm",
 ]
 
 Format = Literal[
@@ -160,6 +162,13 @@ def natural_format(bits: int | None) -> Format:
     if bits > 4:
         return "tflite-int8-dynamic"
     return "tflite-int4" if bits > 2 else "tflite-int2"
+
+
+def warm(base: keras.Model) -> None:
+    """Convert ``base`` now and find its kernels in the file (memoized), so that the first
+    file of a setting optimized from it is a rewrite, not a conversion. Raises ``ValueError``
+    (one sentence) when ``base`` cannot be converted, as ``export_bytes`` would."""
+    base_file(base, input_signature(base))
 
 
 def export_bytes(

@@ -69,13 +69,14 @@ def float_tensors(data: bytes) -> dict[tuple[int, int], np.ndarray]:
 
 def fits(w: np.ndarray, stored: np.ndarray, perm: tuple[int, ...]) -> Placement | None:
     """How ``stored`` holds ``w`` through ``perm``: as it is, or scaled along one axis."""
-    if not probe_fits(w, stored, perm):
+    axes = probe_axes(w, stored, perm)
+    if not axes:
         return None
     moved = np.transpose(w, perm).reshape(stored.shape)
     if np.array_equal(moved, stored):
         return Placement(-1, (0, 0), perm, stored.shape, None, None)
     bound = MATCH_RTOL * float(np.abs(stored).max()) + 1e-30
-    for axis in range(stored.ndim):
+    for axis in axes:
         scale = channel_scale(moved, stored, axis)
         if scale is None:
             continue
@@ -87,27 +88,32 @@ def fits(w: np.ndarray, stored: np.ndarray, perm: tuple[int, ...]) -> Placement 
     return None
 
 
-def probe_fits(w: np.ndarray, stored: np.ndarray, perm: tuple[int, ...]) -> bool:
-    """A cheap first look at the first ``PROBE`` stored values: zero where ``w`` moved through
-    ``perm`` is zero, and one ratio per channel along some axis."""
-    n = min(PROBE, w.size)
-    at = np.unravel_index(np.arange(n), [w.shape[p] for p in perm])
-    source: list[np.ndarray] = [np.empty(0, np.intp)] * w.ndim
-    for k, p in enumerate(perm):
-        source[p] = at[k]
-    a = w[tuple(source)].astype(np.float64)
-    b = stored.reshape(-1)[:n].astype(np.float64)
-    if np.any((a == 0) != (b == 0)):
-        return False
-    nonzero = a != 0
-    ratio = b[nonzero] / a[nonzero]
-    for channel in np.unravel_index(np.arange(n), stored.shape):
-        _, group = np.unique(channel[nonzero], return_inverse=True)
-        first = np.zeros(group.max(initial=-1) + 1)
-        first[group[::-1]] = ratio[::-1]  # each channel's first ratio
-        if np.all(np.abs(ratio - first[group]) <= 1e-4 * np.abs(first[group]) + 1e-30):
-            return True
-    return False
+def probe_axes(w: np.ndarray, stored: np.ndarray, perm: tuple[int, ...]) -> list[int]:
+    """The axes of ``stored`` along which it may hold ``w`` moved through ``perm`` times one
+    factor per channel, from a cheap look at two values in each of the first ``PROBE``
+    channels (the channel's first and last): zero where ``w`` is zero, and the same ratio
+    for both."""
+    moved_shape = [w.shape[p] for p in perm]
+    found = []
+    for axis, channels in enumerate(stored.shape):
+        c = np.arange(min(PROBE, channels))
+        first = [c if k == axis else np.zeros_like(c) for k in range(stored.ndim)]
+        last = [c if k == axis else np.full_like(c, n - 1) for k, n in enumerate(stored.shape)]
+        pairs = [np.concatenate((f, g)) for f, g in zip(first, last, strict=True)]
+        flat = np.ravel_multi_index(pairs, stored.shape)
+        source = [np.empty(0, np.intp)] * w.ndim
+        for k, index in enumerate(np.unravel_index(flat, moved_shape)):
+            source[perm[k]] = index
+        a = w[tuple(source)].astype(np.float64).reshape(2, -1)
+        b = stored.reshape(-1)[flat].astype(np.float64).reshape(2, -1)
+        if np.any((a == 0) != (b == 0)):
+            continue
+        ratio = np.divide(b, a, out=np.full_like(b, np.nan), where=a != 0)
+        both = ~np.isnan(ratio).any(axis=0)
+        r, q = ratio[0, both], ratio[1, both]
+        if np.all(np.abs(r - q) <= 1e-4 * np.abs(r) + 1e-30):
+            found.append(axis)
+    return found
 
 
 def channel_scale(moved: np.ndarray, stored: np.ndarray, axis: int) -> np.ndarray | None:
