@@ -462,16 +462,16 @@ WARMED: set[Hashable] = set()  # the models whose converted file awaits their se
 def warm_exports(owner: str, model: KerasModel) -> None:
     """Ask the background to convert ``model`` once while its user explores, so that its
     Download page's first file is a rewrite of that file (seconds, not a conversion: a minute
-    on ResNet50). Once per model per process; the conversion thread yields the cores to the
-    sliders' answers (``Conversions``)."""
+    on ResNet50). Once per model per process, on the niced conversion thread
+    (``Conversions``): it slows the sliders' answers while it runs (ResNet50: about 20 s)."""
     if model.key in WARMED:
         return
 
     def make() -> None:
         try:
             explore.warm_exports(model.prepared)
-        except ValueError:  # the Download page says why, format by format
-            pass
+        except ValueError as e:  # the Download page says why, format by format
+            log.info("converting %s ahead failed: %s", model.name, e)
         finally:
             WARMED.add(model.key)
 
