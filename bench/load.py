@@ -6,7 +6,8 @@ browser to the others where the machine has more than one (``taskset``), so that
 own work does not count as the server's. Reports first render, answer p50/p95 and the server's
 peak resident memory.
 
-Run: ``python -m bench.load [--sessions 10 20] [--moves 6]``.
+Run: ``python -m bench.load [--sessions 10 20] [--moves 6] [--root OLD_CHECKOUT]``; ``--root``
+also serves another checkout of the app (an older commit) in the same run, for a baseline.
 """
 
 from __future__ import annotations
@@ -107,11 +108,11 @@ def peak_mb(pid: int) -> float:
     return float("nan")
 
 
-def load_rows(session_counts: list[int], moves: int) -> list[dict]:
+def load_rows(session_counts: list[int], moves: int, root: Path | None = None) -> list[dict]:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for n in session_counts:  # a fresh server for each count: no answer cached before
-            with streamlit_app(Path(tmp) / f"server-{n}.log") as url:
+            with streamlit_app(Path(tmp) / f"server-{n}.log", root=root) as url:
                 pid = server_pid(url)
                 cores = os.sched_getaffinity(0)
                 if len(cores) > 1:
@@ -126,9 +127,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sessions", type=int, nargs="+", default=[10, 20])
     parser.add_argument("--moves", type=int, default=6)
+    parser.add_argument("--root", type=Path, help="also serve this checkout, as the baseline")
     args = parser.parse_args()
-    for row in load_rows(args.sessions, args.moves):
-        print(json.dumps(row))
+    for root in [None, args.root] if args.root else [None]:
+        for row in load_rows(args.sessions, args.moves, root):
+            print(json.dumps({"app": str(root or "this checkout")} | row))
 
 
 if __name__ == "__main__":

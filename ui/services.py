@@ -461,7 +461,7 @@ WARMED: set[Hashable] = set()  # the models whose converted file awaits their se
 
 def warm_exports(owner: str, model: KerasModel) -> None:
     """Ask the background to convert ``model`` once while its user explores, so that its
-    Download page's first file is a rewrite of that file (seconds, not a conversion: a minute
+    Download page's first file is a rewrite of that file (seconds, not a conversion: about 20 s
     on ResNet50). Once per model per process, on the niced conversion thread
     (``Conversions``): it slows the sliders' answers while it runs (ResNet50: about 20 s)."""
     if model.key in WARMED:
