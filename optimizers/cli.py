@@ -261,7 +261,7 @@ def prepared_model(args: argparse.Namespace, config: OptimizationConfig) -> Any:
     if calibration is not None and not config.data_aware:
         raise UsageError("--calibration is used by data-aware settings only; add --data-aware")
     if calibration is not None:
-        xc, _ = keras_io.load_data(calibration, model)
+        xc = datasets.read(calibration, model, None, args.pixel_range, args.label_column).x
         prepared = explore.calibrate(prepared, explore.Calibration(xc, Path(calibration).name))
     layers = list(dict.fromkeys(r.layer for r in prepared.refs))
     unknown = [name for name in (*config.skip, *dict(config.overrides)) if name not in layers]
