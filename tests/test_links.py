@@ -107,6 +107,14 @@ def test_numbers_may_be_written_in_any_form() -> None:
     assert state.get(s, state.BITS) == 4
 
 
+def test_words_may_be_written_in_any_case() -> None:
+    s = session()
+    params = {"data_aware": "True", "clusters": "OFF", "granularity": "Per-Tensor"}
+    assert links.apply_params(params, s) == []
+    assert state.get(s, state.DATA_AWARE) is True and state.get(s, state.CLUSTERS) == "Off"
+    assert state.get(s, state.QUANT_GRANULARITY) == "per-tensor"
+
+
 def test_every_choice_the_page_offers_can_be_linked() -> None:
     offered = {
         state.CLUSTERS: settings.CLUSTER_OPTIONS,

@@ -73,8 +73,9 @@ def link_text(key: str, value: Any) -> str:
 
 
 def same(text: str, option: str) -> bool:
-    """Whether a link's ``text`` names ``option``; numbers compare as numbers (``0.60``, ``16.0``)."""
-    if text == option:
+    """Whether a link's ``text`` names ``option``; words compare in any case (``True``, ``OFF``),
+    numbers as numbers (``0.60``, ``16.0``)."""
+    if text.lower() == option.lower():
         return True
     try:
         return float(text) == float(option)
