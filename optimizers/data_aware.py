@@ -45,10 +45,11 @@ from optimizers.pipeline import (
     Techniques,
     TensorRef,
     TensorReport,
+    global_pruning_masks,
     optimize_weights,
     report_tensor,
 )
-from optimizers.pruning import PruningConfig, global_masks, n_m_mask, target_zeros
+from optimizers.pruning import n_m_mask, target_zeros
 from optimizers.quantization import QuantizationConfig, Quantized, code_range, scale_and_zero_point
 from optimizers.workers import POOL
 
@@ -351,15 +352,7 @@ def optimize(
         if i in statistics
         and (t.pruning is not None or (t.quantization is not None and t.clustering is None))
     }
-    masks: dict[int, np.ndarray] = {}
-    groups: dict[PruningConfig, list[int]] = {}
-    for i, (_, t) in plan.items():
-        if t.pruning and t.pruning.scope == "global" and t.pruning.structure == "unstructured":
-            groups.setdefault(t.pruning, []).append(i)
-    for p, members in groups.items():
-        masks.update(
-            zip(members, global_masks([weights[i] for i in members], p.sparsity), strict=True)
-        )
+    masks = global_pruning_masks(weights, plan)
     # Tensors are independent: side by side in the pool (numpy releases the GIL).
     jobs = {
         i: POOL.submit(compress_tensor, weights[i], statistics[i], t, r.channel_axes, masks.get(i))

@@ -246,6 +246,23 @@ def report_tensor(
     )
 
 
+def global_pruning_masks(
+    weights: Sequence[np.ndarray], plan: Mapping[int, tuple[TensorRef, Techniques]]
+) -> dict[int, np.ndarray]:
+    """Global pruning's masks, by tensor index: one magnitude threshold across every tensor of
+    ``plan`` (index -> (ref, its techniques)) that shares the same global pruning config."""
+    masks: dict[int, np.ndarray] = {}
+    groups: dict[PruningConfig, list[int]] = {}
+    for i, (_, t) in plan.items():
+        if t.pruning and t.pruning.scope == "global" and t.pruning.structure == "unstructured":
+            groups.setdefault(t.pruning, []).append(i)
+    for p, members in groups.items():
+        masks.update(
+            zip(members, global_masks([weights[i] for i in members], p.sparsity), strict=True)
+        )
+    return masks
+
+
 def optimize_weights(
     weights: Sequence[np.ndarray],
     refs: Sequence[TensorRef],
@@ -263,16 +280,7 @@ def optimize_weights(
     for r, _ in plan.values():
         if not np.all(np.isfinite(weights[r.index])):
             raise ValueError(f"tensor {r.path} holds NaN or Inf values; fix the model first")
-    # Global pruning: one threshold across every tensor that shares the same global config.
-    masks: dict[int, np.ndarray] = {}
-    groups: dict[PruningConfig, list[int]] = {}
-    for i, (_, t) in plan.items():
-        if t.pruning and t.pruning.scope == "global" and t.pruning.structure == "unstructured":
-            groups.setdefault(t.pruning, []).append(i)
-    for p, members in groups.items():
-        masks.update(
-            zip(members, global_masks([weights[i] for i in members], p.sparsity), strict=True)
-        )
+    masks = global_pruning_masks(weights, plan)
 
     def one(i: int, r: TensorRef, t: Techniques) -> tuple[np.ndarray, TensorReport]:
         w = weights[i]
