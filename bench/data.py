@@ -11,15 +11,13 @@ import argparse
 import io
 import json
 import os
-import statistics
-import time
 import zipfile
-from collections.abc import Callable
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
 
+from bench.bench import median_seconds  # noqa: E402
 from optimizers import datasets  # noqa: E402
 
 SIDE, CLASSES = 28, 10
@@ -69,15 +67,6 @@ def model():
             keras.layers.Dense(CLASSES, activation="softmax"),
         ]
     )
-
-
-def median_seconds(fn: Callable[[], object], repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main() -> None:

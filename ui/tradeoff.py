@@ -61,6 +61,20 @@ def _marker(p: Point, name: str, symbol: str, color: str, size: int) -> go.Scatt
     )
 
 
+def _points(points: Sequence[Point], name: str, marker: dict[str, Any]) -> go.Scatter:
+    """``points`` as markers, the frontier ones filled."""
+    return go.Scatter(
+        x=[p.packed_bytes for p in points],
+        y=[100 * p.quality for p in points],
+        mode="markers",
+        name=name,
+        marker=marker
+        | {"color": [OPTIMIZED_COLOR if p.pareto else ORIGINAL_COLOR for p in points]},
+        text=[hover(p) for p in points],
+        hovertemplate="%{text}<extra></extra>",
+    )
+
+
 def scatter(
     result: Sweep, current: OptimizationConfig, recommended: Point | None, quality_name: str
 ) -> go.Figure:
@@ -68,20 +82,7 @@ def scatter(
     model, the current setting, the recommended recipe and the study's per-layer settings; only
     the uniform points are clickable."""
     points = result.uniform().points
-    fig = go.Figure(
-        go.Scatter(
-            x=[p.packed_bytes for p in points],
-            y=[100 * p.quality for p in points],
-            mode="markers",
-            name="uniform setting",
-            marker={
-                "size": 10,
-                "color": [OPTIMIZED_COLOR if p.pareto else ORIGINAL_COLOR for p in points],
-            },
-            text=[hover(p) for p in points],
-            hovertemplate="%{text}<extra></extra>",
-        )
-    )
+    fig = go.Figure(_points(points, "uniform setting", {"size": 10}))
     front = sorted((p for p in result.points if p.pareto), key=lambda p: p.packed_bytes)
     fig.add_trace(
         go.Scatter(
@@ -101,21 +102,7 @@ def scatter(
         fig.add_trace(_marker(recommended, "recommended recipe", "diamond", MARK_COLOR, 14))
     layered = [p for p in result.points if p.per_layer]
     if layered:
-        fig.add_trace(
-            go.Scatter(
-                x=[p.packed_bytes for p in layered],
-                y=[100 * p.quality for p in layered],
-                mode="markers",
-                name="per-layer setting",
-                marker={
-                    "size": 7,
-                    "symbol": "triangle-up",
-                    "color": [OPTIMIZED_COLOR if p.pareto else ORIGINAL_COLOR for p in layered],
-                },
-                text=[hover(p) for p in layered],
-                hovertemplate="%{text}<extra></extra>",
-            )
-        )
+        fig.add_trace(_points(layered, "per-layer setting", {"size": 7, "symbol": "triangle-up"}))
     fig.update_layout(
         height=HEIGHT,
         margin={"l": 10, "r": 10, "t": 30, "b": 10},
