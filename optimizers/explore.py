@@ -360,12 +360,9 @@ def time_exports(prepared: Prepared, files: Mapping[str, Exported]) -> dict[str,
     file and the baseline alike."""
     from optimizers import export
 
-    sizes = dict(
-        zip(files, POOL.map(gzip_size, [e.data for e in files.values()]), strict=True)
-        if any(e.gzip_bytes is None for e in files.values())
-        else ((f, e.gzip_bytes) for f, e in files.items())
-    )
-    files = {f: replace(e, gzip_bytes=sizes[f]) for f, e in files.items()}
+    missing = [f for f, e in files.items() if e.gzip_bytes is None]
+    sizes = dict(zip(missing, POOL.map(gzip_size, [files[f].data for f in missing]), strict=True))
+    files = {f: replace(e, gzip_bytes=sizes.get(f, e.gzip_bytes)) for f, e in files.items()}
     timed = [fmt for fmt, e in files.items() if fmt != "keras"]
     if not timed:
         return files
