@@ -206,7 +206,8 @@ def test_a_killed_worker_loses_no_finished_trial_and_the_study_completes(
 
     # started again (here in the test's process: the same command, without a second start-up)
     argv = ["sweep", str(MLP.model_path), "--data", str(MLP.data_path), *GRID]
-    code, out, err = run_main([*argv, "--storage", storage, "--study", name, "--json"], capsys)
+    argv += ["--storage", storage, "--study", name, "--heartbeat", "1", "--json"]
+    code, out, err = run_main(argv, capsys)  # its beats, 1 s, tell how soon a silent trial is dead
     assert code == 0, err
     result = json.loads(out)
     after = optuna.load_study(study_name=name, storage=study.open_storage(storage))
