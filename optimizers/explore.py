@@ -342,6 +342,7 @@ def verify(prepared: Prepared, outcome: Outcome, fmt: str, gzip: bool = True) ->
         if prepared.y is not None:
             file_accuracy = evaluate.accuracy(outputs, prepared.y)
     gzip_bytes = None if compressed is None else compressed.result()
+    export.give_back_memory()
     return Exported(fmt, data, gzip_bytes, outcome.accuracy, file_accuracy, agreement)
 
 

@@ -52,6 +52,7 @@ from optimizers.export.conversion import (
     calibration_samples,
     converted,
     dense_float32,
+    give_back_memory,
     input_signature,
     smallest_float32,
 )
@@ -169,6 +170,7 @@ def warm(base: keras.Model) -> None:
     file of a setting optimized from it is a rewrite, not a conversion. Raises ``ValueError``
     (one sentence) when ``base`` cannot be converted, as ``export_bytes`` would."""
     base_file(base, input_signature(base))
+    give_back_memory()
 
 
 def export_bytes(
