@@ -62,6 +62,10 @@ class Prepared:
     # from those that are ready (``ready_magnitudes``) and searches the others.
     magnitudes: dict[int, Future[np.ndarray]]
     lock: threading.Lock = field(default_factory=threading.Lock, compare=False)
+    # A second clone for the files (``verify``), made by the first; guarded by ``export_lock``,
+    # so a conversion never holds ``lock`` and a slider's answer never waits for one.
+    export_clones: list[keras.Model] = field(default_factory=list, compare=False)
+    export_lock: threading.Lock = field(default_factory=threading.Lock, compare=False)
     # Channel-pruned rewrites of this model, by (sparsity, skip); see ``channel_pruned``.
     derived: OrderedDict[Any, Prepared] = field(default_factory=OrderedDict, compare=False)
     # Each data-aware tensor's input statistics, from ``calibrate``; ``None`` until then.
@@ -70,10 +74,10 @@ class Prepared:
 
     @property
     def nbytes(self) -> int:
-        """Memory this holds beside the model: its copy of the weights, the clone's as much
-        again, and the sorted magnitudes, ready or not."""
+        """Memory this holds beside the model: its copy of the weights, the clones' as much
+        again each, and the sorted magnitudes, ready or not."""
         return (
-            2 * sum(w.nbytes for w in self.weights)
+            (2 + len(self.export_clones)) * sum(w.nbytes for w in self.weights)
             + sum(self.weights[i].nbytes for i in self.magnitudes)
             + data_aware.statistics_bytes(self.statistics or {})
         )
@@ -322,10 +326,19 @@ def verify(prepared: Prepared, outcome: Outcome, fmt: str, gzip: bool = True) ->
     yet timed; its gzip size left to ``time_exports`` unless ``gzip``). The evaluation inputs
     also calibrate a full-integer file. Raises ``ValueError`` (one sentence) when the model
     cannot be written in ``fmt``."""
+    prepared = outcome.source or prepared
+    with prepared.export_lock:
+        if not prepared.export_clones:  # ResNet50: 1.5 s, once per model
+            prepared.export_clones.append(evaluate.evaluation_clone(prepared.model))
+        return verified(prepared, prepared.export_clones[0], outcome, fmt, gzip)
+
+
+def verified(
+    prepared: Prepared, clone: keras.Model, outcome: Outcome, fmt: str, gzip: bool
+) -> Exported:
+    """``verify`` with ``clone``, a copy of the model that is the caller's alone."""
     from optimizers import export
 
-    prepared = outcome.source or prepared
-    clone = evaluate.evaluation_clone(prepared.model)  # conversion is slow: not under the lock
     clone.set_weights(outcome.weights)
     data = export.export_bytes(clone, fmt, prepared.x, base=prepared.model)
     compressed = POOL.submit(gzip_size, data) if gzip else None  # zlib frees the GIL

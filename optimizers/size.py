@@ -20,16 +20,15 @@ Float tensors that the pipeline leaves alone (biases, normalization) count 32 bi
 
 from __future__ import annotations
 
-import gzip
 import io
 import math
 import struct
 import zipfile
-import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from zlib_ng import gzip_ng, zlib_ng
 
 from optimizers.pipeline import TensorReport
 from optimizers.workers import POOL
@@ -49,8 +48,10 @@ class Sizes:
 
 
 def gzip_size(data: bytes) -> int:
-    """Bytes of ``data`` after gzip level 9 (deterministic: no timestamp)."""
-    return len(gzip.compress(data, compresslevel=9, mtime=0))
+    """Bytes of ``data`` after gzip level 9 (deterministic: no timestamp), by zlib-ng: its
+    level 9 is zlib's within about 1% and 4x faster on a pruned, clustered model's file (ResNet50:
+    16 s against 60 s, whose long runs of repeated values are zlib's slowest case)."""
+    return len(gzip_ng.compress(data, compresslevel=9, mtime=0))
 
 
 PIECE = 1 << 14  # bytes of one sampled piece of a large tensor
@@ -63,7 +64,7 @@ def deflate_piece(data: memoryview, start: int, stop: int) -> int:
     compressed with the window before it as its dictionary, so back-references reach as far as
     they would in the whole file."""
     primer = {"zdict": data[max(0, start - WINDOW) : start]} if start else {}
-    c = zlib.compressobj(9, zlib.DEFLATED, -15, **primer)
+    c = zlib_ng.compressobj(9, zlib_ng.DEFLATED, -15, **primer)
     return len(c.compress(data[start:stop])) + len(c.flush())
 
 
@@ -164,7 +165,7 @@ def rewrite(file: bytes, layout: Layout, tensors: Sequence[np.ndarray]) -> bytes
     for at, t in zip(layout.offsets, tensors, strict=True):
         data = np.ascontiguousarray(t).tobytes()
         out[at : at + len(data)] = data
-    crc = struct.pack("<I", zlib.crc32(memoryview(out)[layout.entry[0] : layout.entry[1]]))
+    crc = struct.pack("<I", zlib_ng.crc32(memoryview(out)[layout.entry[0] : layout.entry[1]]))
     for at in layout.crc_at:
         out[at : at + 4] = crc
     return bytes(out)
