@@ -295,7 +295,7 @@ class Exported:
 
     fmt: str
     data: bytes
-    gzip_bytes: int | None  # None until measured: gzip -9 of a 100 MB file takes half a minute
+    gzip_bytes: int | None  # None until measured: gzip -9 of a 100 MB file takes up to 16 s
     preview_accuracy: float | None  # the optimized model as the preview computes it
     file_accuracy: float | None  # the file itself, run by Keras or the LiteRT interpreter
     agreement: float | None  # fraction of samples where the file predicts what the preview does
