@@ -3,8 +3,9 @@ through the Model page's uploaders, then slider moves on the Explore page timed 
 press to the answer drawn: the first stage (the sparsity card shows the new value) and the
 whole answer (agreement and gzip cards measured); then the Download page, timed to its first
 file offered, every format offered and the report offered, with the server's peak resident
-memory. Run as ``python -m bench.browser``; ``make bench`` runs it too. Needs Debian's chromium
-(``make chromium``).
+memory. Run as ``python -m bench.browser [ROOT]`` (``ROOT``: an older checkout served instead,
+the baseline of the same run) or ``python -m bench.browser samples [ROOT]`` (a sample's
+Download page); ``make bench`` runs it too. Needs Debian's chromium (``make chromium``).
 """
 
 from __future__ import annotations
@@ -38,7 +39,11 @@ def wait(condition, seconds: float = 300) -> None:
         time.sleep(0.02)
 
 
-def browser_row(arch: str = "ResNet50", images: int = 16, moves: int = 6) -> dict:
+def browser_row(
+    arch: str = "ResNet50", images: int = 16, moves: int = 6, root: Path | None = None
+) -> dict:
+    """The real-size upload's row; ``root`` serves another checkout of the app (an older
+    commit, to compare in the same run)."""
     import keras
     from playwright.sync_api import sync_playwright
 
@@ -51,7 +56,7 @@ def browser_row(arch: str = "ResNet50", images: int = 16, moves: int = 6) -> dic
         data_path = folder / f"{arch.lower()}_data.npz"
         rng = np.random.default_rng(0)
         np.savez(data_path, x=rng.random((images, *model.input_shape[1:]), np.float32))
-        with streamlit_app(folder / "server.log") as url, sync_playwright() as p:
+        with streamlit_app(folder / "server.log", root=root) as url, sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": 1440, "height": 1000})
             page.set_default_timeout(600_000)
@@ -151,8 +156,7 @@ def sample_download_row(
 if __name__ == "__main__":
     import sys
 
-    if sys.argv[1:2] == ["samples"]:  # [samples [ROOT]]: the Download page of a sample
-        root = Path(sys.argv[2]) if len(sys.argv) > 2 else None
-        print(json.dumps(sample_download_row(root=root)))
-    else:
-        print(json.dumps(browser_row()))
+    samples = sys.argv[1:2] == ["samples"]  # [samples] [ROOT]: the Download page of a sample
+    roots = sys.argv[1 + samples :]
+    root = Path(roots[0]) if roots else None
+    print(json.dumps(sample_download_row(root=root) if samples else browser_row(root=root)))
