@@ -123,8 +123,8 @@ def histogram(
     np.minimum(t, n_bins - 1, out=t)  # the maximum lands in the last bin
     bins = t.astype(np.intp)  # numpy's own index type: gathers and bincount need no conversion
     apart = zeros is not None
-    if apart:
-        np.putmask(bins, zeros, n_bins)
+    if apart and zeros.any():  # every zero is in one bin: moved by adding, not a masked write
+        bins += zeros * (n_bins - bins[zeros.argmax()])
     counts = np.bincount(bins, minlength=n_bins + apart)
     sums = np.bincount(bins, weights=x, minlength=n_bins + apart)
     return Histogram(bins, float(lo), (float(hi) - float(lo)) / n_bins, counts, sums, apart)

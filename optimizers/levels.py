@@ -36,7 +36,9 @@ class Coded:
     def lookup(self, table: np.ndarray) -> np.ndarray:
         """``table[row, code - base]`` for every weight, for any ``table`` laid out as
         ``self.table`` (a renumbering of the codes, say)."""
-        index = np.subtract(self.codes, self.base, dtype=np.intp)  # int8 codes would overflow
+        index = self.codes
+        if self.base:
+            index = np.subtract(index, self.base, dtype=np.intp)  # int8 codes would overflow
         if table.shape[0] == 1:
             return table[0][index]
         columns, restore = as_channel_columns(index, self.channel_axes)

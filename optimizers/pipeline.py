@@ -25,7 +25,7 @@ import numpy as np
 from optimizers import quantization
 from optimizers.clustering import ClusteringConfig, cluster_codes
 from optimizers.levels import Coded, Statistics, statistics
-from optimizers.pruning import PruningConfig, global_masks, prune
+from optimizers.pruning import PruningConfig, global_masks, keep_where, prune
 from optimizers.quantization import QuantizationConfig, quantize, quantize_table
 from optimizers.tensors import as_channel_columns
 from optimizers.workers import POOL
@@ -286,7 +286,7 @@ def optimize_weights(
         w = weights[i]
         if t.pruning:
             if i in masks:
-                w = np.where(masks[i], w, np.zeros((), w.dtype))
+                w = keep_where(w, masks[i])
             else:
                 w = prune(w, t.pruning, (magnitudes or {}).get(i))
         coded = None
@@ -300,11 +300,12 @@ def optimize_weights(
             w, coded = q.values, quantization.coded(q, t.quantization, r.channel_axes)
         return w, report_tensor(i, r.path, r.layer, weights[i], w, t, r.channel_axes, coded)
 
-    # Tensors are independent: side by side in the pool (numpy releases the GIL), in order.
-    jobs = [POOL.submit(one, i, r, t) for i, (r, t) in plan.items()]
+    # Tensors are independent: side by side in the pool (numpy releases the GIL), the largest
+    # first so that no large one is left running alone at the end; reports in model order.
+    jobs = {i: POOL.submit(one, i, *plan[i]) for i in sorted(plan, key=lambda i: -weights[i].size)}
     reports = []
-    for i, job in zip(plan, jobs, strict=True):
-        out[i], report = job.result()
+    for i in plan:
+        out[i], report = jobs[i].result()
         reports.append(report)
     return out, reports
 

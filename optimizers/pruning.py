@@ -89,8 +89,8 @@ def smallest_mask(
 ) -> np.ndarray:
     """Boolean mask (flat) of exactly ``count`` smallest entries, ties to the lower index.
 
-    O(n): one ``np.partition`` finds the threshold (read from ``ordered``, the magnitudes
-    sorted, when given), and only the entries equal to it are ranked by position.
+    O(n): ``kth_smallest`` finds the threshold (read from ``ordered``, the magnitudes sorted,
+    when given), and only the entries equal to it are ranked by position.
     """
     flat = magnitudes.ravel()
     if count <= 0:
@@ -99,11 +99,33 @@ def smallest_mask(
         return np.ones(flat.size, dtype=bool)
     if ordered is not None and ordered.size != flat.size:
         raise ValueError(f"sorted magnitudes of {ordered.size} weights given for {flat.size}")
-    threshold = (ordered if ordered is not None else np.partition(flat, count - 1))[count - 1]
+    threshold = ordered[count - 1] if ordered is not None else kth_smallest(flat, count - 1)
     mask = flat < threshold
     missing = count - int(np.count_nonzero(mask))
     mask[np.flatnonzero(flat == threshold)[:missing]] = True
     return mask
+
+
+def kth_smallest(magnitudes: np.ndarray, k: int) -> np.generic:
+    """``np.partition(magnitudes, k)[k]`` of 1-D magnitudes (floats >= +0.0), in half the
+    time: the bit patterns of such floats, read as integers, are in the same order as their
+    values, so a histogram of their top 16 bits finds the bucket that holds the ``k``-th, and
+    only that bucket (a small share of the values) is partitioned."""
+    if magnitudes.dtype not in (np.float32, np.float64):
+        return np.partition(magnitudes, k)[k]
+    bits = magnitudes.view(np.int32 if magnitudes.dtype == np.float32 else np.int64)
+    top = np.right_shift(bits, 8 * bits.itemsize - 16, dtype=np.intp)
+    below = np.cumsum(np.bincount(top))
+    bucket = int(np.searchsorted(below, k, "right"))
+    k -= int(below[bucket - 1]) if bucket else 0
+    return np.partition(magnitudes[top == bucket], k)[k]
+
+
+def keep_where(w: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """A copy of ``w`` with the weights outside ``mask`` set to +0.0 (the others bit for bit):
+    the bit patterns times the mask, several times faster than ``np.where`` on a random mask."""
+    bits = w.view(f"u{w.itemsize}")
+    return np.multiply(bits, mask, dtype=bits.dtype).view(w.dtype)
 
 
 def sorted_magnitudes(w: np.ndarray) -> np.ndarray:
@@ -160,7 +182,7 @@ def prune(w: np.ndarray, config: PruningConfig, ordered: np.ndarray | None = Non
         mask = n_m_mask(w)
     else:
         mask = magnitude_mask(w, config.sparsity, ordered)
-    return np.where(mask, w, np.zeros((), dtype=w.dtype))
+    return keep_where(w, mask)
 
 
 def global_masks(tensors: Sequence[np.ndarray], sparsity: float) -> list[np.ndarray]:
@@ -183,6 +205,4 @@ def global_masks(tensors: Sequence[np.ndarray], sparsity: float) -> list[np.ndar
 def prune_global(tensors: Sequence[np.ndarray], sparsity: float) -> list[np.ndarray]:
     """Prune ``tensors`` jointly with one global magnitude threshold (see ``global_masks``)."""
     masks = global_masks(tensors, sparsity)
-    return [
-        np.where(m, w, np.zeros((), dtype=w.dtype)) for m, w in zip(masks, tensors, strict=True)
-    ]
+    return [keep_where(w, m) for m, w in zip(masks, tensors, strict=True)]
