@@ -326,34 +326,30 @@ def verify(prepared: Prepared, outcome: Outcome, fmt: str, gzip: bool = True) ->
     yet timed; its gzip size left to ``time_exports`` unless ``gzip``). The evaluation inputs
     also calibrate a full-integer file. Raises ``ValueError`` (one sentence) when the model
     cannot be written in ``fmt``."""
-    prepared = outcome.source or prepared
-    with prepared.export_lock:
-        if not prepared.export_clones:  # ResNet50: 1.5 s, once per model
-            prepared.export_clones.append(evaluate.evaluation_clone(prepared.model))
-        return verified(prepared, prepared.export_clones[0], outcome, fmt, gzip)
-
-
-def verified(
-    prepared: Prepared, clone: keras.Model, outcome: Outcome, fmt: str, gzip: bool
-) -> Exported:
-    """``verify`` with ``clone``, a copy of the model that is the caller's alone."""
     from optimizers import export
 
-    clone.set_weights(outcome.weights)
-    data = export.export_bytes(clone, fmt, prepared.x, base=prepared.model)
-    compressed = POOL.submit(gzip_size, data) if gzip else None  # zlib frees the GIL
-    file_accuracy = agreement = None
-    if prepared.x is not None:
-        if fmt == "keras":
-            outputs = evaluate.predict(keras_io.load_model_bytes(data, "model.keras"), prepared.x)
-        else:
-            outputs = export.run_tflite(data, prepared.x)
-        preview = outcome.outputs
-        if preview is None:  # not measured
-            preview = evaluate.predict(clone, prepared.x)
-        agreement = evaluate.fidelity(preview, outputs).agreement
-        if prepared.y is not None:
-            file_accuracy = evaluate.accuracy(outputs, prepared.y)
+    prepared = outcome.source or prepared
+    with prepared.export_lock:  # the verifier's own clone: a slider's answer never waits for it
+        if not prepared.export_clones:  # ResNet50: 1.5 s, once per model
+            prepared.export_clones.append(evaluate.evaluation_clone(prepared.model))
+        clone = prepared.export_clones[0]
+        clone.set_weights(outcome.weights)
+        data = export.export_bytes(clone, fmt, prepared.x, base=prepared.model)
+        compressed = POOL.submit(gzip_size, data) if gzip else None  # zlib frees the GIL
+        file_accuracy = agreement = None
+        if prepared.x is not None:
+            if fmt == "keras":
+                outputs = evaluate.predict(
+                    keras_io.load_model_bytes(data, "model.keras"), prepared.x
+                )
+            else:
+                outputs = export.run_tflite(data, prepared.x)
+            preview = outcome.outputs
+            if preview is None:  # not measured
+                preview = evaluate.predict(clone, prepared.x)
+            agreement = evaluate.fidelity(preview, outputs).agreement
+            if prepared.y is not None:
+                file_accuracy = evaluate.accuracy(outputs, prepared.y)
     gzip_bytes = None if compressed is None else compressed.result()
     export.give_back_memory()
     return Exported(fmt, data, gzip_bytes, outcome.accuracy, file_accuracy, agreement)
