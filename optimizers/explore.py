@@ -74,10 +74,11 @@ class Prepared:
 
     @property
     def nbytes(self) -> int:
-        """Memory this holds beside the model: its copy of the weights, the clones' as much
-        again each, and the sorted magnitudes, ready or not."""
+        """Memory this holds beside the model: its copy of the weights, the clone's and the
+        verifier's clone's as much again each (the latter counted before ``verify`` makes it: a
+        cache measures an entry once, when it is put), and the sorted magnitudes."""
         return (
-            (2 + len(self.export_clones)) * sum(w.nbytes for w in self.weights)
+            3 * sum(w.nbytes for w in self.weights)
             + sum(self.weights[i].nbytes for i in self.magnitudes)
             + data_aware.statistics_bytes(self.statistics or {})
         )

@@ -113,13 +113,13 @@ class ByteCache(Generic[T]):
         return sum(n for _, n in self._items.values())
 
 
-# Budgets: two ResNet50s (100 MB of weights each: the model; prepared, its clone, a copy of the
-# weights and their sorted magnitudes), four of their answers and a few files; a sample keeps
+# Budgets: two ResNet50s (100 MB of weights each: the model; prepared, its two clones, a copy of
+# the weights and their sorted magnitudes), four of their answers and a few files; a sample keeps
 # thousands of answers.
 MODELS = ByteCache["keras.Model"](
     256 * MB, lambda m: sum(int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize for v in m.weights)
 )
-PREPARED = ByteCache["explore.Prepared"](640 * MB, lambda p: p.nbytes)
+PREPARED = ByteCache["explore.Prepared"](832 * MB, lambda p: p.nbytes)
 OUTCOMES = ByteCache["explore.Outcome"](448 * MB, lambda o: o.nbytes)
 
 
