@@ -470,20 +470,18 @@ def test_lambda_layer_code_never_runs(runs):
 # subprocess; these call ``main`` (what ``python -m optimizers`` runs) in this process instead.
 
 
-def run_main(argv: list[str], capsys) -> tuple[int, list[str]]:
-    from optimizers.cli import main
-
-    code = main(argv)
-    out, err = capsys.readouterr()
-    assert out == ""
-    return code, [line for line in err.splitlines() if line.strip()]
+def run_main(argv: list[str]) -> tuple[int, list[str]]:
+    """``run_here`` for a run that must print nothing on stdout: its status and error lines."""
+    run = run_here(argv)
+    assert run.stdout == ""
+    return run.returncode, [line for line in run.stderr.splitlines() if line.strip()]
 
 
-def test_output_that_is_an_existing_folder_is_refused(tmp_path, cli_model, capsys):
+def test_output_that_is_an_existing_folder_is_refused(tmp_path, cli_model):
     folder = tmp_path / "taken.keras"
     folder.mkdir()
     argv = ["apply", str(cli_model.model), "--sparsity", "0.5", "--output", str(folder)]
-    code, lines = run_main(argv, capsys)
+    code, lines = run_main(argv)
     assert code == 2
     assert len(lines) == 1 and lines[0].startswith("error: ") and "taken.keras" in lines[0]
     assert folder.is_dir() and not any(folder.iterdir())
@@ -494,30 +492,28 @@ def test_output_that_is_an_existing_folder_is_refused(tmp_path, cli_model, capsy
     [{"clusters": 2.5}, {"clusters": 4, "init": "kmeans++", "seed": "x"}],
     ids=["fractional clusters", "text seed"],
 )
-def test_recipe_with_mistyped_clustering_setting_is_refused(
-    tmp_path, cli_model, capsys, clustering
-):
+def test_recipe_with_mistyped_clustering_setting_is_refused(tmp_path, cli_model, clustering):
     recipe = tmp_path / "recipe.json"
     recipe.write_text(json.dumps({"clustering": clustering}))
     output = tmp_path / "out.keras"
     argv = ["apply", str(cli_model.model), "--recipe", str(recipe), "--output", str(output)]
-    code, lines = run_main(argv, capsys)
+    code, lines = run_main(argv)
     assert code == 2
     assert len(lines) == 1 and lines[0].startswith("error: "), lines
     assert not output.exists()
 
 
-def test_skipping_a_layer_the_model_lacks_is_refused(tmp_path, cli_model, capsys):
+def test_skipping_a_layer_the_model_lacks_is_refused(tmp_path, cli_model):
     output = tmp_path / "out.keras"
     argv = ["apply", str(cli_model.model), "--sparsity", "0.5", "--skip", "no_such_layer"]
-    code, lines = run_main([*argv, "--output", str(output)], capsys)
+    code, lines = run_main([*argv, "--output", str(output)])
     assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), lines
     assert "no_such_layer" in lines[0] and "no eligible layer" in lines[0]
     assert not output.exists()
 
 
-def test_global_scope_without_sparsity_is_refused(cli_model, capsys):
-    code, lines = run_main(["apply", str(cli_model.model), "--scope", "global"], capsys)
+def test_global_scope_without_sparsity_is_refused(cli_model):
+    code, lines = run_main(["apply", str(cli_model.model), "--scope", "global"])
     assert code == 2 and lines == ["error: --scope global needs --sparsity"]
 
 
@@ -531,16 +527,13 @@ def calibration_file(tmp_path: Path, cli_model) -> Path:
     return tmp_path / "calibration.npz"
 
 
-def test_data_aware_apply_reports_its_calibration_and_beats_plain(tmp_path, cli_model, capsys):
-    from optimizers.cli import main
-
+def test_data_aware_apply_reports_its_calibration_and_beats_plain(tmp_path, cli_model):
     calibration = calibration_file(tmp_path, cli_model)
-    argv = ["apply", str(cli_model.model), "--data", str(cli_model.data), "--bits", "2", "--json"]
-    results = []
-    for extra in ([], ["--data-aware", "--calibration", str(calibration)]):
-        assert main([*argv, *extra]) == 0
-        results.append(json.loads(capsys.readouterr().out))
-    plain, aware = results
+    argv = ["apply", str(cli_model.model), "--data", str(cli_model.data), "--bits", "2"]
+    plain, aware = (
+        apply_json([*argv, *extra])[0]
+        for extra in ([], ["--data-aware", "--calibration", str(calibration)])
+    )
     assert plain["calibration"] is None and not plain["config"]["data_aware"]
     assert aware["config"]["data_aware"] is True
     assert calibration.name in aware["calibration"]
@@ -556,23 +549,21 @@ def test_data_aware_apply_reports_its_calibration_and_beats_plain(tmp_path, cli_
         (["--block-size", "32"], "--block-size needs --bits"),
     ],
 )
-def test_data_aware_misuse_is_refused(cli_model, capsys, extra, phrase):
+def test_data_aware_misuse_is_refused(cli_model, extra, phrase):
     extra = [str(cli_model.data) if e == "DATA" else e for e in extra]
     argv = ["apply", str(cli_model.model), "--data", str(cli_model.data), *extra]
-    code, lines = run_main(argv, capsys)
+    code, lines = run_main(argv)
     assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), lines
     assert phrase in lines[0]
 
 
-def apply_json(argv: list[str], capsys) -> tuple[dict, str]:
-    from optimizers.cli import main
-
-    assert main([*argv, "--json"]) == 0
-    out, err = capsys.readouterr()
-    return json.loads(out), err
+def apply_json(argv: list[str]) -> tuple[dict, str]:
+    run = run_here([*argv, "--json"])
+    assert run.returncode == 0, run.stderr
+    return json.loads(run.stdout), run.stderr
 
 
-def test_image_folders_and_a_csv_give_the_accuracy_of_their_npz(user_files, capsys):
+def test_image_folders_and_a_csv_give_the_accuracy_of_their_npz(user_files):
     samples = ROOT / "sample_models"
     cases = [
         ("digits_cnn", user_files.digits_zip, "pixels 0-1 (the default for this model)"),
@@ -581,23 +572,20 @@ def test_image_folders_and_a_csv_give_the_accuracy_of_their_npz(user_files, caps
     accuracies = {}
     for sample, data, note in cases:
         model = str(samples / f"{sample}.keras")
-        base, _ = apply_json(
-            ["apply", model, "--data", str(samples / f"{sample}_test.npz")], capsys
-        )
-        read, err = apply_json(["apply", model, "--data", str(data)], capsys)
+        base, _ = apply_json(["apply", model, "--data", str(samples / f"{sample}_test.npz")])
+        read, err = apply_json(["apply", model, "--data", str(data)])
         assert abs(read["baseline"]["accuracy"] - base["baseline"]["accuracy"]) <= 0.005
         assert f"data: {data.name}: " in err and note in err  # how it was read, on stderr
         accuracies[sample] = read["baseline"]["accuracy"]
     dark, err = apply_json(
         ["apply", str(samples / "digits_cnn.keras"), "--data", str(user_files.digits_zip)]
-        + ["--pixel-range", "0-255"],
-        capsys,
+        + ["--pixel-range", "0-255"]
     )
     assert "pixels 0-255" in err  # the override is said, and it is what ran:
     assert dark["baseline"]["accuracy"] < accuracies["digits_cnn"] - 0.03
 
 
-def test_data_flags_refuse_what_does_not_fit_in_one_line(user_files, tmp_path, capsys):
+def test_data_flags_refuse_what_does_not_fit_in_one_line(user_files, tmp_path):
     samples = ROOT / "sample_models"
     flat = tmp_path / "flat.zip"
     with zipfile.ZipFile(user_files.digits_zip) as z, zipfile.ZipFile(flat, "w") as out:
@@ -614,6 +602,6 @@ def test_data_flags_refuse_what_does_not_fit_in_one_line(user_files, tmp_path, c
         (["apply", cnn, "--data", str(flat), "--pixel-range", "0-2"], "--pixel-range"),
     ]
     for argv, phrase in cases:
-        code, lines = run_main(argv, capsys)
+        code, lines = run_main(argv)
         assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), lines
         assert phrase in lines[0], lines
