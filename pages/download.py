@@ -1,12 +1,14 @@
 """Download: the optimized model in every format, each file verified by running it; the recipe."""
 
+import itertools
+import time
 from datetime import datetime
 
 import streamlit as st
 
 from ui import downloads, explain, links, loading, report, services, settings, state, views
 
-POLL_SECONDS = 0.25  # how often the files table looks again while files are on their way
+POLL_SECONDS = 0.25  # how often the page looks again while files are on their way
 session = st.session_state
 loading.bootstrap(session)
 ignored = links.follow(session)
@@ -22,7 +24,7 @@ settings.draw_recipe(model.layers)
 
 formats = downloads.download_order(config)
 # Ask for the files first, so that their conversion runs while the rest of the page is drawn.
-waiting = services.exports(state.session_id(session), model, config, formats)[1]
+services.exports(state.session_id(session), model, config, formats)
 result = services.compare(model, config)
 recipe = services.recipe_json(config)
 views.metric_cards(result.outcome, result.baseline)
@@ -42,10 +44,9 @@ tensor, log_y = None if shown == state.ALL_TENSORS else shown, state.get(session
 link = links.url(session, "download")
 
 
-def files() -> bool:
+def files(exports: dict, waiting: dict, drawing: int) -> None:
     """The files as far as they are made: table, advice, buttons; the report once all are
-    timed. Whether some are still on their way."""
-    exports, waiting = services.exports(state.session_id(session), model, config, formats)
+    timed. ``drawing`` counts this run's drawings of them (their buttons' keys differ)."""
     float_accuracy = result.baseline.accuracy
     advice = (
         None if waiting else explain.recommend_file(exports, float_accuracy, model.stem, budget)
@@ -63,7 +64,7 @@ def files() -> bool:
     recommended = (
         formats[0] if waiting else explain.recommended_format(exports, float_accuracy, budget)
     )
-    downloads.export_buttons(model, exports, recommended, waiting)
+    downloads.export_buttons(model, exports, recommended, waiting, drawing)
 
     st.subheader("Report")
     st.write(
@@ -73,7 +74,7 @@ def files() -> bool:
     )
     if waiting:
         st.caption("The report is offered once every file is verified and timed.")
-        return True
+        return
     compared = None if pinned is None else (pinned, services.compare(model, pinned.config))
     st.download_button(
         "Download report",
@@ -94,22 +95,11 @@ def files() -> bool:
         mime="text/html",
         icon=":material/summarize:",
         on_click="ignore",
-        key="download_report",
+        key=f"download_report_{drawing}",
     )
-    return False
 
 
-def polled() -> None:
-    """``files`` again every ``POLL_SECONDS`` until every file is timed; then the whole page
-    once more, without polling."""
-    if not files():
-        st.rerun()
-
-
-if waiting:
-    st.fragment(run_every=POLL_SECONDS)(polled)()
-else:
-    files()
+area = st.empty()  # the files: drawn last, below, and again each time one more is ready
 
 st.subheader("Recipe")
 st.write("The settings as JSON; the command line applies them to any model and writes any format:")
@@ -130,3 +120,17 @@ st.download_button(
 )
 with st.expander("Show recipe"):
     st.code(recipe, language="json")
+
+# The server follows the files itself until every one is timed: a page whose browser stopped
+# asking (a timer's tick lost) would otherwise wait forever. Any click ends this run at its next
+# look, as it ends every run.
+drawn = None
+for drawing in itertools.count():
+    exports, waiting = services.exports(state.session_id(session), model, config, formats)
+    if (tuple(exports), tuple(waiting.items())) != drawn:
+        drawn = (tuple(exports), tuple(waiting.items()))
+        with area.container():
+            files(exports, waiting, drawing)
+    if not waiting:
+        break
+    time.sleep(POLL_SECONDS)

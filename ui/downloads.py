@@ -144,9 +144,11 @@ def export_buttons(
     exports: dict[str, Exported | str],
     recommended: str | None,
     waiting: Mapping[str, str] | None = None,
+    drawing: int = 0,
 ) -> None:
     """One download button per format, enabled as soon as its file is verified; the
-    ``recommended`` file first, as the primary one."""
+    ``recommended`` file first, as the primary one. ``drawing``: which drawing of the buttons
+    this is in one run of the page (each drawing's keys are its own)."""
     waiting = waiting or {}
     formats = list(dict.fromkeys([*exports, *waiting]))
     order = sorted(formats, key=lambda f: f != recommended)
@@ -164,6 +166,6 @@ def export_buttons(
             disabled=not isinstance(e, Exported),
             help=FORMAT_LABELS[fmt] if isinstance(e, Exported) else e,
             on_click="ignore",
-            key=f"download_{fmt}",
+            key=f"download_{fmt}_{drawing}",
             width="stretch",
         )
