@@ -26,11 +26,15 @@ def free_port() -> int:
 
 @contextmanager
 def streamlit_app(
-    log: Path, env: dict[str, str] | None = None, seconds: float = 120, root: Path | None = None
+    log: Path,
+    env: dict[str, str] | None = None,
+    seconds: float = 120,
+    root: Path | None = None,
+    cores: set[int] | None = None,
 ) -> Iterator[str]:
     """Serve the app of ``root`` (this checkout) with its output in ``log`` (and ``env`` added
-    to this environment); yields its address once it answers its health check, and stops it
-    afterwards."""
+    to this environment), on ``cores`` only if given (every thread it ever starts); yields its
+    address once it answers its health check, and stops it afterwards."""
     port = free_port()
     command = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless=true"]
     command += [f"--server.port={port}", "--server.address=127.0.0.1"]
@@ -42,6 +46,7 @@ def streamlit_app(
             stdout=out,
             stderr=subprocess.STDOUT,
             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})},
+            preexec_fn=None if cores is None else lambda: os.sched_setaffinity(0, cores),
         )
     url = f"http://127.0.0.1:{port}"
     try:
