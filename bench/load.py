@@ -8,7 +8,8 @@ first and the browser, every renderer included, on the others, from their start,
 N pages' drawing is not counted as the server's. Reports first render, both answer times at
 p50/p95 and the server's peak resident memory.
 
-Run: ``python -m bench.load [--sessions 10 20] [--moves 6] [--root OLD_CHECKOUT]``; ``--root``
+Run: ``python -m bench.load [--sessions 10 20] [--moves 6] [--root OLD_CHECKOUT]``, or
+``python -m bench.load --cost`` for what one move costs chromium and the server in CPU; ``--root``
 also serves another checkout of the app (an older commit) in the same run, for a baseline.
 """
 
@@ -108,6 +109,61 @@ def peak_mb(pid: int) -> float:
     return float("nan")
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User and system time of these processes so far (the ones gone count nothing)."""
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def chromium_pids() -> list[int]:
+    """Every chromium process, renderers included (they rewrite their command line)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and "/chromium" in (proc / "cmdline").read_text().split()[0]:
+                found.append(int(proc.name))
+        except (OSError, IndexError):
+            continue
+    return found
+
+
+async def move_cost(url: str, server: int, moves: int) -> dict:
+    """One session alone: per slider move, seconds of CPU that chromium (every process) and the
+    server spend, from the key press to 1 s after the answer is drawn."""
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = await (
+            await browser.new_context(viewport={"width": 1440, "height": 1000})
+        ).new_page()
+        await page.goto(f"{url}/explore")
+        await answered(page, "0.0%", seconds=600)
+        slider = page.get_by_test_id("stSlider").first.get_by_role("slider")
+        costs = []
+        for step in range(1, moves + 1):
+            await slider.focus()
+            before = cpu_seconds(chromium_pids()), cpu_seconds([server])
+            await slider.press("ArrowRight")
+            await answered(page, f"{5 * step:.1f}%")
+            await asyncio.sleep(1)
+            costs.append(
+                (cpu_seconds(chromium_pids()) - before[0], cpu_seconds([server]) - before[1])
+            )
+        await browser.close()
+    return {
+        "moves": moves,
+        "chromium_cpu_per_move_s": statistics.median(c for c, _ in costs),
+        "server_cpu_per_move_s": statistics.median(s for _, s in costs),
+    }
+
+
 def load_rows(session_counts: list[int], moves: int, root: Path | None = None) -> list[dict]:
     """One row per count of sessions. Where the machine has more than one core, the server
     runs on the first and the browser (started by this process, which it inherits from) on
@@ -136,7 +192,14 @@ def main() -> None:
     parser.add_argument("--sessions", type=int, nargs="+", default=[10, 20])
     parser.add_argument("--moves", type=int, default=6)
     parser.add_argument("--root", type=Path, help="also serve this checkout, as the baseline")
+    parser.add_argument(
+        "--cost", action="store_true", help="only the CPU one move costs chromium and the server"
+    )
     args = parser.parse_args()
+    if args.cost:
+        with tempfile.TemporaryDirectory() as tmp, streamlit_app(Path(tmp) / "server.log") as url:
+            print(json.dumps(asyncio.run(move_cost(url, server_pid(url), args.moves))))
+        return
     for root in [None, args.root] if args.root else [None]:
         for row in load_rows(args.sessions, args.moves, root):
             print(json.dumps({"app": str(root or "this checkout")} | row))
