@@ -263,3 +263,20 @@ def test_download_page_offers_the_report_once_every_file_is_timed() -> None:
     labels = [b.label for b in at.download_button]
     assert "Download report" in labels, labels
     assert all(not b.disabled for b in at.download_button), labels
+
+
+def test_files_on_their_way_say_what_they_wait_for(made) -> None:
+    """The Download page's table while it follows its files: a file not yet made says so in
+    its check, a made one waiting to be timed says so in its timed columns, never a blank."""
+    _, _, exports, _ = made
+    ready, later = "tflite-int4", "tflite-float32"
+    assert isinstance(exports[ready], explore.Exported) and later in exports
+    waiting = {ready: "measuring gzip and speed…", later: "converting and verifying…"}
+    rows = downloads.export_rows({ready: exports[ready]}, waiting).set_index("format")
+    made_row, later_row = rows.loc[downloads.FORMAT_NAMES[ready]], rows.loc["LiteRT float32"]
+    assert made_row["size"] == explain.format_bytes(exports[ready].size_bytes)
+    for column in ("download (gzip)", "speed", "vs original", "all cores", "activations"):
+        assert made_row[column] == "measuring gzip and speed…", column
+    assert made_row["check"] == explain.verdict(exports[ready])
+    assert later_row["check"] == "converting and verifying…"
+    assert (later_row.drop(["format", "check"], errors="ignore") == "—").all(), later_row
