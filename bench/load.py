@@ -41,25 +41,30 @@ async def answered(page, sparsity: str, seconds: float = 120) -> None:
     await page.wait_for_function(ANSWERED_JS, arg=sparsity, polling=20, timeout=seconds * 1000)
 
 
+async def explore_page(browser, url: str):
+    """A fresh context's page on Explore with its first answer drawn (ten pages opening at once
+    on one core take minutes); its pruning slider, and the seconds to that first answer."""
+    page = await (await browser.new_context(viewport={"width": 1440, "height": 1000})).new_page()
+    page.set_default_timeout(300_000)
+    start = time.perf_counter()
+    await page.goto(f"{url}/explore")
+    await answered(page, "0.0%", seconds=600)
+    slider = page.get_by_test_id("stSlider").first.get_by_role("slider")
+    return page, slider, time.perf_counter() - start
+
+
 async def session(browser, url: str, moves: int) -> tuple[float, list[float], list[float]]:
     """First render, then per move: seconds to the answer drawn, and seconds on the wire (the
     browser's own timestamps, from the frame carrying the new value to the answer's last frame:
     the server's part, without the browser's drawing)."""
-    context = await browser.new_context(viewport={"width": 1440, "height": 1000})
-    page = await context.new_page()
-    page.set_default_timeout(300_000)
+    page, slider, first_render = await explore_page(browser, url)
     frames: list[tuple[str, float]] = []
-    cdp = await context.new_cdp_session(page)
+    cdp = await page.context.new_cdp_session(page)
     for kind in ("Sent", "Received"):
         cdp.on(
             f"Network.webSocketFrame{kind}", lambda e, k=kind: frames.append((k, e["timestamp"]))
         )
     await cdp.send("Network.enable")
-    start = time.perf_counter()
-    await page.goto(f"{url}/explore")
-    await answered(page, "0.0%", seconds=600)  # ten pages opening at once on one core: minutes
-    first_render = time.perf_counter() - start
-    slider = page.get_by_test_id("stSlider").first.get_by_role("slider")
     drawn, wire = [], []
     for step in range(1, moves + 1):
         await slider.focus()
@@ -71,7 +76,7 @@ async def session(browser, url: str, moves: int) -> tuple[float, list[float], li
         await asyncio.sleep(0.3)  # the answer's last frames (the run's end) follow its drawing
         sent = [t for k, t in frames if k == "Sent"]
         wire.append(max(t for k, t in frames if k == "Received") - min(sent))
-    await context.close()
+    await page.context.close()
     return first_render, drawn, wire
 
 
@@ -140,12 +145,7 @@ async def move_cost(url: str, server: int, moves: int) -> dict:
 
     async with async_playwright() as p:
         browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = await (
-            await browser.new_context(viewport={"width": 1440, "height": 1000})
-        ).new_page()
-        await page.goto(f"{url}/explore")
-        await answered(page, "0.0%", seconds=600)
-        slider = page.get_by_test_id("stSlider").first.get_by_role("slider")
+        page, slider, _ = await explore_page(browser, url)
         costs = []
         for step in range(1, moves + 1):
             await slider.focus()

@@ -127,8 +127,9 @@ with st.expander("Show recipe"):
 drawn = None
 for drawing in itertools.count():
     exports, waiting = services.exports(state.session_id(session), model, config, formats)
-    if (tuple(exports), tuple(waiting.items())) != drawn:
-        drawn = (tuple(exports), tuple(waiting.items()))
+    now = (tuple(exports), tuple(waiting.items()))  # what is ready, what the rest wait for
+    if now != drawn:
+        drawn = now
         with area.container():
             files(exports, waiting, drawing)
     if not waiting:
