@@ -3,7 +3,7 @@
 ``python -m bench.data_aware`` prints, as Markdown, the rows of issue 19: for every bundled
 sample (calibrated on its training split, measured on its test set) accuracy and output SNR
 against float at 3 and 2 bits per channel, 50% sparsity, and 4 bits per channel vs blockwise
-(32); for MobileNetV2 1.0 224 and ResNet50 (``weights=None``, logits out, random images: 64
+(32), and the blockwise int4 file's accuracy and size; for MobileNetV2 1.0 224 and ResNet50 (``weights=None``, logits out, random images: 64
 to calibrate, 16 others to measure) output SNR at 4 bits per channel. Seconds are wall-clock on this machine:
 gathering the layer statistics once, and stage one (``explore.optimize``) of each setting.
 ``--quick`` leaves the real-size models out.
@@ -82,6 +82,22 @@ def models(quick: bool):
         yield arch, *calibrated(arch, model, images[64:], None, images[:64], "random images")
 
 
+def blockwise_files(name: str, prepared: explore.Prepared):
+    """Table rows: 4 bits blockwise (32), plain and data-aware, preview accuracy against the
+    accuracy of its int4 file, and that file's size against the per-channel int4 file's."""
+    per_channel = OptimizationConfig(quantization=QuantizationConfig(4))
+    channel_file = explore.verify(prepared, explore.run(prepared, per_channel), "tflite-int4")
+    blocks = SAMPLE_SETTINGS["4 bits blockwise (32)"]
+    for aware in (False, True):
+        outcome = explore.run(prepared, replace(blocks, data_aware=aware))
+        e = explore.verify(prepared, outcome, "tflite-int4")
+        yield (
+            f"| {name} | {'data-aware' if aware else 'plain'} | {percent(e.preview_accuracy)} "
+            f"| {percent(e.file_accuracy)} | {e.size_bytes / 1000:.1f} "
+            f"| {channel_file.size_bytes / 1000:.1f} |"
+        )
+
+
 def decibels(value) -> str:
     return "exact" if value is None else f"{value:.1f}"
 
@@ -100,6 +116,11 @@ def main() -> None:
         "|---|---|---|---|---|---|---|---|",
     ]
     gathered = []
+    files = [
+        "| model | 4 bits blockwise (32) | preview accuracy | int4 file accuracy "
+        "| int4 file kB | per-channel int4 file kB |",
+        "|---|---|---|---|---|---|",
+    ]
     for name, prepared, seconds in models(args.quick):
         gathered.append(f"| {name} | {seconds:.2f} |")
         float_outcome = explore.run(prepared, OptimizationConfig())
@@ -113,10 +134,14 @@ def main() -> None:
                 f"| {s_plain:.2f} | {s_aware:.2f} |"
             )
             print(table[-1], flush=True)
+        if prepared.y is not None:
+            files.extend(blockwise_files(name, prepared))
     print("\n| model | layer statistics s |\n|---|---|")
     print("\n".join(gathered))
     print()
     print("\n".join(table))
+    print()
+    print("\n".join(files))
 
 
 if __name__ == "__main__":

@@ -156,7 +156,7 @@ def row_grid(rows: np.ndarray, config: QuantizationConfig, block: int | None) ->
         return Grid(config, *wide, stored=(scale, zp))
     if block is not None:
         blocks = w.reshape(g, r, c // block, block)
-        scale, zp = scale_and_zero_point(blocks.min(axis=3), blocks.max(axis=3), config)
+        scale, zp = scale_and_zero_point(blocks.min(axis=3), blocks.max(axis=3), config, half=True)
         wide = (np.repeat(a, block, axis=2) for a in (scale, zp))
         return Grid(config, *wide, stored=(scale[0].T.reshape(-1), zp[0].T.reshape(-1)))
     scale, zp = scale_and_zero_point(w.min(axis=2), w.max(axis=2), config)

@@ -26,7 +26,7 @@ from optimizers import quantization
 from optimizers.clustering import ClusteringConfig, cluster_codes
 from optimizers.levels import Coded, Statistics, statistics
 from optimizers.pruning import PruningConfig, global_masks, keep_where, prune
-from optimizers.quantization import QuantizationConfig, quantize, quantize_table
+from optimizers.quantization import QuantizationConfig, blocked, quantize, quantize_table
 from optimizers.tensors import as_channel_columns
 from optimizers.workers import POOL
 
@@ -114,7 +114,7 @@ class TensorReport:
     """What the pipeline did to one tensor (``eligible=False``: left float32 by design).
 
     ``scales`` counts the float parameters a quantized tensor stores beside its codes (one
-    scale per channel, twice that with zero points).
+    scale per channel or per block, twice that with zero points), ``scale_bits`` bits each.
     """
 
     index: int
@@ -132,6 +132,7 @@ class TensorReport:
     sqnr_db: float | None
     channel_axes: tuple[int, ...] = (-1,)
     per_channel: bool = False  # quantized with one scale per output channel
+    scale_bits: int = 32  # float32 scales; LiteRT stores blockwise ones as float16
     entropy_bits: float = 0.0  # n x H of the values (per channel when per_channel); 0 if float
     # The distinct values and their counts, when at most ``levels.LEVELS_KEPT`` (eligible only).
     levels: tuple[np.ndarray, np.ndarray] | None = field(default=None, compare=False, repr=False)
@@ -219,8 +220,10 @@ def report_tensor(
         found = statistics(optimized, axes, per_channel, coded)
     else:
         found = Statistics(int(np.unique(optimized).size), 0, 0.0)
-    scales = 0
-    if q is not None:
+    scales, scale_bits = 0, 32
+    if q is not None and blocked(optimized.shape, axes, q.block_size):
+        scales, scale_bits = optimized.size // q.block_size, 16
+    elif q is not None:
         scales = (
             1 if q.granularity == "per-tensor" else as_channel_columns(optimized, axes)[0].shape[1]
         )
@@ -238,6 +241,7 @@ def report_tensor(
         max_channel_values=found.max_channel,
         bits=q.bits if q else None,
         scales=scales,
+        scale_bits=scale_bits,
         sqnr_db=sqnr_db(original, optimized),
         channel_axes=axes,
         per_channel=per_channel,

@@ -11,9 +11,10 @@ preview on this grid equals the exported file. The range always includes zero, s
 exactly to zero in both modes. Per-channel granularity gives each output channel its own scale
 (LiteRT's default for weights); per-tensor uses one. A ``block_size`` splits each output channel
 of a 2-D kernel (Dense: inputs x outputs) into blocks of that many consecutive inputs, each with
-its own scale (LiteRT's blockwise weights, which it stores for fully connected layers only); a
-tensor of another shape, or whose inputs are not a multiple of the block, keeps one scale per
-channel.
+its own scale (LiteRT's blockwise weights, which it stores for fully connected layers only, as
+int4 codes with float16 scales and no zero point: so blocks need the symmetric grid and at most 4
+bits, and their scales are rounded up to float16 values, ``half_up``, to be the file's); a tensor
+of another shape, or whose inputs are not a multiple of the block, keeps one scale per channel.
 
 A clustered tensor is quantized by rounding its table of shared values (``quantize_table``),
 with one scale per table row: the scales follow the clustering's granularity, not
@@ -38,6 +39,8 @@ MODES: tuple[Mode, ...] = get_args(Mode)
 GRANULARITIES: tuple[Granularity, ...] = get_args(Granularity)
 BITS: tuple[int, ...] = (2, 3, 4, 5, 6, 7, 8, 16)
 BLOCK_SIZES: tuple[int, ...] = (32, 64, 128, 256)  # ai_edge_quantizer's blockwise schemes
+BLOCK_BITS = 4  # the widest blockwise weights LiteRT runs (int4; its int8 blockwise has no kernel)
+HALF_MAX = float(np.finfo(np.float16).max)
 
 MODE_LABELS: dict[Mode, str] = {
     "symmetric": "Symmetric: levels centred on zero (what LiteRT uses for weights)",
@@ -53,7 +56,8 @@ GRANULARITY_LABELS: dict[Granularity, str] = {
 class QuantizationConfig:
     """How to quantize. ``granularity`` sets the scales of a tensor quantized on its own; a
     clustered tensor's scales follow its clustering instead (``pipeline.Techniques.grid``).
-    ``block_size`` (per-channel only) gives blocks of that many inputs their own scale.
+    ``block_size`` (symmetric per-channel grids of at most ``BLOCK_BITS`` bits, as LiteRT stores
+    them) gives blocks of that many inputs their own scale.
 
     >>> QuantizationConfig(bits=4)
     QuantizationConfig(bits=4, mode='symmetric', granularity='per-channel', block_size=None)
@@ -84,6 +88,12 @@ class QuantizationConfig:
                 raise ValueError(
                     f"block_size needs granularity 'per-channel', got {self.granularity!r}"
                 )
+            if self.mode != "symmetric" or self.bits > BLOCK_BITS:
+                raise ValueError(
+                    f"block_size needs a symmetric grid of at most {BLOCK_BITS} bits (LiteRT "
+                    f"stores blockwise weights as int4 without zero points), got {self.bits} "
+                    f"bits {self.mode}"
+                )
 
 
 @dataclass(frozen=True)
@@ -108,18 +118,33 @@ def code_range(bits: int, mode: Mode) -> tuple[int, int]:
 
 
 def scale_and_zero_point(
-    lo: np.ndarray, hi: np.ndarray, config: QuantizationConfig
+    lo: np.ndarray, hi: np.ndarray, config: QuantizationConfig, half: bool = False
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Per-column scale and zero point for columns with minimum ``lo`` and maximum ``hi``."""
+    """Per-column scale and zero point for columns with minimum ``lo`` and maximum ``hi``;
+    ``half`` (blocks, always symmetric) rounds the scales up to float16 values (``half_up``)."""
     qmin, qmax = code_range(config.bits, config.mode)
     tiny = np.asarray(1e-9, dtype=lo.dtype)  # ai_edge_quantizer's floor: avoids a zero scale
     if config.mode == "symmetric":
         bound = np.maximum(np.maximum(np.abs(lo), np.abs(hi)), tiny)
-        return bound / np.asarray(qmax, lo.dtype), np.zeros(lo.shape, np.int64)
+        scale = bound / np.asarray(qmax, lo.dtype)
+        return half_up(scale) if half else scale, np.zeros(lo.shape, np.int64)
     lo0 = np.minimum(lo, 0)
     bound = np.maximum(np.maximum(hi, 0) - lo0, tiny)
     scale = bound / np.asarray(qmax - qmin, lo.dtype)
     return scale, np.rint(qmin - lo0 / scale).astype(np.int64)
+
+
+def half_up(scale: np.ndarray) -> np.ndarray:
+    """``scale`` rounded up to the nearest float16 value, as LiteRT stores a blockwise scale
+    (up, so the largest weight still gets a code in range). Scales beyond float16's range, for
+    weights beyond 450,000, stay as they are; their file then reports its own accuracy.
+
+    >>> half_up(np.array([0.1, 1.0, 1e-9], np.float32)).tolist()
+    [0.10003662109375, 1.0, 5.960464477539063e-08]
+    """
+    half = np.minimum(scale, HALF_MAX).astype(np.float16)
+    half = np.where(half < scale, np.nextafter(half, np.float16(np.inf)), half)
+    return np.where(scale > HALF_MAX, scale, half.astype(scale.dtype))
 
 
 def quantize(
@@ -132,15 +157,16 @@ def quantize(
     ([[-1, 1], [0, 0]], [[-1.0, 0.5], [0.0, 0.0]])
     """
     check_finite(w)
+    blocks = blocked(w.shape, channel_axes, config.block_size)
     if config.granularity == "per-tensor":
         columns, restore = w.reshape(-1, 1), lambda cols: cols.reshape(w.shape)
-    elif blocked(w.shape, channel_axes, config.block_size):
+    elif blocks:
         columns, restore = block_columns(w, config.block_size)
     else:
         columns, restore = as_channel_columns(w, channel_axes)
     if columns.size == 0:
         return Quantized(np.zeros(w.shape, np.int8), np.ones(1, w.dtype), np.zeros(1, np.int64), w)
-    q = quantize_columns(columns, config)
+    q = quantize_columns(columns, config, half=blocks)
     return Quantized(restore(q.codes), q.scale, q.zero_point, restore(q.values))
 
 
@@ -169,9 +195,12 @@ def block_columns(
     return columns.reshape(block_size, blocks * outputs), restore
 
 
-def quantize_columns(columns: np.ndarray, config: QuantizationConfig) -> Quantized:
-    """``columns`` (2-D, not empty) quantized with one scale per column."""
-    scale, zero_point = scale_and_zero_point(columns.min(axis=0), columns.max(axis=0), config)
+def quantize_columns(
+    columns: np.ndarray, config: QuantizationConfig, half: bool = False
+) -> Quantized:
+    """``columns`` (2-D, not empty) quantized with one scale per column (``half``: blocks'
+    scales, rounded up to float16 values)."""
+    scale, zero_point = scale_and_zero_point(columns.min(axis=0), columns.max(axis=0), config, half)
     qmin, qmax = code_range(config.bits, config.mode)
     # Same order of operations as ai_edge_quantizer: divide, add the zero point, round, clip.
     zp = zero_point.astype(columns.dtype)  # keep float32 math in float32

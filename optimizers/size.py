@@ -228,7 +228,7 @@ def packed_bits(w: np.ndarray, report: TensorReport) -> int:
     nonzero = int(np.count_nonzero(w))
     distinct = report.unique_values
     has_zero = nonzero < n
-    scales = FLOAT_BITS * report.scales
+    scales = report.scale_bits * report.scales
     grid_bits = None if report.per_channel else report.bits  # the values lie on one grid
 
     def indices(k: int) -> tuple[int, int]:

@@ -38,9 +38,12 @@ def prepared(name: str) -> explore.Prepared:
 
 
 @cache
-def exported(name: str, fmt: str, bits: int | None = None) -> explore.Exported:
+def exported(
+    name: str, fmt: str, bits: int | None = None, block: int | None = None
+) -> explore.Exported:
     p = prepared(name)
-    config = OptimizationConfig(quantization=QuantizationConfig(bits) if bits else None)
+    q = QuantizationConfig(bits, block_size=block) if bits else None
+    config = OptimizationConfig(quantization=q)
     return explore.export_file(p, explore.run(p, config), fmt)
 
 
@@ -57,12 +60,20 @@ def test_every_format_of_every_sample_runs(name: str, fmt: str) -> None:
 
 
 @pytest.mark.parametrize("name", SAMPLES)
-@pytest.mark.parametrize(("fmt", "bits"), [("tflite-int8-dynamic", 8), ("tflite-int4", 4)])
-def test_file_is_as_accurate_as_its_preview(name: str, fmt: str, bits: int) -> None:
-    e = exported(name, fmt, bits)
-    assert export.natural_format(bits) == fmt
+@pytest.mark.parametrize(
+    ("fmt", "bits", "block"),
+    [("tflite-int8-dynamic", 8, None), ("tflite-int4", 4, None), ("tflite-int4", 4, 32)],
+)
+def test_file_is_as_accurate_as_its_preview(name: str, fmt: str, bits: int, block) -> None:
+    e = exported(name, fmt, bits, block)
+    assert export.natural_format(QuantizationConfig(bits, block_size=block)) == fmt
     assert abs(e.file_accuracy - e.preview_accuracy) <= MAX_DEPARTURE, e
     assert not e.departs
+    # Every sample has a Dense kernel with whole blocks of 32 inputs: stored blockwise.
+    blockwise = [
+        t for t in export.stored_weights(e.data) if t.scale is not None and t.scale.ndim == 2
+    ]
+    assert bool(blockwise) == (block is not None)
 
 
 @pytest.mark.parametrize("name", SAMPLES)

@@ -134,8 +134,7 @@ def export_warnings(exports: dict[str, Exported | str], config: OptimizationConf
 def download_order(config: OptimizationConfig) -> list[str]:
     """Every format, the one that holds the setting's bit width as it is first: it is made,
     verified and offered first."""
-    bits = None if config.quantization is None else config.quantization.bits
-    first = natural_format(bits)
+    first = natural_format(config.quantization)
     return [first, *(f for f in FORMATS if f != first)]
 
 

@@ -189,12 +189,18 @@ def sentences(config: OptimizationConfig, outcome: Outcome, baseline: Outcome) -
 
 def container(q: QuantizationConfig | None) -> str:
     """Which file holds the bit-width setting as it is, or simulates it in a wider container."""
-    fmt = natural_format(None if q is None else q.bits)
+    fmt = natural_format(q)
     name = FORMAT_NAMES[fmt]
     if q is None:
         return (
             f"The weights are not quantized, so **{name}** holds them exactly (pruned tensors "
             "are stored sparse when that makes the file smaller)."
+        )
+    if q.block_size is not None:
+        return (
+            f"{q.bits}-bit weights in blocks of {q.block_size} inputs deploy as they are in "
+            f"**{name}**: its Dense layers store one float16 scale per block, as the preview "
+            "does, and round their inputs to int8 at run time."
         )
     width = CONTAINER_BITS[fmt]
     if q.bits == width:
@@ -356,6 +362,13 @@ def departure_reason(fmt: str, config: OptimizationConfig) -> str:
         return "its activations, input and output are int8 too, which the preview does not model."
     if fmt == "tflite-int8-dynamic":
         return "it rounds activations to int8 at run time, which the preview does not model."
+    if config.quantization is not None and config.quantization.block_size is not None:
+        if fmt == "tflite-int4":
+            return (
+                "its blockwise layers round activations to int8 at run time, which the preview "
+                "does not model."
+            )
+        return "it stores one scale per channel, where the preview uses one per block of inputs."
     if config.quantization is not None and config.quantization.mode == "asymmetric":
         return "LiteRT stores symmetric levels, and the preview uses asymmetric ones."
     return "its weights are stored differently from the preview's."

@@ -21,7 +21,7 @@ from typing import Any
 from optimizers.clustering import ClusteringConfig
 from optimizers.pipeline import NO_TECHNIQUES, OptimizationConfig, Techniques, describe
 from optimizers.pruning import PruningConfig
-from optimizers.quantization import QuantizationConfig
+from optimizers.quantization import BLOCK_BITS, QuantizationConfig
 
 OFF = "Off"  # a clustering or quantization slider that is off
 FLOAT = "float"  # a setting (or the layers of one) that applies nothing
@@ -83,8 +83,13 @@ class Setting:
             )
         quantize = None
         if self.bits != OFF:
-            per_channel = self.quant_granularity == "per-channel"
-            block = int(self.block_size) if self.block_size != OFF and per_channel else None
+            blockwise = (
+                self.block_size != OFF
+                and self.quant_granularity == "per-channel"
+                and self.quant_mode == "symmetric"
+                and int(self.bits) <= BLOCK_BITS
+            )
+            block = int(self.block_size) if blockwise else None
             quantize = QuantizationConfig(
                 int(self.bits), self.quant_mode, self.quant_granularity, block
             )

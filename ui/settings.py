@@ -252,7 +252,13 @@ def draw_advanced(layers: Sequence[str]) -> None:
                 else None,
             )
             _radio("Grid", state.QUANT_MODE, quantization.MODE_LABELS)
-            per_channel = state.get(session, state.QUANT_GRANULARITY) == "per-channel"
+            bits = state.get(session, state.BITS)
+            blockwise = (
+                state.get(session, state.QUANT_GRANULARITY) == "per-channel"
+                and state.get(session, state.QUANT_MODE) == "symmetric"
+                and (bits == OFF or int(bits) <= quantization.BLOCK_BITS)
+                and not clustered
+            )
             blocks = (OFF, *quantization.BLOCK_SIZES)
             st.selectbox(
                 "Blocks",
@@ -260,10 +266,12 @@ def draw_advanced(layers: Sequence[str]) -> None:
                 index=state.index_of(session, state.BLOCK_SIZE, blocks),
                 key=state.BLOCK_SIZE,
                 format_func=lambda v: "Off: one scale per channel" if v == OFF else f"{v} inputs",
-                disabled=clustered or not per_channel,
+                disabled=not blockwise,
                 help="Each output channel of a Dense kernel gets one scale per block of this many "
-                "inputs (LiteRT's blockwise weights). Kernels whose inputs are not a whole number "
-                "of blocks, and convolutions, keep one scale per channel.",
+                "inputs (LiteRT's blockwise int4 weights, with float16 scales). Only for "
+                f"symmetric per-channel grids of at most {quantization.BLOCK_BITS} bits, without "
+                "clustering. Kernels whose inputs are not a whole number of blocks, and "
+                "convolutions, keep one scale per channel.",
             )
         st.multiselect(
             "Layers to leave untouched",

@@ -27,6 +27,12 @@ float rounding (about 1e-7 relative), and are found there.
 The quantized formats keep activations float (int4, int2) or quantize them at run time (int8
 dynamic, int8), so those outputs differ from the preview by activation rounding only.
 
+Blockwise weights (one scale per block of inputs, ``QuantizationConfig.block_size``) go to the
+int4 file: each fully connected kernel whose values lie on a blockwise grid is stored as LiteRT's
+blockwise int4 with the preview's float16 scales (``recipes.blockwise_recipe``, then the grid
+rewrite), and runs with activations rounded to int8 at run time (LiteRT has no weight-only
+blockwise kernel). Other kernels stay per channel, as in the preview.
+
 Only this package and ``keras_io`` import TensorFlow. One idea per module:
 
 * ``conversion``: Keras -> float32 (dense or sparse) or full-integer int8 flatbuffer, checked
@@ -66,9 +72,15 @@ from optimizers.export.flatbuffer import (
     stored_weights,
     unpack,
 )
-from optimizers.export.grid import fit_grid, snap_to_preview_grid
-from optimizers.export.recipes import float16_recipe, integer_recipe, quantize_weights
+from optimizers.export.grid import block_grid, fit_grid, snap_to_preview_grid
+from optimizers.export.recipes import (
+    blockwise_recipe,
+    float16_recipe,
+    integer_recipe,
+    quantize_weights,
+)
 from optimizers.export.running import run_tflite
+from optimizers.quantization import BLOCK_BITS, QuantizationConfig
 
 if TYPE_CHECKING:
     import keras
@@ -89,6 +101,7 @@ __all__ = [
     "converted",
     "dequantize",
     "export_bytes",
+    "block_grid",
     "fit_grid",
     "input_signature",
     "natural_format",
@@ -151,11 +164,15 @@ INTEGER_FORMATS: dict[str, tuple[int, bool]] = {
 }
 
 
-def natural_format(bits: int | None) -> Format:
-    """The smallest container that holds ``bits``-bit weights as they are: 2 -> int2,
-    3-4 -> int4, 5-8 -> int8 (dynamic range; full integer is the microcontroller choice),
-    16 -> float16, no quantization -> float32. Below the container's width the levels are
-    simulated: the file stores the container's integers but uses only ``2^bits`` of them."""
+def natural_format(q: QuantizationConfig | None) -> Format:
+    """The smallest container that holds weights quantized by ``q`` as they are: 2 bits ->
+    int2, 3-4 -> int4, 5-8 -> int8 (dynamic range; full integer is the microcontroller
+    choice), 16 -> float16, no quantization -> float32; blockwise -> int4 (LiteRT's only
+    blockwise weights). Below the container's width the levels are simulated: the file stores
+    the container's integers but uses only ``2^bits`` of them."""
+    if q is not None and q.block_size is not None:
+        return "tflite-int4"
+    bits = None if q is None else q.bits
     if bits is None or bits > 16:
         return "tflite-float32"
     if bits > 8:
@@ -215,4 +232,7 @@ def export_bytes(
     if fmt == "tflite-float16":
         return quantize_weights(dense, float16_recipe())
     bits, dynamic = INTEGER_FORMATS[fmt]
-    return snap_to_preview_grid(quantize_weights(dense, integer_recipe(bits, dynamic)), dense)
+    recipe = integer_recipe(bits, dynamic)
+    if bits == BLOCK_BITS:
+        recipe += blockwise_recipe(dense, bits)
+    return snap_to_preview_grid(quantize_weights(dense, recipe), dense)

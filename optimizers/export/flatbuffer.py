@@ -11,6 +11,7 @@ TFLITE_IDENTIFIER = b"TFL3"  # flatbuffer file identifier, bytes 4 to 8
 TYPE_CODES = {"float32": 0, "float16": 1, "int32": 2, "int8": 9, "int4": 17, "int2": 19}
 TYPE_NAMES = {v: k for k, v in TYPE_CODES.items() if k != "int32"}
 INT_BITS = {"int8": 8, "int4": 4, "int2": 2}
+BLOCKWISE = 2  # QuantizationDetails.BlockwiseQuantization: scales in a float16 tensor of their own
 
 
 @dataclass(frozen=True)
@@ -20,7 +21,8 @@ class StoredTensor:
     ``dtype`` is ``float32``, ``float16``, ``int8``, ``int4`` or ``int2`` (``sparse `` in front
     when stored sparse). ``values`` are the dequantized float32 values (``None`` when sparse);
     ``codes``, ``scale`` and ``axis`` are the integers, per-channel scales and channel axis of a
-    quantized tensor. ``nbytes`` is the size of its buffer in the file.
+    quantized tensor (blockwise: ``scale`` has one column per block of inputs, ``axis`` is
+    ``None``). ``nbytes`` is the size of its buffer in the file.
     """
 
     name: str
@@ -53,8 +55,16 @@ def stored_weights(data: bytes) -> list[StoredTensor]:
                 found.append(StoredTensor(name, kind, shape, len(raw), values))
             else:
                 codes = unpack(raw, INT_BITS[kind], int(np.prod(shape))).reshape(shape)
-                scale, zero_point, axis = quantization_of(t, shape)
-                values = dequantize(codes, scale, zero_point, axis)
+                if t.quantization.detailsType == BLOCKWISE:
+                    details, axis = t.quantization.details, None
+                    held = subgraph.tensors[details.scales]
+                    scale = np.frombuffer(buffer_bytes(model, held) or b"", np.float16)
+                    scale = scale.astype(np.float32).reshape(shape[0], -1)
+                    wide = np.repeat(scale, details.blockSize, axis=1)
+                    values = (codes.astype(np.float32) * wide).astype(np.float32)
+                else:
+                    scale, zero_point, axis = quantization_of(t, shape)
+                    values = dequantize(codes, scale, zero_point, axis)
                 found.append(StoredTensor(name, kind, shape, len(raw), values, codes, scale, axis))
     return found
 

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from optimizers.export.flatbuffer import (
+    BLOCKWISE,
     INT_BITS,
     TYPE_CODES,
     TYPE_NAMES,
@@ -19,6 +20,7 @@ from optimizers.export.flatbuffer import (
     read_flatbuffer,
     unpack,
 )
+from optimizers.quantization import BLOCK_SIZES
 
 GRID_TOLERANCE = 1e-6  # relative to the channel's largest magnitude: float rounding of folding
 PROBE_ROWS = 16  # values per channel screened against every candidate grid at once
@@ -51,6 +53,13 @@ def snap_to_preview_grid(data: bytes, float_data: bytes) -> bytes:
             shape = tuple(int(d) for d in t.shape)
             if source.shape != shape or users[t.buffer] > 1:
                 continue
+            if t.quantization.detailsType == BLOCKWISE:
+                found = block_grid(source, INT_BITS[kind])
+                details = t.quantization.details
+                if found is not None and found[1].shape[1] * details.blockSize == shape[1]:
+                    buffers[(g, i)] = pack(found[0], INT_BITS[kind])
+                    buffers[(g, details.scales)] = found[1].view(np.uint8).reshape(-1)
+                continue
             scale, zero_point, axis = quantization_of(t, shape)
             if np.any(zero_point != 0):
                 continue
@@ -65,6 +74,53 @@ def snap_to_preview_grid(data: bytes, float_data: bytes) -> bytes:
             buffers[(g, i)] = codes
             scales[(g, i)] = scale
     return patched(data, buffers, scales) if buffers else data
+
+
+def block_grid(w: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """Codes and float16 scales (one per block of inputs of each output channel) on which
+    ``w``, a fully connected kernel as LiteRT stores it (outputs x inputs), lies exactly with
+    ``bits``-bit codes, for the largest block of ``BLOCK_SIZES`` that fits; ``None`` when none
+    does, or every value is zero.
+
+    A block with largest magnitude ``M`` fits when every value is ``k * float16(M / m)`` in
+    float32 for one whole ``m <= 2^(bits-1) - 1`` (the preview's grid has ``m`` at its largest
+    code, below it where error compensation moved the block's largest weight); an all-zero block
+    fits any scale and gets 1. Screened on the first output channel, then confirmed on all.
+    """
+    qmax = 2 ** (bits - 1) - 1
+    if w.ndim != 2 or not np.any(w):
+        return None
+    for size in sorted(BLOCK_SIZES, reverse=True):
+        if w.shape[1] % size:
+            continue
+        blocks = w.reshape(w.shape[0], -1, size)
+        if fit_blocks(blocks[:1], qmax) is None:
+            continue
+        found = fit_blocks(blocks, qmax)
+        if found is not None:
+            return found[0].reshape(w.shape), found[1]
+    return None
+
+
+def fit_blocks(blocks: np.ndarray, qmax: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """``block_grid``'s codes (as ``blocks``) and float16 scales (one per block) of ``blocks``
+    (outputs x blocks x inputs per block), or ``None`` when a block is on no such grid."""
+    bound = np.abs(blocks).max(axis=2)
+    codes = np.zeros(blocks.shape, np.int8)
+    scales = np.ones(bound.shape, np.float16)
+    todo = bound > 0
+    for m in range(qmax, 0, -1):
+        values = blocks[todo]
+        s = (bound[todo] / np.float32(m)).astype(np.float16)
+        k = np.rint(values / s.astype(np.float32)[:, None])
+        back = (k * s.astype(np.float32)[:, None]).astype(np.float32)
+        ok = np.all((back == values) & (np.abs(k) <= qmax), axis=1)
+        where = tuple(axis[ok] for axis in np.nonzero(todo))
+        codes[where], scales[where] = k[ok], s[ok]
+        todo[where] = False
+        if not todo.any():
+            return codes, scales
+    return None
 
 
 def fit_grid(
