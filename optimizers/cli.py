@@ -14,6 +14,7 @@ file written).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 from collections.abc import Sequence
@@ -142,6 +143,15 @@ def add_sweep_arguments(p: argparse.ArgumentParser) -> None:
         metavar="AXIS=V1,V2",
         help="values of one axis (sparsity, clusters, bits; 'off' leaves a stage out), "
         "repeat per axis; default sparsity=0,0.5,0.75,0.9 clusters=off,16,4 bits=off,8,4",
+    )
+    p.add_argument(
+        "--data-aware",
+        action="store_true",
+        help="prune and round every point with the calibration inputs (what is reachable "
+        "without training); needs --calibration",
+    )
+    p.add_argument(
+        "--calibration", help=".npz with x: calibration inputs, never the evaluation data"
     )
     add_study_arguments(p)
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
@@ -356,15 +366,18 @@ def finetune_command(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def sweep_command(args: argparse.Namespace) -> dict[str, Any]:
-    from optimizers import recommend, study, sweep
+    from optimizers import explore, recommend, study, sweep
 
-    grid = sweep.grid_from_strings(args.grid)
+    grid = replace(sweep.grid_from_strings(args.grid), data_aware=args.data_aware)
     sweep.check_budget(args.budget)
     if args.trials is not None and args.trials < 1:
         raise UsageError(f"--trials must be at least 1, got {args.trials}")
     storage = study.open_storage(args.storage or study.default_storage(), args.heartbeat)
-    prepared = prepared_model(args, OptimizationConfig())
+    prepared = prepared_model(args, OptimizationConfig(data_aware=args.data_aware))
     identity = study.Identity.of_files(args.model, args.data)
+    if args.calibration is not None:  # prepared_model refused it without --data-aware
+        calibration = Path(args.calibration).read_bytes()
+        identity = identity.calibrated(hashlib.sha256(calibration).hexdigest())
     layers = list(recommend.layers(prepared))
     kept = study.open_study(storage, identity, grid, layers, args.study, args.search)
     study.run(kept, prepared, args.trials, args.budget)
@@ -391,9 +404,10 @@ def sweep_command(args: argparse.Namespace) -> dict[str, Any]:
             {**sweep.grid_point_to_dict(p), "per_layer": p.per_layer, "trial": number}
             for p, number in zip(swept.points, found.trials, strict=True)
         ],
+        "calibration": explore.calibration_words(prepared),
         "sensitivity": [
             recommend.sensitivity_to_dict(row)
-            for row in recommend.sensitivity(prepared, recommend.LEVELS)
+            for row in recommend.sensitivity(prepared, recommend.LEVELS, data_aware=args.data_aware)
         ],
         "recommended": {
             "recipe": config_to_dict(recommended.config),
@@ -412,6 +426,8 @@ def print_sweep(result: dict[str, Any]) -> None:
         return f"{d['sparsity']:>8.0%} {d['clusters'] or 'off':>8} {d['bits'] or 'off':>5}"
 
     print(f"model      {result['model']}, budget {result['budget']:g} points")
+    if result["calibration"]:
+        print(f"data-aware every point, calibrated on {result['calibration']}")
     found = result["study"]
     print(
         f"study      {found['name']}: {found['done']} of {found['target']} trials done, "

@@ -78,9 +78,10 @@ def layers(prepared: explore.Prepared) -> dict[str, int]:
     return out
 
 
-def only(layer: str, setting: Techniques) -> OptimizationConfig:
-    """``setting`` on ``layer``, every other layer untouched."""
-    return OptimizationConfig(overrides=((layer, setting),))
+def only(layer: str, setting: Techniques, data_aware: bool = False) -> OptimizationConfig:
+    """``setting`` on ``layer`` (``data_aware``: with calibration data), every other layer
+    untouched."""
+    return OptimizationConfig(overrides=((layer, setting),), data_aware=data_aware)
 
 
 def without_gzip(prepared: explore.Prepared) -> explore.Prepared:
@@ -100,9 +101,13 @@ def score(prepared: explore.Prepared, config: OptimizationConfig) -> tuple[float
 
 
 def sensitivity(
-    prepared: explore.Prepared, settings: Sequence[Techniques], on_step: Progress | None = None
+    prepared: explore.Prepared,
+    settings: Sequence[Techniques],
+    on_step: Progress | None = None,
+    data_aware: bool = False,
 ) -> list[LayerSensitivity]:
-    """Every layer alone at each of ``settings``, most fragile layer first.
+    """Every layer alone at each of ``settings`` (``data_aware``: with calibration data), most
+    fragile layer first.
 
     >>> sensitivity(prepared, LEVELS)[0].layer  # doctest: +SKIP
     'classifier'
@@ -113,7 +118,7 @@ def sensitivity(
     for layer, params in sizes.items():
         scores = []
         for setting in settings:
-            scores.append(Score(setting, *score(data, only(layer, setting))))
+            scores.append(Score(setting, *score(data, only(layer, setting, data_aware))))
             done += 1
             if on_step is not None:
                 on_step(done, total)
@@ -124,21 +129,26 @@ def sensitivity(
 Choice = dict[str, int]  # layer -> index of its setting
 
 
-def assemble(choice: Mapping[str, Techniques], params: Mapping[str, int]) -> OptimizationConfig:
+def assemble(
+    choice: Mapping[str, Techniques], params: Mapping[str, int], data_aware: bool = False
+) -> OptimizationConfig:
     """The recipe of per-layer settings: the setting of most weights is the base, float layers
-    are skipped and the others are overrides (so the recipe reads as "this, except ...")."""
+    are skipped and the others are overrides (so the recipe reads as "this, except ...");
+    ``data_aware``: with calibration data."""
     weight: dict[Techniques, int] = {}
     for layer, setting in choice.items():
         weight[setting] = weight.get(setting, 0) + params[layer]
     base = max(weight, key=lambda s: weight[s])
     skip = tuple(layer for layer, s in choice.items() if base.active and not s.active)
     overrides = tuple((layer, s) for layer, s in choice.items() if s.active and s != base)
-    return replace(uniform(base), skip=skip, overrides=overrides)
+    return replace(uniform(base, data_aware), skip=skip, overrides=overrides)
 
 
-def layer_bits(prepared: explore.Prepared, setting: Techniques) -> dict[str, int]:
+def layer_bits(
+    prepared: explore.Prepared, setting: Techniques, data_aware: bool = False
+) -> dict[str, int]:
     """Packed bits of each layer's eligible tensors at ``setting``."""
-    outcome = explore.optimize(prepared, uniform(setting))
+    outcome = explore.optimize(prepared, uniform(setting, data_aware))
     bits: dict[str, int] = {}
     for r in outcome.eligible:
         bits[r.layer] = bits.get(r.layer, 0) + packed_bits(outcome.weights[r.index], r)
@@ -158,9 +168,11 @@ class Search:
     reference: float
     budget: float
     tried: dict[tuple[int, ...], float]
+    data_aware: bool = False
 
     def config(self, choice: Choice) -> OptimizationConfig:
-        return assemble({layer: self.settings[i] for layer, i in choice.items()}, self.params)
+        chosen = {layer: self.settings[i] for layer, i in choice.items()}
+        return assemble(chosen, self.params, self.data_aware)
 
     def bits(self, choice: Choice) -> int:
         return sum(self.cost[layer][i] for layer, i in choice.items())
@@ -214,7 +226,8 @@ def recommend(
 ) -> Point:
     """The smallest per-layer recipe found within ``budget`` points of the untouched model's
     quality, measured on all of ``prepared``'s data (its ``config`` is the recipe). Each layer
-    takes one of ``grid``'s settings. ``on_step(what)`` names each stage as it starts.
+    takes one of ``grid``'s settings (data-aware ones when ``grid.data_aware``: ``prepared``
+    must be calibrated). ``on_step(what)`` names each stage as it starts.
 
     >>> recommend(prepared, budget=1.0).config  # doctest: +SKIP
     """
@@ -228,9 +241,9 @@ def recommend(
     step = on_step or (lambda what: None)
 
     step("measuring each layer alone")
-    solo_rows = sensitivity(data, settings)
+    solo_rows = sensitivity(data, settings, data_aware=grid.data_aware)
     by_layer = {row.layer: [s.quality for s in row.scores] for row in solo_rows}
-    costs = [layer_bits(prepared, s) for s in settings]
+    costs = [layer_bits(prepared, s, grid.data_aware) for s in settings]
     search = Search(
         data,
         settings,
@@ -240,6 +253,7 @@ def recommend(
         score(data, OptimizationConfig())[0],
         budget,
         {},
+        grid.data_aware,
     )
 
     step("searching per-layer settings")

@@ -148,7 +148,8 @@ def redacted(url: str) -> str:
 
 @dataclass(frozen=True)
 class Identity:
-    """What a study measures: the model (file name and sha256 of its bytes) and the data."""
+    """What a study measures: the model (file name and sha256 of its bytes) and the data (of
+    the evaluation data's bytes, and of the calibration data's for a data-aware sweep)."""
 
     model: str
     model_sha256: str
@@ -162,6 +163,11 @@ class Identity:
             hashlib.sha256(Path(data).read_bytes()).hexdigest(),
         )
 
+    def calibrated(self, calibration_sha256: str) -> Identity:
+        """This identity for data-aware sweeps calibrated on data of that sha256."""
+        both = f"{self.data_sha256}:{calibration_sha256}".encode()
+        return replace(self, data_sha256=hashlib.sha256(both).hexdigest())
+
     def default_name(self, grid: Grid) -> str:
         """The study a grid of this model on this data goes to unless named: ``STEM-HASH``."""
         key = json.dumps([self.model_sha256, self.data_sha256, grid_to_list(grid)])
@@ -169,15 +175,19 @@ class Identity:
 
 
 def grid_to_list(grid: Grid) -> list[list[Any]]:
-    return [list(grid.sparsities), list(grid.clusters), list(grid.bits)]
+    """The grid's axes, and ``[true]`` after them when data-aware (a grid stored before
+    data-aware sweeps has three axes, and is not)."""
+    axes = [list(grid.sparsities), list(grid.clusters), list(grid.bits)]
+    return [*axes, [True]] if grid.data_aware else axes
 
 
 def grid_words(grid: Grid) -> str:
-    """``sparsity 0,0.5 · clusters off,16 · bits off,4``"""
-    return " · ".join(
+    """``sparsity 0,0.5 · clusters off,16 · bits off,4`` (`` · data-aware`` after it)"""
+    words = " · ".join(
         f"{axis} {','.join('off' if v is None else f'{v:g}' for v in values)}"
-        for axis, values in zip(AXES, grid_to_list(grid), strict=True)
+        for axis, values in zip(AXES, grid_to_list(grid)[:3], strict=True)
     )
+    return words + (" · data-aware" if grid.data_aware else "")
 
 
 @dataclass(frozen=True)
@@ -215,7 +225,7 @@ def open_study(
         check(study, identity, grid, name)
     else:
         ordered = levels(grid)
-        for setting in itertools.product(*grid_to_list(grid)):  # Grid.settings' order
+        for setting in itertools.product(*grid_to_list(grid)[:3]):  # Grid.settings' order
             study.enqueue_trial(
                 {
                     f"{layer}/{axis}": axis_levels.index(v)
@@ -279,7 +289,7 @@ def check(study: optuna.Study, identity: Identity, grid: Grid, name: str) -> Non
 
 
 def grid_from_list(axes: Sequence[Sequence[Any]]) -> Grid:
-    return Grid(*(tuple(values) for values in axes))
+    return Grid(*(tuple(values) for values in axes[:3]), data_aware=len(axes) > 3)
 
 
 def target(study: optuna.Study) -> int:
@@ -348,6 +358,11 @@ def run(
         raise ValueError("a sweep needs evaluation data (an .npz with x and optionally y)")
     params = layers(prepared)
     grid = grid_from_list(study.user_attrs["grid"])
+    if grid.data_aware and prepared.statistics is None:
+        raise ValueError(
+            "a data-aware sweep needs calibration data (a training split or a calibration "
+            ".npz), which this model has not been given"
+        )
     worker = f"{socket.gethostname()}:{os.getpid()}"
     measured = 0
 
@@ -364,7 +379,7 @@ def run(
             )
             for layer in params
         }
-        config = assemble(choice, params)
+        config = assemble(choice, params, grid.data_aware)
         recipe = config_to_dict(config)
         before = [t for t in finished(study) if t.user_attrs["recipe"] == recipe]
         if before and not queued:  # the sampler asked again: the figures are known

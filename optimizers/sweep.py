@@ -36,7 +36,9 @@ class Grid:
 
     ``None`` leaves clustering or quantization out; sparsity 0 leaves pruning out. The other
     options are the library defaults (per-layer pruning, linear cluster start, symmetric
-    per-channel quantization). The default has 4 x 3 x 3 = 36 points.
+    per-channel quantization). The default has 4 x 3 x 3 = 36 points. ``data_aware`` prunes
+    and rounds every point with calibration data (``optimizers.data_aware``; the prepared model
+    must be calibrated): the frontier of what is reachable without training.
 
     >>> len(Grid().settings())
     36
@@ -45,8 +47,11 @@ class Grid:
     sparsities: tuple[float, ...] = (0.0, 0.5, 0.75, 0.9)
     clusters: tuple[int | None, ...] = (None, 16, 4)
     bits: tuple[int | None, ...] = (None, 8, 4)
+    data_aware: bool = False
 
     def __post_init__(self) -> None:
+        if not isinstance(self.data_aware, bool):
+            raise ValueError(f"data_aware must be true or false, got {self.data_aware!r}")
         for name in ("sparsities", "clusters", "bits"):
             values = tuple(getattr(self, name))
             object.__setattr__(self, name, values)
@@ -111,9 +116,10 @@ def _grid_value(axis: str, text: str) -> float | int | None:
     return float(text) if axis == "sparsity" else int(text)
 
 
-def uniform(setting: Techniques) -> OptimizationConfig:
-    """The config that applies ``setting`` to every eligible layer."""
-    return OptimizationConfig(**techniques_to_kwargs(setting))
+def uniform(setting: Techniques, data_aware: bool = False) -> OptimizationConfig:
+    """The config that applies ``setting`` to every eligible layer (``data_aware``: with
+    calibration data)."""
+    return OptimizationConfig(**techniques_to_kwargs(setting), data_aware=data_aware)
 
 
 @dataclass(frozen=True)
@@ -234,6 +240,7 @@ def grid_point_to_dict(p: Point) -> dict[str, Any]:
         "sparsity": c.pruning.sparsity if c.pruning else 0.0,
         "clusters": c.clustering.clusters if c.clustering else None,
         "bits": c.quantization.bits if c.quantization else None,
+        "data_aware": c.data_aware,
         **point_to_dict(p),
         "pareto": p.pareto,
     }

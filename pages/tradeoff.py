@@ -64,6 +64,7 @@ with st.expander("Sweep grid and budget"):
         step=0.5,
         key=state.BUDGET,
     )
+    settings.draw_calibration(model)  # every point data-aware, as the setting is
 try:
     grid = tradeoff.grid_from_state(session)
 except ValueError as e:
@@ -131,7 +132,7 @@ st.button(
     help="Per-layer settings beyond the grid, chosen by a multi-objective sampler (Optuna's "
     "TPE) from the points so far; they are added to the stored sweep.",
 )
-stored = services.stored_sweeps(model)
+stored = services.stored_sweeps(model, grid)
 with st.expander(f"Stored sweeps of this model and data ({len(stored)})"):
     st.dataframe(tradeoff.stored_rows(stored, found.name), hide_index=True, key="stored_sweeps")
 
@@ -193,7 +194,10 @@ current = Techniques(config.pruning, config.clustering, config.quantization)
 levels = (current, *LEVELS) if current.active and current not in LEVELS else LEVELS
 bar = st.progress(0.0)
 rows = services.sensitivity(
-    model, levels, lambda done, total: bar.progress(done / total, "Optimizing one layer at a time…")
+    model,
+    levels,
+    grid.data_aware,
+    lambda done, total: bar.progress(done / total, "Optimizing one layer at a time…"),
 )
 bar.empty()
 st.caption(

@@ -224,3 +224,23 @@ def test_points_arrive_from_another_worker_and_more_trials_run_here() -> None:
     for p in layered[:2]:  # each is what explore.run measures for its recipe
         again = sweep.measure(model.prepared, p.config)
         assert (again.quality, again.packed_bytes) == (p.quality, p.packed_bytes)
+
+
+def test_the_calibration_switch_makes_every_point_data_aware() -> None:
+    """One setting: *Use calibration data* on the Trade-off page is the Explore page's, and a
+    data-aware setting sweeps data-aware points (its own study) and the heat map with them."""
+    at = start()
+    small_grid(at, {**TWO_POINTS, state.SWEEP_BITS: [2]})
+    at.run()
+    plain = sweep_of(at)
+    at.toggle(key=state.DATA_AWARE).set_value(True).run()
+    assert not at.exception, at.exception
+    assert caption(at, "Calibrated on ").startswith("Calibrated on 512 samples of digits_cnn_train")
+    assert at.session_state[state.SETTING].config.data_aware  # the setting every page reads
+    aware = sweep_of(at)
+    assert all(p.config.data_aware for p in aware.points)
+    assert not any(p.config.data_aware for p in plain.points)
+    two_bits = [p.quality for p in (plain.points[0], aware.points[0])]
+    assert two_bits[1] > two_bits[0]  # README: 57.5% -> 85.3% on the digits CNN at 2 bits
+    at.switch_page(EXPLORE).run()
+    assert at.toggle(key=state.DATA_AWARE).value is True

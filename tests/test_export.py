@@ -517,3 +517,40 @@ def test_unconvertible_layer_is_named_with_the_reason():
     assert "ResizeBicubic" in message  # the reason, in the converter's words
     assert "'smooth_upsample' (UpSampling2D)" in message  # and the layer it comes from
     assert "\n" not in message
+
+
+def test_a_conversion_apart_gives_the_same_files_and_refusals(monkeypatch):
+    """A real-size model converts in a child process (``apart``): forced here on small models,
+    it gives the very bytes a conversion in process gives, full integer included, and a model
+    LiteRT cannot convert is refused in the same sentence, naming the layer."""
+    import keras
+
+    from optimizers.export import apart, conversion
+
+    m = model("cnn", 4)
+    signature = export.input_signature(m)
+    samples = inputs("cnn")
+    fmts = ["tflite-float32", "tflite-int8"]
+    here = conversion.convert_files(m, signature, fmts, samples)
+    made = apart.convert_apart(m, fmts, samples)
+    assert made is not None and made == here
+
+    inputs_ = keras.Input((8, 8, 1))
+    h = keras.layers.Conv2D(4, 3)(inputs_)
+    h = keras.layers.UpSampling2D(2, interpolation="bicubic", name="smooth_upsample")(h)
+    refused = keras.Model(inputs_, keras.layers.Dense(2)(keras.layers.Flatten()(h)))
+    monkeypatch.setattr(apart, "APART_BYTES", 0)
+    assert apart.worth_it(refused)
+    with pytest.raises(ValueError) as error:
+        export.export_bytes(refused, "tflite-int8-dynamic")
+    assert "ResizeBicubic" in str(error.value)
+    assert "'smooth_upsample' (UpSampling2D)" in str(error.value)
+
+    class Doubled(keras.layers.Layer):  # a class only this process knows
+        def call(self, x):
+            return 2 * x
+
+    inputs_ = keras.Input((4,))
+    custom = keras.Model(inputs_, keras.layers.Dense(2)(Doubled()(inputs_)))
+    assert apart.convert_apart(custom, ["tflite-float32"], None) is None  # converted here
+    assert len(export.export_bytes(custom, "tflite-float32")) > 0

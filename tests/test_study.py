@@ -17,6 +17,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import optuna
@@ -238,6 +239,9 @@ def test_a_study_of_another_model_or_grid_is_refused(tmp_path: Path, capsys) -> 
     assert code == 2 and "study mine measured other data" in err[0], err
     code, out, err = run_main([*mlp, *base, "--grid", "bits=off,4"], capsys)
     assert code == 2 and "study mine sweeps another grid (sparsity 0,0.5" in err[0], err
+    aware = ["--data-aware", "--calibration", str(MLP.train_path)]
+    code, out, err = run_main([*mlp, *base, *aware], capsys)
+    assert code == 2 and "study mine measured other data" in err[0], err
     # the study itself is untouched by the refused runs
     kept = optuna.load_study(study_name="mine", storage=study.open_storage(storage))
     assert len(kept.get_trials()) == 2
@@ -305,6 +309,17 @@ def test_pareto_search_adds_per_layer_settings_and_recommends_from_its_front(cap
     )
     moved = {name.split("/")[0] for name, v in seed.params.items() if v != start.params[name]}
     assert len(moved) == 1 and seed.values[1] < start.values[1]
+
+
+def test_grids_round_trip_through_the_study_with_data_awareness() -> None:
+    aware = sweep.Grid((0.0, 0.5), (None,), (4,), data_aware=True)
+    assert study.grid_from_list(study.grid_to_list(aware)) == aware
+    assert study.grid_words(aware).endswith(" · data-aware")
+    old = [[0.0, 0.5], [None], [4]]  # stored before data-aware sweeps
+    assert study.grid_from_list(old) == sweep.Grid((0.0, 0.5), (None,), (4,))
+    who = study.Identity("m.keras", "a" * 64, "b" * 64)
+    assert who.default_name(aware) != who.default_name(replace(aware, data_aware=False))
+    assert who.calibrated("c" * 64).data_sha256 not in (who.data_sha256, "c" * 64)
 
 
 def test_levels_run_gentle_to_harsh() -> None:

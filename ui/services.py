@@ -212,7 +212,11 @@ def _keras_model(model_digest: str, name: str, data: bytes) -> keras.Model:
 def _prepared(
     key: str, model: keras.Model, x: np.ndarray | None, y: np.ndarray | None
 ) -> explore.Prepared:
-    return PREPARED.get_or_make(key, lambda: explore.prepare(model, x, y))
+    def make() -> explore.Prepared:
+        explore.stand_by(model)  # a real-size model's conversion will need its process
+        return explore.prepare(model, x, y)
+
+    return PREPARED.get_or_make(key, make)
 
 
 @st.cache_resource(show_spinner=False, max_entries=16)
@@ -498,17 +502,28 @@ def _sweeps(url: str) -> BaseStorage:
     return study.open_storage(url)
 
 
-def identity(model: KerasModel) -> study.Identity:
-    """What a study of ``model`` records: its name and the sha256 of its bytes and data."""
+def identity(model: KerasModel, grid: sweep.Grid | None = None) -> study.Identity:
+    """What a study of ``model`` records: its name and the sha256 of its bytes and data (and
+    of the data that calibrates it, for a data-aware ``grid``)."""
     model_sha, data_sha = model.key.split(":", 1)
-    return study.Identity(model.name, model_sha, data_sha)
+    found = study.Identity(model.name, model_sha, data_sha)
+    if grid is None or not grid.data_aware:
+        return found
+    with _CALIBRATION_LOCK:
+        return found.calibrated(_CALIBRATION.get(model.key, ""))
 
 
 def sweeps_study(model: KerasModel, grid: sweep.Grid) -> optuna.Study:
     """The study of ``grid`` on ``model`` in the sweeps storage the command line uses too
     (``study.default_storage()``): kept across restarts, shared by sessions and workers."""
     layers = list(recommend.layers(model.prepared))
-    return study.open_study(_sweeps(study.default_storage()), identity(model), grid, layers)
+    found = identity(model, grid)
+    return study.open_study(_sweeps(study.default_storage()), found, grid, layers)
+
+
+def swept_on(model: KerasModel, grid: sweep.Grid) -> explore.Prepared:
+    """The prepared model ``grid``'s points run on: calibrated for a data-aware grid."""
+    return calibrated(model, OptimizationConfig(data_aware=grid.data_aware))
 
 
 def swept(
@@ -521,26 +536,32 @@ def swept(
     """Every setting of ``grid`` measured on ``model``, with ``more`` per-layer trials beyond
     what the study holds: the grid points no worker has taken yet are measured here, then the
     whole study is read back (points other workers still measure arrive later)."""
+    prepared = swept_on(model, grid)  # calibrates first, so the study knows on what
     kept = sweeps_study(model, grid)
     if more:
         study.extend(kept, more)
-    study.run(kept, model.prepared, budget=budget, on_trial=on_point, wait=False)
+    study.run(kept, prepared, budget=budget, on_trial=on_point, wait=False)
     return study.result(kept, sweep.point(baseline(model), NO_CONFIG))
 
 
-def stored_sweeps(model: KerasModel) -> list[study.Stored]:
-    """The studies of ``model`` on its data in the sweeps storage, newest first."""
-    return study.stored(_sweeps(study.default_storage()), identity(model))
+def stored_sweeps(model: KerasModel, grid: sweep.Grid) -> list[study.Stored]:
+    """The studies of ``model`` on its data (and calibration data, when ``grid`` is
+    data-aware) in the sweeps storage, newest first."""
+    return study.stored(_sweeps(study.default_storage()), identity(model, grid))
 
 
 def sensitivity(
     model: KerasModel,
     settings: tuple[Techniques, ...],
+    data_aware: bool = False,
     on_step: sweep.Progress | None = None,
 ) -> list[recommend.LayerSensitivity]:
-    """Each layer alone at each of ``settings``, most fragile first (cached)."""
+    """Each layer alone at each of ``settings`` (``data_aware``: with the model's calibration
+    data, as a data-aware sweep), most fragile first (cached)."""
+    grid = sweep.Grid(data_aware=data_aware)
     return SENSITIVITIES.get_or_make(
-        (model.key, settings), lambda: recommend.sensitivity(model.prepared, settings, on_step)
+        (identity(model, grid), settings),
+        lambda: recommend.sensitivity(swept_on(model, grid), settings, on_step, data_aware),
     )
 
 
@@ -552,8 +573,8 @@ def recommended(
 ) -> sweep.Point:
     """The per-layer recipe within ``budget`` points, measured as ``apply`` would (cached)."""
     return RECOMMENDED.get_or_make(
-        (model.key, grid, budget),
-        lambda: recommend.recommend(model.prepared, budget, grid, on_step),
+        (identity(model, grid), grid, budget),
+        lambda: recommend.recommend(swept_on(model, grid), budget, grid, on_step),
     )
 
 

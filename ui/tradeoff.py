@@ -30,7 +30,8 @@ POLL_SECONDS = 2.0  # how often the chart reads a study other workers still meas
 
 def grid_from_state(session: Mapping[str, Any]) -> Grid:
     """The grid of the page's three multiselects (percent, cluster and bit options as the
-    sliders offer them); raises ``ValueError`` when an axis is empty."""
+    sliders offer them), data-aware when the setting is (*Use calibration data*); raises
+    ``ValueError`` when an axis is empty."""
 
     def values(key: str) -> tuple[Any, ...]:
         return tuple(None if v == state.OFF else v for v in state.get(session, key))
@@ -39,6 +40,7 @@ def grid_from_state(session: Mapping[str, Any]) -> Grid:
         tuple(sorted(v / 100 for v in state.get(session, state.SWEEP_SPARSITIES))),
         values(state.SWEEP_CLUSTERS),
         values(state.SWEEP_BITS),
+        data_aware=state.setting(session).config.data_aware,
     )
 
 
