@@ -3,21 +3,17 @@ through the Model page's uploaders, then slider moves on the Explore page timed 
 press to the answer drawn: the first stage (the sparsity card shows the new value) and the
 whole answer (agreement and gzip cards measured); then the Download page, timed to its first
 file offered, every format offered and the report offered, with the server's peak resident
-memory and that of its conversion processes (``optimizers.export.apart``). Run as ``python -m bench.browser [ROOT]`` (``ROOT``: an older checkout served instead,
+memory. Run as ``python -m bench.browser [ROOT]`` (``ROOT``: an older checkout served instead,
 the baseline of the same run) or ``python -m bench.browser samples [ROOT]`` (a sample's
 Download page); ``make bench`` runs it too. Needs Debian's chromium (``make chromium``).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import statistics
 import tempfile
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -43,33 +39,6 @@ def wait(condition, seconds: float = 300) -> None:
         time.sleep(0.02)
 
 
-@contextlib.contextmanager
-def children_peak(pid: int) -> Iterator[list[float]]:
-    """A one-item list that ends up holding the most resident memory (MB) the child processes
-    of ``pid`` (the conversions run apart) held at once, sampled every 0.1 s meanwhile."""
-    found, done = [0.0], threading.Event()
-
-    def sample() -> None:
-        while not done.wait(0.1):
-            total = 0
-            for entry in Path("/proc").iterdir():
-                try:
-                    fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-                    if entry.name.isdigit() and int(fields[1]) == pid:
-                        total += int((entry / "statm").read_text().split()[1])
-                except (OSError, IndexError, ValueError):
-                    continue
-            found[0] = max(found[0], total * os.sysconf("SC_PAGE_SIZE") / 2**20)
-
-    thread = threading.Thread(target=sample, daemon=True)
-    thread.start()
-    try:
-        yield found
-    finally:
-        done.set()
-        thread.join()
-
-
 def browser_row(
     arch: str = "ResNet50", images: int = 16, moves: int = 6, root: Path | None = None
 ) -> dict:
@@ -87,11 +56,7 @@ def browser_row(
         data_path = folder / f"{arch.lower()}_data.npz"
         rng = np.random.default_rng(0)
         np.savez(data_path, x=rng.random((images, *model.input_shape[1:]), np.float32))
-        with (
-            streamlit_app(folder / "server.log", root=root) as url,
-            children_peak(server_pid(url)) as apart,
-            sync_playwright() as p,
-        ):
+        with streamlit_app(folder / "server.log", root=root) as url, sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": 1440, "height": 1000})
             page.set_default_timeout(600_000)
@@ -135,7 +100,6 @@ def browser_row(
         "slowest_s": max(full),
         **download,
         "server_peak_mb": peak,
-        "conversion_processes_peak_mb": apart[0],
         "exceptions": errors,
     }
 

@@ -356,15 +356,6 @@ def verify(prepared: Prepared, outcome: Outcome, fmt: str, gzip: bool = True) ->
     return Exported(fmt, data, gzip_bytes, outcome.accuracy, file_accuracy, agreement)
 
 
-def stand_by(model: keras.Model) -> None:
-    """Start the process a real-size model's conversion will run in (``export.apart``), so
-    that the first one does not wait for TensorFlow's import there; nothing for a small one."""
-    from optimizers.export import apart
-
-    if apart.worth_it(model):
-        apart.stand_by()
-
-
 def warm_exports(prepared: Prepared) -> None:
     """Convert ``prepared``'s model now (``export.warm``), so that its first file to verify is
     a rewrite of that file, not a conversion. Raises ``ValueError`` as ``verify`` would."""

@@ -212,11 +212,7 @@ def _keras_model(model_digest: str, name: str, data: bytes) -> keras.Model:
 def _prepared(
     key: str, model: keras.Model, x: np.ndarray | None, y: np.ndarray | None
 ) -> explore.Prepared:
-    def make() -> explore.Prepared:
-        explore.stand_by(model)  # a real-size model's conversion will need its process
-        return explore.prepare(model, x, y)
-
-    return PREPARED.get_or_make(key, make)
+    return PREPARED.get_or_make(key, lambda: explore.prepare(model, x, y))
 
 
 @st.cache_resource(show_spinner=False, max_entries=16)

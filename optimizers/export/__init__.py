@@ -37,7 +37,6 @@ Only this package and ``keras_io`` import TensorFlow. One idea per module:
 
 * ``conversion``: Keras -> float32 (dense or sparse) or full-integer int8 flatbuffer, checked
   against Keras, memoized; every other format starts from that float32 file.
-* ``apart``: the conversion of a real-size model, in a child process.
 * ``recipes``: ai_edge_quantizer recipes for the weight-only formats.
 * ``grid``: the preview-grid rewrite (``snap_to_preview_grid``).
 * ``flatbuffer``: reading a file's tensors, packing sub-byte integers.

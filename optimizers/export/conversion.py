@@ -2,8 +2,7 @@
 
 Conversion freezes a traced inference function in memory (a SavedModel in a temporary folder,
 always removed, is only the fallback); the float32 flatbuffers of the last few models are
-memoized, so asking for several formats of one model converts it once. A real-size model is
-converted in a child process (``apart``), which takes the converter's gigabytes with it.
+memoized, so asking for several formats of one model converts it once.
 """
 
 from __future__ import annotations
@@ -193,10 +192,12 @@ def converted(
     fmts: tuple[str, ...],
     samples: np.ndarray | None = None,
 ) -> dict[str, bytes]:
-    """Converter outputs for ``fmts`` (``convert_files``, in a child process for a real-size
-    model: ``apart``); the float ones are memoized."""
-    from optimizers.export import apart
+    """Converter outputs for ``fmts`` from one trace of the model; the float ones are memoized.
 
+    The dense float32 file is checked against Keras; while a conversion fails or disagrees,
+    the next of ``conversion_attempts`` is tried (the first failure is the one reported). A
+    sparse float32 conversion that fails gives ``b""``.
+    """
     key = model_digest(model)
     with _CACHE_LOCK:
         files = {f: _CACHE[(key, f)] for f in fmts if (key, f) in _CACHE}
@@ -205,37 +206,12 @@ def converted(
     missing = [f for f in fmts if f not in files]
     if not missing:
         return files
-    made = apart.convert_apart(model, missing, samples) if apart.worth_it(model) else None
-    if made is None:
-        made = convert_files(model, signature, missing, samples)
-    files.update(made)
-    with _CACHE_LOCK:
-        for f in missing:
-            if f != "tflite-int8":
-                _CACHE[(key, f)] = files[f]
-        while len(_CACHE) > _CACHE_SIZE:
-            _CACHE.popitem(last=False)
-    return files
-
-
-def convert_files(
-    model: keras.Model,
-    signature: list[Any],
-    fmts: list[str],
-    samples: np.ndarray | None = None,
-) -> dict[str, bytes]:
-    """Converter outputs for ``fmts`` from one trace of the model.
-
-    The dense float32 file is checked against Keras; while a conversion fails or disagrees,
-    the next of ``conversion_attempts`` is tried (the first failure is the one reported). A
-    sparse float32 conversion that fails gives ``b""``.
-    """
     failure: ValueError | None = None
     for via_saved_model, sig in conversion_attempts(signature):
         try:
             made = {}
             with converter_source(model, sig, via_saved_model) as make:
-                for f in fmts:
+                for f in missing:
                     try:
                         made[f] = convert(make, f, samples)
                     except ValueError:
@@ -250,7 +226,14 @@ def convert_files(
     else:
         assert failure is not None
         raise ValueError(naming_the_layer(model, str(failure))) from None
-    return made
+    files.update(made)
+    with _CACHE_LOCK:
+        for f in missing:
+            if f != "tflite-int8":
+                _CACHE[(key, f)] = files[f]
+        while len(_CACHE) > _CACHE_SIZE:
+            _CACHE.popitem(last=False)
+    return files
 
 
 _PLACEMENTS: OrderedDict[str, dict[int, Placement]] = OrderedDict()
