@@ -88,12 +88,18 @@ class QuantizationConfig:
                 raise ValueError(
                     f"block_size needs granularity 'per-channel', got {self.granularity!r}"
                 )
-            if self.mode != "symmetric" or self.bits > BLOCK_BITS:
+            if not takes_blocks(self.bits, self.mode, self.granularity):
                 raise ValueError(
                     f"block_size needs a symmetric grid of at most {BLOCK_BITS} bits (LiteRT "
                     f"stores blockwise weights as int4 without zero points), got {self.bits} "
                     f"bits {self.mode}"
                 )
+
+
+def takes_blocks(bits: int, mode: str, granularity: str) -> bool:
+    """Whether a grid can have blocks: LiteRT stores blockwise weights as int4 codes per
+    channel, with no zero point."""
+    return granularity == "per-channel" and mode == "symmetric" and bits <= BLOCK_BITS
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from typing import Any
 from optimizers.clustering import ClusteringConfig
 from optimizers.pipeline import NO_TECHNIQUES, OptimizationConfig, Techniques, describe
 from optimizers.pruning import PruningConfig
-from optimizers.quantization import BLOCK_BITS, QuantizationConfig
+from optimizers.quantization import QuantizationConfig, takes_blocks
 
 OFF = "Off"  # a clustering or quantization slider that is off
 FLOAT = "float"  # a setting (or the layers of one) that applies nothing
@@ -83,11 +83,8 @@ class Setting:
             )
         quantize = None
         if self.bits != OFF:
-            blockwise = (
-                self.block_size != OFF
-                and self.quant_granularity == "per-channel"
-                and self.quant_mode == "symmetric"
-                and int(self.bits) <= BLOCK_BITS
+            blockwise = self.block_size != OFF and takes_blocks(
+                int(self.bits), self.quant_mode, self.quant_granularity
             )
             block = int(self.block_size) if blockwise else None
             quantize = QuantizationConfig(

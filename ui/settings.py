@@ -253,11 +253,10 @@ def draw_advanced(layers: Sequence[str]) -> None:
             )
             _radio("Grid", state.QUANT_MODE, quantization.MODE_LABELS)
             bits = state.get(session, state.BITS)
-            blockwise = (
-                state.get(session, state.QUANT_GRANULARITY) == "per-channel"
-                and state.get(session, state.QUANT_MODE) == "symmetric"
-                and (bits == OFF or int(bits) <= quantization.BLOCK_BITS)
-                and not clustered
+            blockwise = not clustered and quantization.takes_blocks(
+                quantization.BLOCK_BITS if bits == OFF else int(bits),
+                state.get(session, state.QUANT_MODE),
+                state.get(session, state.QUANT_GRANULARITY),
             )
             blocks = (OFF, *quantization.BLOCK_SIZES)
             st.selectbox(

@@ -21,35 +21,40 @@ WEIGHT_OPS = (
     "BATCH_MATMUL",
     "EMBEDDING_LOOKUP",
 )
-# Integer weight formats: (bits, dynamic). Dynamic: integer kernels quantize activations at run
 
 
-def integer_recipe(bits: int, dynamic: bool) -> list[dict[str, Any]]:
-    """An ai_edge_quantizer recipe: symmetric per-channel ``bits``-bit weights of WEIGHT_OPS.
+def integer_rule(
+    op: str, bits: int, dynamic: bool, granularity: str = "CHANNELWISE", regex: str = ".*"
+) -> dict[str, Any]:
+    """One ai_edge_quantizer rule: symmetric ``bits``-bit weights of the ``op`` ops whose scope
+    matches ``regex``; ``dynamic`` kernels quantize their activations at run time, the others
+    dequantize their weights once (DEQUANTIZE) and compute in float32.
 
     ``skip_checks``: the default policy offers int2 only with dynamic kernels, and int4
     weight-only not for depthwise convolutions, but LiteRT's DEQUANTIZE reads both (its hybrid
     int2 convolution returns NaN, and it has no hybrid int4 depthwise kernel, hence weight-only).
     """
-    return [
-        {
-            "regex": ".*",
-            "operation": op,
-            "algorithm_key": "min_max_uniform_quantize",
-            "op_config": {
-                "weight_tensor_config": {
-                    "num_bits": bits,
-                    "symmetric": True,
-                    "granularity": "CHANNELWISE",
-                    "dtype": "INT",
-                },
-                "compute_precision": "INTEGER" if dynamic else "FLOAT",
-                "explicit_dequantize": not dynamic,
-                "skip_checks": True,
+    return {
+        "regex": regex,
+        "operation": op,
+        "algorithm_key": "min_max_uniform_quantize",
+        "op_config": {
+            "weight_tensor_config": {
+                "num_bits": bits,
+                "symmetric": True,
+                "granularity": granularity,
+                "dtype": "INT",
             },
-        }
-        for op in WEIGHT_OPS
-    ]
+            "compute_precision": "INTEGER" if dynamic else "FLOAT",
+            "explicit_dequantize": not dynamic,
+            "skip_checks": True,
+        },
+    }
+
+
+def integer_recipe(bits: int, dynamic: bool) -> list[dict[str, Any]]:
+    """An ai_edge_quantizer recipe: symmetric per-channel ``bits``-bit weights of WEIGHT_OPS."""
+    return [integer_rule(op, bits, dynamic) for op in WEIGHT_OPS]
 
 
 def blockwise_recipe(float_data: bytes, bits: int) -> list[dict[str, Any]]:
@@ -78,24 +83,8 @@ def blockwise_recipe(float_data: bytes, bits: int) -> list[dict[str, Any]]:
             if found is None:
                 continue
             size = w.shape[1] // found[1].shape[1]
-            rules.append(
-                {
-                    "regex": f"^{re.escape(get_op_scope(op, subgraph.tensors))}$",
-                    "operation": "FULLY_CONNECTED",
-                    "algorithm_key": "min_max_uniform_quantize",
-                    "op_config": {
-                        "weight_tensor_config": {
-                            "num_bits": bits,
-                            "symmetric": True,
-                            "granularity": f"BLOCKWISE_{size}",
-                            "dtype": "INT",
-                        },
-                        "compute_precision": "INTEGER",
-                        "explicit_dequantize": False,
-                        "skip_checks": True,
-                    },
-                }
-            )
+            scope = f"^{re.escape(get_op_scope(op, subgraph.tensors))}$"
+            rules.append(integer_rule("FULLY_CONNECTED", bits, True, f"BLOCKWISE_{size}", scope))
     return rules
 
 
