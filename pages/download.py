@@ -35,7 +35,7 @@ st.write(
     "`.keras`) and run on the evaluation data before it is offered, so its accuracy is the "
     "file's own, measured, next to the preview's. Each is offered as soon as it is verified, "
     "the one that holds your bit width first; then they are timed together. "
-    + explain.container(config.quantization)
+    + explain.container(config.grid)
 )
 budget = float(state.get(session, state.BUDGET))
 pinned = session.get(state.PINNED)

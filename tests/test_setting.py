@@ -58,6 +58,18 @@ def test_the_words_name_a_per_layer_recipe_truthfully() -> None:
     assert "the others stay float" in config_words(replace(OptimizationConfig(), skip=("a",)))
 
 
+def test_the_words_name_blocks_and_calibration_where_they_apply() -> None:
+    from ui import explain
+
+    blocks = OptimizationConfig(quantization=QuantizationConfig(4, block_size=32), data_aware=True)
+    assert config_words(blocks) == "int4 in blocks of 32, calibrated"
+    assert "blocks of 32 inputs" in explain.container(blocks.grid)
+    clustered = replace(blocks, clustering=ClusteringConfig(16))  # its scales follow clusters
+    assert config_words(clustered) == "16 clusters → int4, calibrated"
+    assert "blocks" not in explain.container(clustered.grid)
+    assert config_words(OptimizationConfig(data_aware=True)) == "float"
+
+
 def test_only_one_setting_is_kept_in_the_session() -> None:
     s: dict[str, Any] = {}
     state.init(s, DEFAULT.name)

@@ -134,7 +134,7 @@ def export_warnings(exports: dict[str, Exported | str], config: OptimizationConf
 def download_order(config: OptimizationConfig) -> list[str]:
     """Every format, the one that holds the setting's bit width as it is first: it is made,
     verified and offered first."""
-    first = natural_format(config.quantization)
+    first = natural_format(config.grid)
     return [first, *(f for f in FORMATS if f != first)]
 
 

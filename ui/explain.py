@@ -125,6 +125,11 @@ def _quantization(config: OptimizationConfig, changed: Sequence[TensorReport]) -
     lo, hi = code_range(q.bits, q.mode)
     unit = "channel" if q.granularity == "per-channel" else "tensor"
     scale = "one scale per output channel" if unit == "channel" else "one scale"
+    if q.block_size is not None:
+        scale = (
+            f"one scale per block of {q.block_size} inputs in Dense kernels made of whole "
+            "blocks, one per output channel elsewhere"
+        )
     rounded = "every weight"
     if c is not None:
         scale = f"one scale per {unit}, as the {c.clusters} shared values are per {unit}"
@@ -362,7 +367,7 @@ def departure_reason(fmt: str, config: OptimizationConfig) -> str:
         return "its activations, input and output are int8 too, which the preview does not model."
     if fmt == "tflite-int8-dynamic":
         return "it rounds activations to int8 at run time, which the preview does not model."
-    if config.quantization is not None and config.quantization.block_size is not None:
+    if config.grid is not None and config.grid.block_size is not None:
         if fmt == "tflite-int4":
             return (
                 "its blockwise layers round activations to int8 at run time, which the preview "

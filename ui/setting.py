@@ -163,7 +163,9 @@ def config_words(config: OptimizationConfig) -> str:
     recipe, base = recipe_words(config), describe(config)
     if base == NO_TECHNIQUES:
         base = FLOAT
-    elif config.data_aware:
+    if config.grid is not None and config.grid.block_size is not None:  # not after clustering
+        base += f" in blocks of {config.grid.block_size}"
+    if config.data_aware and base != FLOAT:
         base += ", calibrated"
     if not recipe:
         return base
