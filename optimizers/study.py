@@ -174,18 +174,22 @@ class Identity:
         return f"{Path(self.model).stem}-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
 
 
+def grid_axes(grid: Grid) -> list[list[Any]]:
+    """The grid's three axes, in ``AXES`` order."""
+    return [list(grid.sparsities), list(grid.clusters), list(grid.bits)]
+
+
 def grid_to_list(grid: Grid) -> list[list[Any]]:
-    """The grid's axes, and ``[true]`` after them when data-aware (a grid stored before
-    data-aware sweeps has three axes, and is not)."""
-    axes = [list(grid.sparsities), list(grid.clusters), list(grid.bits)]
-    return [*axes, [True]] if grid.data_aware else axes
+    """The grid as a study stores it: its axes, and ``[true]`` after them when data-aware (a
+    grid stored before data-aware sweeps has three axes, and is not)."""
+    return [*grid_axes(grid), [True]] if grid.data_aware else grid_axes(grid)
 
 
 def grid_words(grid: Grid) -> str:
     """``sparsity 0,0.5 · clusters off,16 · bits off,4`` (`` · data-aware`` after it)"""
     words = " · ".join(
         f"{axis} {','.join('off' if v is None else f'{v:g}' for v in values)}"
-        for axis, values in zip(AXES, grid_to_list(grid)[:3], strict=True)
+        for axis, values in zip(AXES, grid_axes(grid), strict=True)
     )
     return words + (" · data-aware" if grid.data_aware else "")
 
@@ -225,7 +229,7 @@ def open_study(
         check(study, identity, grid, name)
     else:
         ordered = levels(grid)
-        for setting in itertools.product(*grid_to_list(grid)[:3]):  # Grid.settings' order
+        for setting in itertools.product(*grid_axes(grid)):  # Grid.settings' order
             study.enqueue_trial(
                 {
                     f"{layer}/{axis}": axis_levels.index(v)

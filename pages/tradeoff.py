@@ -196,7 +196,7 @@ bar = st.progress(0.0)
 rows = services.sensitivity(
     model,
     levels,
-    grid.data_aware,
+    grid,
     lambda done, total: bar.progress(done / total, "Optimizing one layer at a time…"),
 )
 bar.empty()

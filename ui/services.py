@@ -549,15 +549,14 @@ def stored_sweeps(model: KerasModel, grid: sweep.Grid) -> list[study.Stored]:
 def sensitivity(
     model: KerasModel,
     settings: tuple[Techniques, ...],
-    data_aware: bool = False,
+    grid: sweep.Grid,
     on_step: sweep.Progress | None = None,
 ) -> list[recommend.LayerSensitivity]:
-    """Each layer alone at each of ``settings`` (``data_aware``: with the model's calibration
-    data, as a data-aware sweep), most fragile first (cached)."""
-    grid = sweep.Grid(data_aware=data_aware)
+    """Each layer alone at each of ``settings``, data-aware when ``grid`` is (as its sweep),
+    most fragile first (cached)."""
     return SENSITIVITIES.get_or_make(
         (identity(model, grid), settings),
-        lambda: recommend.sensitivity(swept_on(model, grid), settings, on_step, data_aware),
+        lambda: recommend.sensitivity(swept_on(model, grid), settings, on_step, grid.data_aware),
     )
 
 
