@@ -2,9 +2,10 @@
 
 ``python -m bench.data_aware`` prints, as Markdown, the rows of issue 19: for every bundled
 sample (calibrated on its training split, measured on its test set) accuracy and output SNR
-against float at 3 and 2 bits per channel, 50% sparsity, and 4 bits per channel vs blockwise
-(32), and the blockwise int4 file's accuracy and size; for MobileNetV2 1.0 224 and ResNet50 (``weights=None``, logits out, random images: 64
-to calibrate, 16 others to measure) output SNR at 4 bits per channel. Seconds are wall-clock on this machine:
+against float at 3 and 2 bits per channel, 50% sparsity, 4 bits per channel vs blockwise (32),
+4 clusters and 50% + 4 clusters + int4, and the blockwise int4 file's accuracy and size; for
+MobileNetV2 1.0 224 and ResNet50 (``weights=None``, logits out, random images: 64 to calibrate,
+16 others to measure) output SNR at 4 bits per channel and 16 clusters. Seconds are wall-clock on this machine:
 gathering the layer statistics once, and stage one (``explore.optimize``) of each setting.
 ``--quick`` leaves the real-size models out.
 """
@@ -22,6 +23,7 @@ import numpy as np  # noqa: E402
 
 import sample_models  # noqa: E402
 from optimizers import explore, keras_io  # noqa: E402
+from optimizers.clustering import ClusteringConfig  # noqa: E402
 from optimizers.pipeline import OptimizationConfig  # noqa: E402
 from optimizers.pruning import PruningConfig  # noqa: E402
 from optimizers.quantization import QuantizationConfig  # noqa: E402
@@ -32,8 +34,15 @@ SAMPLE_SETTINGS = {
     "50% sparsity": OptimizationConfig(pruning=PruningConfig(0.5)),
     "4 bits per channel": OptimizationConfig(quantization=QuantizationConfig(4)),
     "4 bits blockwise (32)": OptimizationConfig(quantization=QuantizationConfig(4, block_size=32)),
+    "4 clusters": OptimizationConfig(clustering=ClusteringConfig(4)),
+    "50% + 4 clusters + int4": OptimizationConfig(
+        PruningConfig(0.5), ClusteringConfig(4), QuantizationConfig(4)
+    ),
 }
-LARGE_SETTINGS = {"4 bits per channel": OptimizationConfig(quantization=QuantizationConfig(4))}
+LARGE_SETTINGS = {
+    "4 bits per channel": OptimizationConfig(quantization=QuantizationConfig(4)),
+    "16 clusters": OptimizationConfig(clustering=ClusteringConfig(16)),
+}
 
 
 def timed(f, *args):

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from optimizers import channels, data_aware, evaluate, keras_io, latency
+from optimizers.calibration import CALIBRATION_SAMPLES, LayerInputs, gather, statistics_bytes
 from optimizers.latency import Latency
 from optimizers.pipeline import (
     OptimizationConfig,
@@ -69,7 +70,7 @@ class Prepared:
     # Channel-pruned rewrites of this model, by (sparsity, skip); see ``channel_pruned``.
     derived: OrderedDict[Any, Prepared] = field(default_factory=OrderedDict, compare=False)
     # Each data-aware tensor's input statistics, from ``calibrate``; ``None`` until then.
-    statistics: Mapping[int, data_aware.LayerInputs] | None = None
+    statistics: Mapping[int, LayerInputs] | None = None
     calibration: Calibration | None = None
 
     @property
@@ -80,7 +81,7 @@ class Prepared:
         return (
             3 * sum(w.nbytes for w in self.weights)
             + sum(self.weights[i].nbytes for i in self.magnitudes)
-            + data_aware.statistics_bytes(self.statistics or {})
+            + statistics_bytes(self.statistics or {})
         )
 
     def ready_magnitudes(self) -> dict[int, np.ndarray]:
@@ -98,7 +99,7 @@ class Calibration:
 
     @property
     def words(self) -> str:
-        n = min(len(self.x), data_aware.CALIBRATION_SAMPLES)
+        n = min(len(self.x), CALIBRATION_SAMPLES)
         return f"{n:,} samples of {self.source}"
 
 
@@ -173,11 +174,11 @@ def prepare(
 def calibrate(
     prepared: Prepared, calibration: Calibration, on_batch: Progress | None = None
 ) -> Prepared:
-    """``prepared`` with the layer statistics of ``calibration`` (``data_aware.gather``), which
+    """``prepared`` with the layer statistics of ``calibration`` (``optimizers.calibration.gather``), which
     data-aware settings need; ``on_batch(done, total)`` follows the one run over the data.
     Refuses data that is the evaluation data: a setting tuned on it would be measured on it."""
     check_not_evaluation(calibration.x, prepared.x)
-    statistics = data_aware.gather(prepared.model, prepared.refs, calibration.x, on_batch=on_batch)
+    statistics = gather(prepared.model, prepared.refs, calibration.x, on_batch=on_batch)
     return replace(prepared, statistics=statistics, calibration=calibration)
 
 
@@ -190,7 +191,7 @@ def check_not_evaluation(calibration: np.ndarray, evaluation: np.ndarray | None)
     """Raise ``ValueError`` when most calibration samples are also evaluation samples."""
     if evaluation is None:
         return
-    used = np.asarray(calibration, np.float32)[: data_aware.CALIBRATION_SAMPLES]
+    used = np.asarray(calibration, np.float32)[:CALIBRATION_SAMPLES]
     rows = np.asarray(evaluation, np.float32).reshape(len(evaluation), -1)
     seen = {row.tobytes() for row in rows}
     shared = sum(row.tobytes() in seen for row in used.reshape(len(used), -1))

@@ -45,6 +45,29 @@ class Coded:
         return restore(np.take_along_axis(table.T, columns, axis=0))
 
 
+def merged(coded: Coded, table: np.ndarray) -> Coded:
+    """``coded`` with new values ``table`` for its table's entries (same layout and order, so
+    still sorted), equal neighbours in a row merged into one entry. ``coded`` is not modified.
+
+    >>> m = merged(Coded(np.array([0, 1, 2]), np.array([[0.1, 0.2, 0.9]])), np.array([[0.0, 0.0, 1.0]]))
+    >>> m.table.tolist(), m.codes.tolist()
+    ([[0.0, 1.0]], [0, 0, 1])
+    """
+    first = np.isfinite(coded.table)  # rows are padded with inf, which no code uses
+    first[:, 1:] &= table[:, 1:] != table[:, :-1]
+    renumber = np.cumsum(first, axis=1) - 1
+    out = np.full((table.shape[0], int(renumber.max()) + 1), np.inf, table.dtype)
+    out[np.nonzero(first)[0], renumber[first]] = table[first]
+    return Coded(coded.lookup(renumber), out, coded.channel_axes)
+
+
+def sorted_table(coded: Coded) -> Coded:
+    """``coded`` with each table row sorted and equal entries merged (the same values)."""
+    order = np.argsort(coded.table, axis=1, kind="stable")
+    table = np.take_along_axis(coded.table, order, 1)
+    return merged(Coded(coded.lookup(np.argsort(order, axis=1)), table, coded.channel_axes), table)
+
+
 @dataclass(frozen=True)
 class Statistics:
     """Distinct values of a tensor, the most in any one output channel, and Shannon bits

@@ -30,7 +30,7 @@ from typing import Literal, get_args
 
 import numpy as np
 
-from optimizers.levels import Coded, countable
+from optimizers.levels import Coded, countable, merged
 from optimizers.tensors import as_channel_columns, check_finite, is_whole_number
 
 Mode = Literal["symmetric", "asymmetric"]
@@ -236,14 +236,8 @@ def quantize_table(coded: Coded, config: QuantizationConfig) -> Coded:
     used = np.isfinite(table)  # per-channel rows are padded with inf, which no code uses
     # Padding filled with the row's first value (every row has one) leaves its extremes.
     rows = quantize_columns(np.where(used, table, table[:, :1]).T, config).values.T
-    # Rounding keeps order, so equal levels are neighbours in a row: merge each run into one.
-    first = used.copy()
-    first[:, 1:] &= rows[:, 1:] != rows[:, :-1]
-    renumber = np.cumsum(first, axis=1) - 1
-    merged = np.full((table.shape[0], int(renumber.max()) + 1), np.inf, table.dtype)
-    merged[np.nonzero(first)[0], renumber[first]] = rows[first]
-    codes = coded.lookup(renumber)
-    return Coded(codes, merged, coded.channel_axes)
+    # Rounding keeps order, so equal levels are neighbours in a row: ``merged`` joins them.
+    return merged(coded, rows)
 
 
 def coded(q: Quantized, config: QuantizationConfig, channel_axes: tuple[int, ...]) -> Coded | None:

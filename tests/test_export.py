@@ -194,22 +194,24 @@ def test_clustered_and_quantized_file_dequantizes_to_the_preview(kind, fmt, bits
 
 @pytest.mark.parametrize("kind", ["mlp", "cnn"])
 @pytest.mark.parametrize(
-    ("fmt", "bits", "sparsity"), [("tflite-int4", 4, 0.5), ("tflite-int2", 2, None)]
+    ("fmt", "bits", "sparsity", "clusters"),
+    [("tflite-int4", 4, 0.5, None), ("tflite-int2", 2, None, None), ("tflite-int4", 4, 0.3, 8)],
 )
-def test_data_aware_file_dequantizes_to_the_preview(kind, fmt, bits, sparsity):
-    """GPTQ's rounding (and SparseGPT's zeros) are exported exactly: a channel whose largest
-    code is below the container's still holds its scale's grid."""
+def test_data_aware_file_dequantizes_to_the_preview(kind, fmt, bits, sparsity, clusters):
+    """GPTQ's rounding (and SparseGPT's zeros, and refit shared values) are exported exactly: a
+    channel whose largest code is below the container's still holds its scale's grid."""
     import keras
 
-    from optimizers import data_aware
+    from optimizers import calibration, data_aware
     from optimizers.pipeline import eligible_tensors
 
     base = build(kind)
     refs = eligible_tensors(base)
-    calibration = np.random.default_rng(7).random((64, *SHAPES[kind]), np.float32)
-    stats = data_aware.gather(base, refs, calibration)
+    inputs = np.random.default_rng(7).random((64, *SHAPES[kind]), np.float32)
+    stats = calibration.gather(base, refs, inputs)
     config = OptimizationConfig(
         pruning=None if sparsity is None else PruningConfig(sparsity),
+        clustering=None if clusters is None else ClusteringConfig(clusters),
         quantization=QuantizationConfig(bits),
         data_aware=True,
     )
@@ -237,14 +239,14 @@ def test_data_aware_blockwise_file_dequantizes_to_the_preview(kind):
     """GPTQ on blocks: a block whose largest code ended below 7 is found on its grid too."""
     import keras
 
-    from optimizers import data_aware
+    from optimizers import calibration, data_aware
     from optimizers.pipeline import eligible_tensors
 
     base = build(kind)
     refs = eligible_tensors(base)
-    calibration = np.random.default_rng(7).random((64, *SHAPES[kind]), np.float32)
+    inputs = np.random.default_rng(7).random((64, *SHAPES[kind]), np.float32)
     config = OptimizationConfig(quantization=QuantizationConfig(4, block_size=32), data_aware=True)
-    stats = data_aware.gather(base, refs, calibration)
+    stats = calibration.gather(base, refs, inputs)
     weights, _ = data_aware.optimize(base.get_weights(), refs, config, stats)
     m = keras.models.clone_model(base)
     m.set_weights(weights)

@@ -37,7 +37,7 @@ import numpy as np
 import streamlit as st
 
 import sample_models
-from optimizers import data_aware, datasets, explore, finetune, keras_io, recommend, study, sweep
+from optimizers import calibration, datasets, explore, finetune, keras_io, recommend, study, sweep
 from optimizers.keras_io import InputError
 from optimizers.pipeline import OptimizationConfig, Techniques, config_to_dict
 from optimizers.size import gzip_size
@@ -300,7 +300,7 @@ def sample_card(name: str) -> str | None:
 # data digest), and the data each model's data-aware settings use: the last given for it (a
 # sample's training split unless other data was given).
 CALIBRATED = ByteCache["explore.Prepared"](
-    512 * MB, lambda p: data_aware.statistics_bytes(p.statistics or {})
+    512 * MB, lambda p: calibration.statistics_bytes(p.statistics or {})
 )
 _CALIBRATION: dict[str, str] = {}  # model key -> data digest
 _CALIBRATION_LOCK = threading.Lock()

@@ -181,9 +181,10 @@ def draw_calibration(model: services.KerasModel) -> None:
         value=state.get(session, state.DATA_AWARE),
         key=state.DATA_AWARE,
         disabled=train is None,
-        help="Prune and round each layer knowing the inputs it sees on training samples: "
-        "the error of each weight is made up by the weights not yet rounded or pruned (GPTQ, "
-        "SparseGPT) and each output keeps its mean (bias correction). No training.",
+        help="Prune, cluster and round each layer knowing the inputs it sees on training "
+        "samples: the error of each weight is made up by the weights not yet rounded, pruned "
+        "or clustered (GPTQ, SparseGPT), clipping and shared values are chosen for the layer's "
+        "outputs, and each output keeps its mean (bias correction). No training.",
     )
     if train is None:
         st.caption("To calibrate an uploaded model, give its training data under Fine-tune.")

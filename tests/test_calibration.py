@@ -1,0 +1,91 @@
+"""Calibration (``optimizers.calibration``): the layer statistics against the layers' own
+outputs (strides, padding, dilation, depthwise, nested and separable layers) and the factor
+the data-aware pass uses."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+from optimizers import calibration
+from optimizers.calibration import Accumulator, inverse_root
+from optimizers.data_aware import reconstruction_error
+from optimizers.pipeline import eligible_tensors
+
+
+def layer_stats(x: np.ndarray, depthwise: bool = False, bias: int | None = None):
+    acc = Accumulator(depthwise, bias)
+    acc.add(x)
+    return acc.finish()
+
+
+def test_inverse_root_handles_inputs_that_are_always_zero():
+    x = np.random.default_rng(1).normal(size=(50, 3))
+    x[:, 1] = 0
+    root = inverse_root(layer_stats(x).hessian)
+    assert np.all(np.isfinite(root)) and np.allclose(np.tril(root[0], -1), 0)
+
+
+# --- statistics gathered from real layers ----------------------------------------------------
+
+
+def output_power(layer, x: np.ndarray) -> float:
+    """Mean over output positions of the squared layer output without bias: what
+    ``tr(W H Wᵀ)`` must equal when ``H`` holds that layer's im2col inputs."""
+    y = keras.ops.convert_to_numpy(layer(x)).astype(np.float64)
+    return float(np.sum(y**2) / int(np.prod(y.shape[:-1])))
+
+
+@pytest.mark.parametrize(
+    "layer",
+    [
+        lambda: keras.layers.Conv2D(4, 3, strides=2, padding="same", use_bias=False),
+        lambda: keras.layers.Conv2D(3, 2, dilation_rate=2, use_bias=False),
+        lambda: keras.layers.DepthwiseConv2D(3, depth_multiplier=2, use_bias=False),
+        lambda: keras.layers.Conv1D(3, 3, padding="causal", use_bias=False),
+    ],
+    ids=["conv-stride-same", "conv-dilated", "depthwise", "conv1d-causal"],
+)
+def test_statistics_are_the_layer_inputs(layer):
+    layer = layer()
+    one_d = isinstance(layer, keras.layers.Conv1D)
+    shape = (9, 3) if one_d else (7, 7, 3)
+    x = np.random.default_rng(0).normal(size=(5, *shape)).astype(np.float32)
+    model = keras.Sequential([keras.Input(shape), layer])
+    refs = eligible_tensors(model)
+    stats = calibration.gather(model, refs, x)
+    [(index, found)] = stats.items()
+    w = model.get_weights()[index]
+    power = reconstruction_error(w, np.zeros_like(w), found)
+    assert power == pytest.approx(output_power(layer, x), rel=1e-4)
+
+
+def test_nested_and_separable_layers_get_statistics():
+    inner = keras.Sequential(
+        [keras.Input((6, 6, 2)), keras.layers.SeparableConv2D(4, 3, name="sep")], name="inner"
+    )
+    inputs = keras.Input((6, 6, 2))
+    outputs = keras.layers.Dense(3, name="head")(keras.layers.Flatten()(inner(inputs)))
+    model = keras.Model(inputs, outputs)
+    refs = eligible_tensors(model)
+    x = np.random.default_rng(0).normal(size=(8, 6, 6, 2)).astype(np.float32)
+    stats = calibration.gather(model, refs, x)
+    assert {refs[k].index for k in range(len(refs))} == set(stats)
+    sep = inner.get_layer("sep")
+    pointwise = next(r for r in refs if r.path.endswith("pointwise_kernel"))
+    w = model.get_weights()[pointwise.index]
+    power = reconstruction_error(w, np.zeros_like(w), stats[pointwise.index])
+    bias = keras.ops.convert_to_numpy(sep.bias)
+    y = keras.ops.convert_to_numpy(sep(x)) - bias
+    assert power == pytest.approx(float(np.mean(np.sum(y.astype(np.float64) ** 2, -1))), rel=1e-4)
+    assert stats[pointwise.index].bias is not None
+
+
+def test_inverse_root_is_the_upper_cholesky_factor_of_the_inverse():
+    x = np.random.default_rng(2).normal(size=(1500, 600))  # larger than one block of halves
+    h = x.T @ x / len(x)
+    root = inverse_root(h[None].astype(np.float32))[0].astype(np.float64)
+    damped = h + np.eye(600) * calibration.DAMPING * np.mean(np.diag(h))
+    np.testing.assert_allclose(root.T @ root, np.linalg.inv(damped), atol=1e-4)
+    assert np.allclose(np.tril(root, -1), 0) and np.all(np.diag(root) > 0)
