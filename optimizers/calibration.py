@@ -10,9 +10,9 @@ then costs no run of the model.
 At most ``CALIBRATION_SAMPLES`` inputs are read; a layer takes at most ``ROWS_PER_BATCH`` input
 rows from a batch (a regular grid of a feature map's positions).
 
-Layers with data: Dense, Conv1D/2D, DepthwiseConv1D/2D, SeparableConv1D/2D and the input kernels
-of recurrent layers, in nested models too. Data-free (plain, as without calibration): Embedding
-tables, recurrent kernels, EinsumDense, Conv3D, transposed and grouped convolutions, and
+Layers with data: Dense, Conv1D/2D/3D (grouped too), DepthwiseConv1D/2D, SeparableConv1D/2D and
+the input kernels of recurrent layers, in nested models too. Data-free (plain, as without
+calibration): Embedding tables, recurrent kernels, EinsumDense, transposed convolutions, and
 layers with several inputs.
 """
 
@@ -36,7 +36,7 @@ DAMPING = 0.01  # of H's mean diagonal, added to it before inverting (GPTQ's per
 # Input rows a layer takes from one batch: a 112x112 map of 8 images has 100,352 positions,
 # far more than an H of a few hundred columns needs; a regular grid of them is kept.
 ROWS_PER_BATCH = 4096
-CONV_LAYERS = frozenset({"Conv1D", "Conv2D"})
+CONV_LAYERS = frozenset({"Conv1D", "Conv2D", "Conv3D"})
 DEPTHWISE_LAYERS = frozenset({"DepthwiseConv1D", "DepthwiseConv2D"})
 SEPARABLE_LAYERS = frozenset({"SeparableConv1D", "SeparableConv2D"})
 RECURRENT_LAYERS = frozenset({"LSTM", "GRU", "SimpleRNN"})
@@ -45,7 +45,8 @@ RECURRENT_LAYERS = frozenset({"LSTM", "GRU", "SimpleRNN"})
 @dataclass(frozen=True)
 class LayerInputs:
     """What one kernel's inputs look like on the calibration data, as ``G`` groups of ``C``
-    input columns (``G`` = channels for a depthwise kernel, else 1).
+    input columns (``G`` = channels for a depthwise kernel, groups for a grouped convolution,
+    else 1).
 
     ``hessian`` (G, C, C) is ``XᵀX / rows``; ``order`` (G, C) the columns by decreasing
     ``H_ii`` (GPTQ's act-order: the inputs with the most energy are rounded first, while the
@@ -61,6 +62,11 @@ class LayerInputs:
     rows: int
     depthwise: bool
     bias: int | None
+
+    @property
+    def groups(self) -> int:
+        """Groups of output channels of a kernel that is not depthwise (grouped convolutions)."""
+        return 1 if self.depthwise else len(self.hessian)
 
     @property
     def nbytes(self) -> int:
@@ -113,47 +119,53 @@ def inverse_root(hessian: np.ndarray, damping: float = DAMPING) -> np.ndarray:
 # --- gathering the statistics ----------------------------------------------------------------
 
 
-def spread(n: int, positions: int) -> int:
-    """The step that keeps at most ``ROWS_PER_BATCH`` of ``n`` images x ``positions`` rows,
-    on a regular grid of positions (per axis, so its square for two axes)."""
-    return max(1, math.ceil(math.sqrt(n * positions / ROWS_PER_BATCH)))
+def spread(n: int, positions: int, axes: int = 1) -> int:
+    """The step per axis that keeps at most ``ROWS_PER_BATCH`` of ``n`` images x ``positions``
+    rows, on a regular grid of positions over ``axes`` spatial axes."""
+    return max(1, math.ceil((n * positions / ROWS_PER_BATCH) ** (1 / axes)))
 
 
 def patches(layer: Any, x: np.ndarray, per_channel: bool = False) -> np.ndarray:
-    """The im2col rows of a convolution's input ``x`` (N, ..., cin): one row per output
-    position, ``prod(kernel_size)·cin`` long in the kernel's (..., cin) order; or, when
-    ``per_channel``, (cin, taps, rows) for a depthwise kernel. Padding, strides and dilation
-    are the layer's (``same`` pads as TensorFlow does: the extra one after). A large batch
-    keeps a regular grid of its output positions (``spread``)."""
-    size = tuple(layer.kernel_size)
-    strides = tuple(layer.strides)
-    dilation = tuple(layer.dilation_rate)
-    padding = layer.padding
-    if len(size) == 1:  # a 1-D convolution is a 2-D one of height 1
-        if padding == "causal":
-            x = np.pad(x, ((0, 0), ((size[0] - 1) * dilation[0], 0), (0, 0)))
-            padding = "valid"
-        x, size, strides, dilation = x[:, None], (1, *size), (1, *strides), (1, *dilation)
-    if size == (1, 1) and strides == (1, 1) and not per_channel:
-        step = spread(x.shape[0], x.shape[1] * x.shape[2])
-        return x[:, ::step, ::step].reshape(-1, x.shape[-1])
+    """The im2col rows of a 1-, 2- or 3-D convolution's input ``x`` (N, *spatial, cin): one row
+    per output position, ``prod(kernel_size)·cin`` long in the kernel's (..., cin) order; or,
+    when ``per_channel``, (cin, taps, rows) for a depthwise kernel. Padding, strides and
+    dilation are the layer's (``same`` pads as TensorFlow does: the extra one after; ``causal``
+    pads the past). A large batch keeps a regular grid of its output positions (``spread``)."""
+    size, strides, dilation = (
+        tuple(getattr(layer, a)) for a in ("kernel_size", "strides", "dilation_rate")
+    )
+    n, padding, every = len(size), layer.padding, (slice(None),)
+    if padding == "causal":  # 1-D: the past padded, nothing after
+        x = np.pad(x, ((0, 0), ((size[0] - 1) * dilation[0], 0), (0, 0)))
+        padding = "valid"
+    if set(size) == {1} and set(strides) == {1} and not per_channel:
+        step = spread(x.shape[0], int(np.prod(x.shape[1:-1])), n)
+        return x[every + (slice(None, None, step),) * n].reshape(-1, x.shape[-1])
     spans = [(k - 1) * d + 1 for k, d in zip(size, dilation, strict=True)]
     if padding == "same":
-        outs = [-(-n // s) for n, s in zip(x.shape[1:3], strides, strict=True)]
+        spatial = x.shape[1:-1]
+        outs = [-(-m // s) for m, s in zip(spatial, strides, strict=True)]
         pads = [
-            max((o - 1) * s + k - n, 0)
-            for o, s, k, n in zip(outs, strides, spans, x.shape[1:3], strict=True)
+            max((o - 1) * s + k - m, 0)
+            for o, s, k, m in zip(outs, strides, spans, spatial, strict=True)
         ]
         x = np.pad(x, ((0, 0), *((p // 2, p - p // 2) for p in pads), (0, 0)))
-    windows = np.lib.stride_tricks.sliding_window_view(x, spans, axis=(1, 2))
-    # (N, oh, ow, cin, kh, kw) at the strides and dilation, then (kh, kw, cin) per row.
-    windows = windows[:, :: strides[0], :: strides[1], :, :: dilation[0], :: dilation[1]]
-    step = spread(x.shape[0], windows.shape[1] * windows.shape[2])
-    windows = windows[:, ::step, ::step]
-    taps = size[0] * size[1]
+    axes = tuple(range(1, n + 1))
+    windows = np.lib.stride_tricks.sliding_window_view(x, spans, axis=axes)
+    # (N, *outs, cin, *kernel) at the strides and dilation, then (*kernel, cin) per row.
+    windows = windows[
+        every
+        + tuple(slice(None, None, s) for s in strides)
+        + every
+        + tuple(slice(None, None, d) for d in dilation)
+    ]
+    step = spread(x.shape[0], int(np.prod(windows.shape[1 : n + 1])), n)
+    windows = windows[every + (slice(None, None, step),) * n]
+    taps = int(np.prod(size))
+    kernel = tuple(range(n + 2, 2 * n + 2))
     if per_channel:  # one copy, straight into the layout the per-channel products read
-        return windows.transpose(3, 4, 5, 0, 1, 2).reshape(x.shape[-1], taps, -1)
-    return windows.transpose(0, 1, 2, 4, 5, 3).reshape(-1, taps * x.shape[-1])
+        return windows.transpose(n + 1, *kernel, 0, *axes).reshape(x.shape[-1], taps, -1)
+    return windows.transpose(0, *axes, *kernel, n + 1).reshape(-1, taps * x.shape[-1])
 
 
 @dataclass
@@ -167,17 +179,19 @@ class Accumulator:
     rows: int = 0
 
     def add(self, x: np.ndarray) -> None:
-        """``x``: (rows, C), or (cin, taps, rows) patches of a depthwise kernel."""
+        """``x``: (rows, C); (G, rows, C) for a grouped convolution's G groups; or (cin, taps,
+        rows) patches of a depthwise kernel."""
         x = x.astype(np.float32, copy=False)
         if self.depthwise:  # one BLAS product per channel
             square = x @ x.transpose(0, 2, 1)
             total = x.sum(axis=2, dtype=np.float64)
         else:
-            square = (x.T @ x)[None]
-            total = x.sum(axis=0, dtype=np.float64)[None]
+            x = x if x.ndim == 3 else x[None]
+            square = x.transpose(0, 2, 1) @ x
+            total = x.sum(axis=1, dtype=np.float64)
         self.square = square.astype(np.float64) + (0 if self.square is None else self.square)
         self.total = total + (0 if self.total is None else self.total)
-        self.rows += x.shape[-1] if self.depthwise else x.shape[0]
+        self.rows += x.shape[2] if self.depthwise else x.shape[1]
 
     def finish(self) -> LayerInputs:
         assert self.square is not None and self.total is not None
@@ -229,7 +243,7 @@ def taps_of(model: Any, refs: Sequence[TensorRef], weight_index: Mapping[int, in
                 found.append((layer, inner))
             continue
         if kind in CONV_LAYERS | DEPTHWISE_LAYERS | SEPARABLE_LAYERS and (
-            getattr(layer, "groups", 1) != 1 or layer.data_format != "channels_last"
+            layer.data_format != "channels_last"
         ):
             continue
         if kind not in {"Dense"} | CONV_LAYERS | DEPTHWISE_LAYERS | SEPARABLE_LAYERS | (
@@ -278,10 +292,15 @@ def feed(
         layer, kind = tap.layer, type(tap.layer).__name__
         if kind == "Dense" or kind in RECURRENT_LAYERS:
             flat = inputs.reshape(-1, inputs.shape[-1])
-            tap.kernels["kernel"].add(flat[:: spread(1, len(flat)) ** 2])
+            tap.kernels["kernel"].add(flat[:: spread(1, len(flat))])
             continue
         if kind in CONV_LAYERS:
-            tap.kernels["kernel"].add(patches(layer, inputs))
+            rows, groups = patches(layer, inputs), layer.groups
+            if groups > 1:  # each group of outputs reads its own share of the input channels
+                taps = int(np.prod(layer.kernel_size))
+                rows = rows.reshape(len(rows), taps, groups, -1).transpose(2, 0, 1, 3)
+                rows = rows.reshape(groups, rows.shape[1], -1)
+            tap.kernels["kernel"].add(rows)
             continue
         rows = patches(layer, inputs, per_channel=True)  # (cin, taps, rows)
         name = "kernel" if kind in DEPTHWISE_LAYERS else "depthwise_kernel"

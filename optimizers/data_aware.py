@@ -68,29 +68,29 @@ SHRINKS = np.float32(1.0) - np.float32(0.03) * np.arange(20, dtype=np.float32)
 # --- kernels as rows x columns --------------------------------------------------------------
 
 
-def as_rows(w: np.ndarray, depthwise: bool) -> np.ndarray:
+def as_rows(w: np.ndarray, stats: LayerInputs) -> np.ndarray:
     """``w`` as (G, R, C) float32 (a view when it can be): output channels by input columns,
-    per group. A kernel
-    (..., cin, cout) gives one group of cout rows by ``prod(...)·cin`` patch columns; a
+    per group of ``stats``. A kernel (..., cin, cout) gives one group of cout rows by
+    ``prod(...)·cin`` patch columns (a grouped convolution's G groups of cout / G rows); a
     depthwise kernel (..., cin, mult) gives cin groups of mult rows by ``prod(...)`` columns."""
-    if depthwise:
+    if stats.depthwise:
         taps = int(np.prod(w.shape[:-2]))
         rows = w.reshape(taps, w.shape[-2], w.shape[-1]).transpose(1, 2, 0)
     else:
-        rows = w.reshape(-1, w.shape[-1]).T[None]
+        rows = w.reshape(-1, w.shape[-1]).T.reshape(stats.groups, w.shape[-1] // stats.groups, -1)
     return rows.astype(np.float32, copy=False)
 
 
-def from_rows(rows: np.ndarray, shape: tuple[int, ...], depthwise: bool) -> np.ndarray:
+def from_rows(rows: np.ndarray, shape: tuple[int, ...], stats: LayerInputs) -> np.ndarray:
     """The inverse of ``as_rows``."""
-    if depthwise:
+    if stats.depthwise:
         return rows.transpose(2, 0, 1).reshape(shape)
-    return rows[0].T.reshape(shape)
+    return rows.reshape(-1, rows.shape[-1]).T.reshape(shape)
 
 
 def reconstruction_error(w: np.ndarray, w_hat: np.ndarray, stats: LayerInputs) -> float:
     """``‖XW − XŴ‖² / rows`` on the calibration data, from ``H`` alone."""
-    d = as_rows(w, stats.depthwise) - as_rows(w_hat, stats.depthwise)
+    d = as_rows(w, stats) - as_rows(w_hat, stats)
     return float(np.sum((d @ stats.hessian) * d, dtype=np.float64))
 
 
@@ -313,7 +313,7 @@ def compress_tensor(
     error. ``mask`` (True = kept) fixes which weights are zero (global pruning); otherwise the
     pruning config picks them. ``w`` is not modified."""
     p, q = techniques.pruning, techniques.quantization
-    rows = as_rows(w, stats.depthwise)
+    rows = as_rows(w, stats)
     order = np.broadcast_to(stats.order[:, None, :], rows.shape)
     back = np.broadcast_to(np.argsort(stats.order, axis=1)[:, None, :], rows.shape)
 
@@ -322,12 +322,12 @@ def compress_tensor(
 
     zeros, keep = 0, None
     if mask is not None:
-        keep = permute(as_rows(mask, stats.depthwise) > 0)
+        keep = permute(as_rows(mask, stats) > 0)
     elif p is not None and p.structure == "2:4":
         # The plain pattern (2 of every 4 inputs), chosen by saliency instead of magnitude.
         diag = permute(np.diagonal(stats.inverse_root, axis1=1, axis2=2)[:, None, :], back)
-        saliency = from_rows(np.sqrt(rows**2 / diag**2), w.shape, stats.depthwise)
-        keep = permute(as_rows(n_m_mask(saliency), stats.depthwise) > 0)
+        saliency = from_rows(np.sqrt(rows**2 / diag**2), w.shape, stats)
+        keep = permute(as_rows(n_m_mask(saliency), stats) > 0)
     elif p is not None:
         zeros = target_zeros(p.sparsity, w.size)
 
@@ -341,10 +341,10 @@ def compress_tensor(
             keep,
             None if grid is None else grid.permuted(stats.order),
         )
-        kernel = from_rows(permute(values, back), w.shape, stats.depthwise).astype(w.dtype)
+        kernel = from_rows(permute(values, back), w.shape, stats).astype(w.dtype)
         if grid is None or codes is None:
             return kernel, None
-        kernel_codes = from_rows(permute(codes, back), w.shape, stats.depthwise)
+        kernel_codes = from_rows(permute(codes, back), w.shape, stats)
         code_dtype = np.int8 if grid.config.bits <= 8 else np.int16
         return kernel, Quantized(kernel_codes.astype(code_dtype), *grid.stored, kernel)
 
@@ -385,14 +385,14 @@ def cluster_tensor(
     start = cluster_codes(pruned, c, channel_axes)
     if techniques.grid is not None:
         start = quantize_table(start, techniques.grid)
-    rows = as_rows(w, stats.depthwise)
+    rows = as_rows(w, stats)
     g, r, _ = rows.shape
     shared = start.table.reshape(g, r, -1) if start.table.shape[0] > 1 else start.table
     order = np.broadcast_to(stats.order[:, None, :], rows.shape)
     keep = None
     if c.preserve_sparsity:  # the pass starts from ``w`` and zeros exactly what pruning did
-        keep = np.take_along_axis(as_rows(pruned, stats.depthwise) != 0, order, axis=2)
-    begin = rows if c.preserve_sparsity else as_rows(pruned, stats.depthwise)
+        keep = np.take_along_axis(as_rows(pruned, stats) != 0, order, axis=2)
+    begin = rows if c.preserve_sparsity else as_rows(pruned, stats)
     _, codes = compress_rows(
         np.take_along_axis(begin, order, axis=2),
         stats.inverse_root,
@@ -402,9 +402,7 @@ def cluster_tensor(
     assert codes is not None
     codes = np.take_along_axis(codes, np.argsort(order, axis=2), axis=2).astype(np.intp)
     fitted = refit(rows, codes, start.table, stats, c.preserve_sparsity)
-    coded = sorted_table(
-        Coded(from_rows(codes, w.shape, stats.depthwise), fitted, start.channel_axes)
-    )
+    coded = sorted_table(Coded(from_rows(codes, w.shape, stats), fitted, start.channel_axes))
     if techniques.grid is not None:
         coded = quantize_table(coded, techniques.grid)
     return coded.values, coded, reconstruction_error(w, coded.values, stats)
@@ -453,7 +451,7 @@ def refit(
 def bias_shift(w: np.ndarray, w_hat: np.ndarray, stats: LayerInputs) -> np.ndarray:
     """``E[x]·(W − Ŵ)`` per output channel: what to add to the bias to keep each output's
     float mean (Nagel et al. 2019)."""
-    d = (as_rows(w, stats.depthwise) - as_rows(w_hat, stats.depthwise)).astype(np.float64)
+    d = (as_rows(w, stats) - as_rows(w_hat, stats)).astype(np.float64)
     return np.einsum("grc,gc->gr", d, stats.mean.astype(np.float64)).reshape(-1)
 
 

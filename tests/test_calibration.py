@@ -38,19 +38,31 @@ def output_power(layer, x: np.ndarray) -> float:
 
 
 @pytest.mark.parametrize(
-    "layer",
+    ("layer", "shape"),
     [
-        lambda: keras.layers.Conv2D(4, 3, strides=2, padding="same", use_bias=False),
-        lambda: keras.layers.Conv2D(3, 2, dilation_rate=2, use_bias=False),
-        lambda: keras.layers.DepthwiseConv2D(3, depth_multiplier=2, use_bias=False),
-        lambda: keras.layers.Conv1D(3, 3, padding="causal", use_bias=False),
+        (lambda: keras.layers.Conv2D(4, 3, strides=2, padding="same", use_bias=False), (7, 7, 3)),
+        (lambda: keras.layers.Conv2D(3, 2, dilation_rate=2, use_bias=False), (7, 7, 3)),
+        (lambda: keras.layers.DepthwiseConv2D(3, depth_multiplier=2, use_bias=False), (7, 7, 3)),
+        (lambda: keras.layers.Conv1D(3, 3, padding="causal", use_bias=False), (9, 3)),
+        (lambda: keras.layers.Conv2D(6, 3, groups=2, padding="same", use_bias=False), (7, 7, 4)),
+        (lambda: keras.layers.Conv1D(4, 2, strides=2, groups=2, use_bias=False), (9, 4)),
+        (
+            lambda: keras.layers.Conv3D(2, 2, strides=(1, 2, 2), padding="same", use_bias=False),
+            (5, 6, 6, 3),
+        ),
     ],
-    ids=["conv-stride-same", "conv-dilated", "depthwise", "conv1d-causal"],
+    ids=[
+        "conv-stride-same",
+        "conv-dilated",
+        "depthwise",
+        "conv1d-causal",
+        "conv-grouped",
+        "conv1d-grouped",
+        "conv3d",
+    ],
 )
-def test_statistics_are_the_layer_inputs(layer):
+def test_statistics_are_the_layer_inputs(layer, shape):
     layer = layer()
-    one_d = isinstance(layer, keras.layers.Conv1D)
-    shape = (9, 3) if one_d else (7, 7, 3)
     x = np.random.default_rng(0).normal(size=(5, *shape)).astype(np.float32)
     model = keras.Sequential([keras.Input(shape), layer])
     refs = eligible_tensors(model)

@@ -188,15 +188,15 @@ def test_grid_search_clips_a_large_weight_on_a_quiet_input():
     stats = layer_stats(x)
     t = Techniques(quantization=QuantizationConfig(3))
     kernel, q, _ = data_aware.compress_tensor(w, stats, t, (-1,))
-    full = data_aware.row_grid(data_aware.as_rows(w, False), t.quantization, None)
+    full = data_aware.row_grid(data_aware.as_rows(w, stats), t.quantization, None)
     assert q is not None and np.all(q.scale < full.stored[0])
     unclipped = data_aware.compress_rows(
-        data_aware.as_rows(w, False)[:, :, stats.order[0]],
+        data_aware.as_rows(w, stats)[:, :, stats.order[0]],
         stats.inverse_root,
         grid=full.permuted(stats.order),
     )[0][:, :, np.argsort(stats.order[0])]
     assert layer_error(x, w, kernel) < 0.5 * layer_error(
-        x, w, data_aware.from_rows(unclipped, w.shape, False)
+        x, w, data_aware.from_rows(unclipped, w.shape, stats)
     )
 
 
@@ -260,7 +260,7 @@ def test_refit_solves_the_normal_equations_of_the_shared_values():
     # value k). Conjugate gradients reach them in three steps.
     x, w = random_layer(11, 8, 5, rows=100)
     stats = layer_stats(x)
-    rows = data_aware.as_rows(w, False)
+    rows = data_aware.as_rows(w, stats)
     codes = np.random.default_rng(0).integers(0, 3, size=rows.shape)
     table = np.array([[-0.5, 0.1, 0.7]], np.float32)
     fitted = data_aware.refit(rows, codes, table, stats, keep_zero=False)
@@ -328,6 +328,42 @@ def test_recipes_carry_data_aware_and_block_size():
     assert config_from_dict(old).data_aware is False
     with pytest.raises(ValueError, match="data_aware"):
         config_from_dict({**data, "data_aware": "yes"})
+
+
+def test_grouped_and_3d_convolutions_are_data_aware():
+    import keras
+
+    from optimizers.calibration import gather
+    from optimizers.pipeline import eligible_tensors
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((4, 8, 8, 4))
+    y = keras.layers.Conv3D(8, 3, padding="same", activation="relu", name="c3")(inputs)
+    y = keras.layers.Reshape((16, 16, 8))(y)
+    y = keras.layers.Conv2D(8, 3, groups=4, name="grouped")(y)
+    model = keras.Model(inputs, y)
+    refs = eligible_tensors(model)
+    # Smooth inputs (as images are): neighbouring positions and channels move together.
+    noise = np.random.default_rng(0).normal(size=(32, 4, 8, 8, 4))
+    x = (noise.cumsum(axis=2).cumsum(axis=3) + noise.sum(-1, keepdims=True)).astype(np.float32)
+    stats = gather(model, refs, x)
+    assert {r.index for r in refs} == set(stats)
+    grouped = next(r.index for r in refs if r.layer == "grouped")
+    assert stats[grouped].groups == 4 and stats[grouped].hessian.shape == (4, 18, 18)
+    weights = model.get_weights()
+    for config, gain in [
+        (OptimizationConfig(quantization=QuantizationConfig(3)), 0.5),
+        (OptimizationConfig(PruningConfig(0.5)), 0.8),
+    ]:
+        plain, _ = optimize_weights(weights, refs, config)
+        aware, _ = data_aware.optimize(weights, refs, replace(config, data_aware=True), stats)
+        for r in refs:
+            s, w = stats[r.index], weights[r.index]
+            error = data_aware.reconstruction_error(w, aware[r.index], s)
+            assert error < gain * data_aware.reconstruction_error(w, plain[r.index], s), r.layer
+            assert s.bias is not None and not np.array_equal(aware[s.bias], weights[s.bias])
+            if config.pruning is not None:
+                assert np.count_nonzero(aware[r.index] == 0) == np.ceil(0.5 * w.size)
 
 
 @pytest.mark.parametrize(
