@@ -94,6 +94,13 @@ def reconstruction_error(w: np.ndarray, w_hat: np.ndarray, stats: LayerInputs) -
     return float(np.sum((d @ stats.hessian) * d, dtype=np.float64))
 
 
+def permute(a: np.ndarray, order: np.ndarray) -> np.ndarray:
+    """``a`` (G, R, C) with each group's columns in ``order`` (G, C)."""
+    if len(order) == 1:
+        return a[:, :, order[0]]
+    return np.take_along_axis(a, np.broadcast_to(order[:, None, :], a.shape), axis=2)
+
+
 # --- the column-by-column pass (GPTQ with SparseGPT's pruning) ------------------------------
 
 
@@ -109,12 +116,11 @@ class Grid:
 
     def permuted(self, order: np.ndarray) -> Grid:
         """The grid with its columns in ``order`` (G, C)."""
-        index = np.broadcast_to(order[:, None, :], self.scale.shape)
+        if self.scale.strides[2] == 0 and self.zero_point.strides[2] == 0:
+            return self  # one scale a row (or a tensor): the same for every column
         # Stored column by column: the pass reads one column at a time.
         scale, zp = (
-            np.ascontiguousarray(np.take_along_axis(a, index, axis=2).transpose(0, 2, 1)).transpose(
-                0, 2, 1
-            )
+            np.ascontiguousarray(permute(a, order).transpose(0, 2, 1)).transpose(0, 2, 1)
             for a in (self.scale, self.zero_point)
         )
         return replace(self, scale=scale, zero_point=zp)
@@ -225,11 +231,18 @@ def clipped(
 def round_to(
     w: np.ndarray, scale: np.ndarray, zp: np.ndarray, config: QuantizationConfig
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(codes, values) of ``w`` on the grid, with ``quantize_columns``' float32 arithmetic."""
+    """(codes, values) of ``w`` on the grid, with ``quantize_columns``' float32 arithmetic (in
+    place: the pass calls this once a column)."""
     qmin, qmax = code_range(config.bits, config.mode)
     zpf = zp.astype(np.float32)
-    codes = np.clip(np.rint(w.astype(np.float32, copy=False) / scale + zpf), qmin, qmax) + 0.0
-    return codes, ((codes - zpf) * scale).astype(np.float32, copy=False)
+    codes = w.astype(np.float32, copy=False) / scale
+    codes += zpf
+    np.rint(codes, out=codes)
+    np.minimum(np.maximum(codes, qmin, out=codes), qmax, out=codes)
+    codes += 0.0  # -0.0 (a small negative weight) is the code 0, stored as +0.0
+    values = codes - zpf
+    values *= scale
+    return codes, values.astype(np.float32, copy=False)
 
 
 def compress_rows(
@@ -256,7 +269,7 @@ def compress_rows(
     g, r, c = rows.shape
     # Columns as the rows of a (G, C, R) copy: each column's step reads and updates contiguous
     # memory (a column of a row-major (G, R, C) array is strided: the pass was 5x slower).
-    w = np.ascontiguousarray(rows.transpose(0, 2, 1), dtype=np.float32)
+    w = rows.transpose(0, 2, 1).astype(np.float32, order="C")  # always a copy
     root = root.astype(np.float32, copy=False)
     out = np.zeros_like(w)
     codes = None if grid is None else np.zeros_like(w)
@@ -314,24 +327,19 @@ def compress_tensor(
     pruning config picks them. ``w`` is not modified."""
     p, q = techniques.pruning, techniques.quantization
     rows = as_rows(w, stats)
-    order = np.broadcast_to(stats.order[:, None, :], rows.shape)
-    back = np.broadcast_to(np.argsort(stats.order, axis=1)[:, None, :], rows.shape)
-
-    def permute(a: np.ndarray, index: np.ndarray = order) -> np.ndarray:
-        return np.take_along_axis(a, index, axis=2)
-
+    order, back = stats.order, np.argsort(stats.order, axis=1)
     zeros, keep = 0, None
     if mask is not None:
-        keep = permute(as_rows(mask, stats) > 0)
+        keep = permute(as_rows(mask, stats) > 0, order)
     elif p is not None and p.structure == "2:4":
         # The plain pattern (2 of every 4 inputs), chosen by saliency instead of magnitude.
         diag = permute(np.diagonal(stats.inverse_root, axis1=1, axis2=2)[:, None, :], back)
         saliency = from_rows(np.sqrt(rows**2 / diag**2), w.shape, stats)
-        keep = permute(as_rows(n_m_mask(saliency), stats) > 0)
+        keep = permute(as_rows(n_m_mask(saliency), stats) > 0, order)
     elif p is not None:
         zeros = target_zeros(p.sparsity, w.size)
 
-    ordered = permute(rows)
+    ordered = permute(rows, order)
 
     def passed(grid: Grid | None) -> tuple[np.ndarray, Quantized | None]:
         values, codes = compress_rows(
@@ -339,7 +347,7 @@ def compress_tensor(
             stats.inverse_root,
             zeros,
             keep,
-            None if grid is None else grid.permuted(stats.order),
+            None if grid is None else grid.permuted(order),
         )
         kernel = from_rows(permute(values, back), w.shape, stats).astype(w.dtype)
         if grid is None or codes is None:
@@ -388,19 +396,18 @@ def cluster_tensor(
     rows = as_rows(w, stats)
     g, r, _ = rows.shape
     shared = start.table.reshape(g, r, -1) if start.table.shape[0] > 1 else start.table
-    order = np.broadcast_to(stats.order[:, None, :], rows.shape)
     keep = None
     if c.preserve_sparsity:  # the pass starts from ``w`` and zeros exactly what pruning did
-        keep = np.take_along_axis(as_rows(pruned, stats) != 0, order, axis=2)
+        keep = permute(as_rows(pruned, stats) != 0, stats.order)
     begin = rows if c.preserve_sparsity else as_rows(pruned, stats)
     _, codes = compress_rows(
-        np.take_along_axis(begin, order, axis=2),
+        permute(begin, stats.order),
         stats.inverse_root,
         keep=keep,
         grid=Table.of(np.broadcast_to(shared, (g, r, shared.shape[-1])), c.preserve_sparsity),
     )
     assert codes is not None
-    codes = np.take_along_axis(codes, np.argsort(order, axis=2), axis=2).astype(np.intp)
+    codes = permute(codes, np.argsort(stats.order, axis=1)).astype(np.intp)
     fitted = refit(rows, codes, start.table, stats, c.preserve_sparsity)
     coded = sorted_table(Coded(from_rows(codes, w.shape, stats), fitted, start.channel_axes))
     if techniques.grid is not None:
