@@ -11,9 +11,10 @@ At most ``CALIBRATION_SAMPLES`` inputs are read; a layer takes at most ``ROWS_PE
 rows from a batch (a regular grid of a feature map's positions).
 
 Layers with data: Dense, Conv1D/2D/3D (grouped too), DepthwiseConv1D/2D, SeparableConv1D/2D and
-the input kernels of recurrent layers, in nested models too. Data-free (plain, as without
-calibration): Embedding tables, recurrent kernels, EinsumDense, transposed convolutions, and
-layers with several inputs.
+both kernels of SimpleRNN, GRU and LSTM layers (the recurrent one on the states before each
+step), in nested models too. Data-free (plain, as without calibration): Embedding tables,
+EinsumDense, transposed convolutions, stateful recurrent layers, GRUs with ``reset_after=False``,
+and layers with several inputs.
 """
 
 from __future__ import annotations
@@ -255,8 +256,12 @@ def taps_of(model: Any, refs: Sequence[TensorRef], weight_index: Mapping[int, in
         kernels = {}
         for v in layer.weights:
             i = weight_index.get(id(v))
-            if i is None or i not in by_id or v.name == "recurrent_kernel":
+            if i is None or i not in by_id:
                 continue
+            if v.name == "recurrent_kernel" and (
+                layer.stateful or not getattr(layer, "reset_after", True)
+            ):
+                continue  # a carried state, or a GRU gate between the state and the kernel
             depthwise = v.name == "depthwise_kernel" or kind in DEPTHWISE_LAYERS
             own_bias = None if kind in SEPARABLE_LAYERS and depthwise else bias_index
             if kind in RECURRENT_LAYERS:
@@ -267,11 +272,29 @@ def taps_of(model: Any, refs: Sequence[TensorRef], weight_index: Mapping[int, in
     return found
 
 
+def hidden_states(layer: Any, x: np.ndarray, extractors: dict[Any, Any]) -> np.ndarray:
+    """What a recurrent layer's recurrent kernel multiplies on inputs ``x`` (N, T, D): the state
+    before each step (zero, then every step's output but the last, in the order the layer
+    steps), as (N·T, units) rows. A twin of the layer returning its sequences computes them."""
+    import keras
+
+    key = ("states", id(layer))
+    if key not in extractors:
+        config = {**layer.get_config(), "return_sequences": True, "return_state": False}
+        twin = type(layer).from_config(config)
+        twin.build(x.shape)
+        twin.set_weights(layer.get_weights())
+        extractors[key] = twin
+    h = keras.ops.convert_to_numpy(extractors[key](x))
+    before = np.concatenate([np.zeros_like(h[:, :1]), h[:, :-1]], axis=1)
+    return before.reshape(-1, h.shape[-1])
+
+
 def feed(
     taps: Sequence[Any],
     model: Any,
     x: np.ndarray,
-    extractors: dict[int, Any],
+    extractors: dict[Any, Any],
     real: int | None = None,
 ) -> None:
     """Run one batch ``x`` through ``model``'s extractor and add each tap's inputs, of the
@@ -293,6 +316,9 @@ def feed(
         if kind == "Dense" or kind in RECURRENT_LAYERS:
             flat = inputs.reshape(-1, inputs.shape[-1])
             tap.kernels["kernel"].add(flat[:: spread(1, len(flat))])
+            if "recurrent_kernel" in tap.kernels:
+                states = hidden_states(layer, inputs, extractors)
+                tap.kernels["recurrent_kernel"].add(states[:: spread(1, len(states))])
             continue
         if kind in CONV_LAYERS:
             rows, groups = patches(layer, inputs), layer.groups
@@ -334,7 +360,7 @@ def gather(
     taps = taps_of(model, refs, weight_index)
     if not taps:
         return {}
-    extractors: dict[int, Any] = {}
+    extractors: dict[Any, Any] = {}
     # Half an evaluation batch: every layer's inputs of a batch are held at once.
     batch_size = batch_size or max(1, evaluate.batch_size(x) // 2)
     total = -(-len(x) // batch_size)

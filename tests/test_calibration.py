@@ -101,3 +101,24 @@ def test_inverse_root_is_the_upper_cholesky_factor_of_the_inverse():
     damped = h + np.eye(600) * calibration.DAMPING * np.mean(np.diag(h))
     np.testing.assert_allclose(root.T @ root, np.linalg.inv(damped), atol=1e-4)
     assert np.allclose(np.tril(root, -1), 0) and np.all(np.diag(root) > 0)
+
+
+def test_recurrent_kernels_see_the_states_before_each_step():
+    # The LSTM returns its sequence, so its states are read here from the model itself.
+    keras.utils.set_random_seed(1)
+    inputs = keras.Input((6, 3))
+    lstm = keras.layers.LSTM(5, return_sequences=True, name="lstm")
+    gru = keras.layers.GRU(4, name="gru")
+    model = keras.Model(inputs, gru(lstm(inputs)))
+    refs = eligible_tensors(model)
+    x = np.random.default_rng(0).normal(size=(16, 6, 3)).astype(np.float32)
+    stats = calibration.gather(model, refs, x)
+    recurrent = {r.path.split("/")[0]: r.index for r in refs if r.path.endswith("recurrent_kernel")}
+    assert set(recurrent) == {"lstm", "gru"} and set(recurrent.values()) <= set(stats)
+    h = keras.ops.convert_to_numpy(keras.Model(inputs, lstm.output)(x)).astype(np.float64)
+    before = np.concatenate([np.zeros_like(h[:, :1]), h[:, :-1]], axis=1).reshape(-1, 5)
+    u = model.get_weights()[recurrent["lstm"]]
+    power = float(np.mean(np.sum((before @ u) ** 2, axis=1)))
+    found = stats[recurrent["lstm"]]
+    assert reconstruction_error(u, np.zeros_like(u), found) == pytest.approx(power, rel=1e-4)
+    assert found.bias is None  # the layer's bias also serves the input kernel

@@ -330,6 +330,31 @@ def test_recipes_carry_data_aware_and_block_size():
         config_from_dict({**data, "data_aware": "yes"})
 
 
+def test_recurrent_kernels_are_data_aware():
+    import keras
+
+    from optimizers.calibration import gather
+    from optimizers.pipeline import eligible_tensors
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((12, 4))
+    y = keras.layers.LSTM(16, return_sequences=True)(inputs)
+    model = keras.Model(inputs, keras.layers.SimpleRNN(8)(y))
+    refs = eligible_tensors(model)
+    noise = np.random.default_rng(0).normal(size=(64, 12, 4))
+    stats = gather(model, refs, noise.cumsum(axis=1).astype(np.float32))
+    weights = model.get_weights()
+    config = OptimizationConfig(quantization=QuantizationConfig(3))
+    plain, _ = optimize_weights(weights, refs, config)
+    aware, _ = data_aware.optimize(weights, refs, replace(config, data_aware=True), stats)
+    recurrent = [r for r in refs if r.path.endswith("recurrent_kernel")]
+    assert len(recurrent) == 2
+    for r in recurrent:
+        s, w = stats[r.index], weights[r.index]
+        error = data_aware.reconstruction_error(w, aware[r.index], s)
+        assert error < 0.7 * data_aware.reconstruction_error(w, plain[r.index], s), r.path
+
+
 def test_grouped_and_3d_convolutions_are_data_aware():
     import keras
 
