@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from optimizers import channels, data_aware, evaluate, keras_io, latency
+from optimizers import channels, evaluate, keras_io, latency
 from optimizers.calibration import CALIBRATION_SAMPLES, LayerInputs, gather, statistics_bytes
 from optimizers.latency import Latency
 from optimizers.pipeline import (
@@ -216,6 +216,8 @@ def optimize(prepared: Prepared, config: OptimizationConfig) -> Outcome:
             "calibration .npz), which this model has not been given"
         )
     if config.data_aware:
+        from optimizers import data_aware  # its compiled pass loads numba (0.8 s): when used
+
         assert prepared.statistics is not None
         weights, reports = data_aware.optimize(
             prepared.weights,
