@@ -69,8 +69,8 @@ def add_config_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--data-aware",
         action="store_true",
-        help="prune and round each layer with its calibration inputs (GPTQ, SparseGPT, bias "
-        "correction); needs --calibration",
+        help="prune, cluster and round each layer with its calibration inputs (GPTQ, "
+        "SparseGPT, clipping, refit shared values, bias correction); needs --calibration",
     )
     p.add_argument(
         "--calibration", help=".npz with x: calibration inputs, never the evaluation data"
@@ -147,8 +147,8 @@ def add_sweep_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--data-aware",
         action="store_true",
-        help="prune and round every point with the calibration inputs (what is reachable "
-        "without training); needs --calibration",
+        help="prune, cluster and round every point with the calibration inputs (what is "
+        "reachable without training); needs --calibration",
     )
     p.add_argument(
         "--calibration", help=".npz with x: calibration inputs, never the evaluation data"

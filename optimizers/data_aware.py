@@ -426,12 +426,12 @@ def cluster_tensor(
     channel_axes: tuple[int, ...],
     mask: np.ndarray | None = None,
 ) -> tuple[np.ndarray, Coded, float]:
-    """``w`` pruned, clustered and (if asked) quantized with ``stats``, with its codes and
-    layer error (GPTVQ's 1-D case, van
-    Baalen et al. 2024): the shared values start as plain clustering's of the data-aware pruned
-    kernel; the pass then gives each weight its nearest shared value, column by column, moving
-    the error onto the columns not yet passed; the shared values are refit to the layer's
-    outputs (``refit``), then rounded to the grid. Zeros stay zero (``preserve_sparsity``)."""
+    """``w`` pruned, clustered and (if asked) quantized with ``stats``, with its codes and layer
+    error (GPTVQ's 1-D case, van Baalen et al. 2024): the shared values start as plain
+    clustering's of the data-aware pruned kernel; the pass then gives each weight its nearest
+    shared value, column by column, moving the error onto the columns not yet passed; the
+    shared values are refit to the layer's outputs (``refit``), then rounded to the grid.
+    Zeros stay zero (``preserve_sparsity``)."""
     c = techniques.clustering
     assert c is not None
     pruned = w
@@ -493,7 +493,10 @@ def refit(
         if rr <= 1e-30:
             break
         step = normal(direction)
-        alpha = rr / (direction @ step)
+        curvature = direction @ step
+        if curvature <= 0:  # float rounding on a flat direction: nothing left to gain
+            break
+        alpha = rr / curvature
         x += alpha * direction
         residual -= alpha * step
         rr, before = residual @ residual, rr

@@ -212,7 +212,7 @@ def optimize(prepared: Prepared, config: OptimizationConfig) -> Outcome:
         return replace(optimize(smaller, replace(config, pruning=None)), source=smaller)
     if config.data_aware and prepared.statistics is None:
         raise ValueError(
-            "data-aware pruning and rounding need calibration data (a training split or a "
+            "data-aware compression needs calibration data (a training split or a "
             "calibration .npz), which this model has not been given"
         )
     if config.data_aware:

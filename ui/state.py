@@ -57,7 +57,7 @@ CLUSTER_GRANULARITY = "cluster_granularity"
 QUANT_MODE = "quant_mode"
 QUANT_GRANULARITY = "quant_granularity"
 BLOCK_SIZE = "block_size"  # OFF or inputs per block of a blockwise grid
-DATA_AWARE = "data_aware"  # prune and round with calibration data
+DATA_AWARE = "data_aware"  # prune, cluster and round with calibration data
 SKIP = "skip_layers"
 
 OVERRIDES = "layer_overrides"  # not a widget: ((layer, pipeline.Techniques), ...), see Trade-off
