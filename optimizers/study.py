@@ -122,19 +122,38 @@ def open_storage(url: str | None, heartbeat: int = HEARTBEAT) -> BaseStorage:
         try:
             with warnings.catch_warnings():  # heartbeats are "experimental" since Optuna 2.9
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                return RDBStorage(
+                storage = RDBStorage(
                     url,
                     engine_kwargs=engine,
                     heartbeat_interval=heartbeat,
                     grace_period=2 * heartbeat,
                     heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(RETRIES),
                 )
+            return locked_on_begin(storage) if scheme == "sqlite" else storage
         except Exception as e:  # noqa: BLE001 - SQLAlchemy's errors: the first line is the reason
             # Two workers that open a new database at once both make its tables: the slower
             # one fails, and finds them made when it tries again.
             error = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             time.sleep(0.2 * (attempt + 1))
     raise ValueError(f"the storage {redacted(url)} cannot be opened: {error}")
+
+
+def locked_on_begin(storage: RDBStorage) -> RDBStorage:
+    """``storage`` whose SQLite transactions take the write lock as they begin (``BEGIN
+    IMMEDIATE``). Optuna takes a queued trial by reading it WAITING, then marking it RUNNING;
+    SQLite has no ``SELECT ... FOR UPDATE``, so two workers could both read it WAITING, both
+    measure it, and the second fail to report it ("Cannot tell a COMPLETE trial")."""
+    import sqlalchemy
+
+    def no_implicit_begin(connection: Any, _: Any) -> None:
+        connection.isolation_level = None  # sqlite3 then leaves BEGIN to the event below
+
+    sqlalchemy.event.listen(storage.engine, "connect", no_implicit_begin)
+    sqlalchemy.event.listen(
+        storage.engine, "begin", lambda connection: connection.exec_driver_sql("BEGIN IMMEDIATE")
+    )
+    storage.engine.dispose()  # connections opened before the events: closed, reopened with them
+    return storage
 
 
 def redacted(url: str) -> str:
