@@ -297,9 +297,8 @@ def compress_rows(
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """One pass over the columns of ``rows`` (G, R, C): prune ``zeros`` weights by OBS saliency
     (or keep exactly ``keep``, a mask), round the rest on ``grid`` (or to the nearest shared
-    value of a clustered row's ``Table``), and move each column's
-    error onto the columns after it through ``root`` (G, C, C), the upper Cholesky factor of
-    the dampened ``H⁻¹``.
+    value of a clustered row's ``Table``), and move each column's error onto the columns after
+    it through ``root`` (G, C, C), the upper Cholesky factor of the dampened ``H⁻¹``.
 
     Returns (values (G, R, C) float32, codes or ``None``). ``rows`` is not modified. The
     pass runs in float32, as GPTQ's reference code does (twice as fast as float64).
@@ -330,13 +329,13 @@ def compress_rows(
     for i1 in range(0, c, block):
         i2 = min(i1 + block, c)
         w1, u1 = w[:, i1:i2], root[:, i1:i2, i1:i2]
-        diag = np.diagonal(u1, axis1=1, axis2=2)  # (G, b)
         if keep is not None:
             keep1 = keep[:, :, i1:i2].transpose(0, 2, 1)
         elif zeros:
             # SparseGPT's adaptive mask: this block's share of the exact total, by saliency.
             done += i2 - i1
             count = min(zeros, math.ceil(zeros * done / c - 1e-9)) - pruned
+            diag = np.diagonal(u1, axis1=1, axis2=2)  # (G, b)
             saliency = (w1.transpose(0, 2, 1) ** 2 / diag[:, None, :] ** 2).ravel()
             order = np.argsort(saliency, kind="stable")  # ties: the lower (row, column) first
             kept = np.ones(saliency.size, bool)
@@ -344,10 +343,8 @@ def compress_rows(
             keep1 = kept.reshape(g, r, i2 - i1).transpose(0, 2, 1)
             pruned += count
         else:
-            keep1 = None
-        errors = np.zeros_like(w1)
-        if keep1 is None:
             keep1 = np.ones(w1.shape, bool)
+        errors = np.zeros_like(w1)
         step = scale if scale.shape[1] <= 1 else scale[:, i1:i2]
         shift = zero_point if zero_point.shape[1] <= 1 else zero_point[:, i1:i2]
         pass_columns(
