@@ -48,11 +48,8 @@ def files(exports: dict, waiting: dict, drawing: int) -> None:
     """The files as far as they are made: table, advice, buttons; the report once all are
     timed. ``drawing`` counts this run's drawings of them (their buttons' keys differ)."""
     float_accuracy = result.baseline.accuracy
-    calibratable = not config.data_aware and settings.calibration_data(model) is not None
     advice = (
-        None
-        if waiting
-        else explain.recommend_file(exports, float_accuracy, model.stem, budget, calibratable)
+        None if waiting else explain.recommend_file(exports, float_accuracy, model.stem, budget)
     )
     if advice is None:
         st.info(

@@ -133,10 +133,6 @@ def test_when_no_file_is_within_budget_it_names_the_closest() -> None:
         "No file is within 1 point of the float model's 99.5%: the closest is m_float32.tflite "
         "(85.4 kB, 98.1%, same speed as the original); try gentler settings."
     )
-    # A setting that could be data-aware (calibration data at hand, switch off) is told so.
-    assert explain.recommend_file(FILES, 0.995, "m", calibratable=True).endswith(
-        "; try gentler settings, or turn on Use calibration data on Explore."
-    )
 
 
 def test_without_labels_agreement_with_the_preview_stands_in() -> None:

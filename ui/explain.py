@@ -309,15 +309,12 @@ def recommend_file(
     reference_accuracy: float | None,
     stem: str,
     budget_points: float = BUDGET_POINTS,
-    calibratable: bool = False,
 ) -> str:
     """One sentence naming the file to ship and why: the smallest file whose own accuracy is
     within ``budget_points`` accuracy points of ``reference_accuracy`` (the float model's), and,
     if another file within that budget is faster, the fastest (``_pace``: by its ratio to the
     original, timed in the same run). Without labels, agreement with the preview stands in for accuracy;
     without data, the smallest file. ``stem`` names the files as the download buttons do.
-    ``calibratable``: the setting is not data-aware and could be, which is then suggested when
-    no file is within budget.
 
     >>> recommend_file(exports, 0.981, "digits_cnn")  # doctest: +SKIP
     "Ship digits_cnn_int4.tflite: the smallest file within 1 point of the float model's 98.1%..."
@@ -340,10 +337,10 @@ def recommend_file(
     )
     within = q.within(budget_points)
     if fmt not in within:
-        remedy = "try gentler settings"
-        if calibratable:
-            remedy += ", or turn on Use calibration data on Explore"
-        return f"No file is within {budget} of {goal}: the closest is {name} ({facts}); {remedy}."
+        return (
+            f"No file is within {budget} of {goal}: the closest is {name} ({facts}); "
+            "try gentler settings."
+        )
     sentence = f"Ship {name}: the smallest file within {budget} of {goal} ({facts})"
     timed = [q.made[f] for f in within if q.made[f].latency and q.made[f].baseline_latency]
     fastest = max(timed, key=_pace, default=e)

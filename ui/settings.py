@@ -166,20 +166,14 @@ def draw_sliders(layers: Sequence[str] = ()) -> None:
         )
 
 
-def calibration_data(model: services.KerasModel) -> services.TrainingData | None:
-    """The data that calibrates ``model``: the training data given for it under Fine-tune, or
-    a sample's training split; ``None`` for an upload without it."""
-    kept = st.session_state.get(state.FT_TRAIN)
-    train = kept[1] if kept is not None and kept[0] == model.key else None
-    return train or services.sample_training_data(model)
-
-
 def draw_calibration(model: services.KerasModel) -> None:
     """The *Use calibration data* switch, and which data calibrates: a sample's training
     split, or the training data given for an upload under Fine-tune. Without such data the
     switch is off and says why; data that is the evaluation data is refused in one sentence."""
     session = st.session_state
-    train = calibration_data(model)
+    kept = session.get(state.FT_TRAIN)
+    train = kept[1] if kept is not None and kept[0] == model.key else None
+    train = train or services.sample_training_data(model)
     if train is None and state.get(session, state.DATA_AWARE):
         state.put(session, state.DATA_AWARE, False)
     st.toggle(
