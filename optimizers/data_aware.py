@@ -55,6 +55,7 @@ from optimizers.quantization import (
     Quantized,
     code_range,
     quantize_table,
+    round_to_grid,
     scale_and_zero_point,
 )
 from optimizers.workers import POOL
@@ -213,7 +214,7 @@ def clipped(
     best: list[np.ndarray] = []
     for shrink in SHRINKS:
         scale, zp = scale_and_zero_point(lo * shrink, hi * shrink, config, half)
-        _, q = round_to(w, scale[..., None], zp[..., None], config)
+        _, q = round_to_grid(w, scale[..., None], zp[..., None], config)
         error = np.einsum("...c,...c->...", weight, np.abs(w - q) ** 2.4)
         if not best:
             best = [scale, zp, error]
@@ -223,22 +224,6 @@ def clipped(
             np.where(better, new, old) for new, old in zip((scale, zp, error), best, strict=True)
         ]
     return best[0], best[1]
-
-
-def round_to(
-    w: np.ndarray, scale: np.ndarray, zp: np.ndarray, config: QuantizationConfig
-) -> tuple[np.ndarray, np.ndarray]:
-    """(codes, values) of ``w`` on the grid, with ``quantize_columns``' float32 arithmetic."""
-    qmin, qmax = code_range(config.bits, config.mode)
-    zpf = zp.astype(np.float32)
-    codes = w.astype(np.float32, copy=False) / scale
-    codes += zpf
-    np.rint(codes, out=codes)
-    np.minimum(np.maximum(codes, qmin, out=codes), qmax, out=codes)
-    codes += 0.0  # -0.0 (a small negative weight) is the code 0, stored as +0.0
-    values = codes - zpf
-    values *= scale
-    return codes, values.astype(np.float32, copy=False)
 
 
 @njit(
@@ -256,7 +241,8 @@ def pass_columns(
     to ``zero``; neither when both are empty), written to ``out`` and ``codes``, and their
     error moves the block's later columns through ``u``, the block of the factor. Compiled
     (numba, without the GIL): numpy's calls a column cost more than their arithmetic (a
-    ResNet50 setting took 1.2x as long with them). Same float32 arithmetic as ``round_to``."""
+    ResNet50 setting took 1.2x as long with them). Same float32 arithmetic as
+    ``quantization.round_to_grid``."""
     groups, width, rows = w.shape
     grid, shared = scale.shape[1] > 0, table.shape[2] > 0
     for g in range(groups):
@@ -440,10 +426,11 @@ def cluster_tensor(
     rows = as_rows(w, stats)
     g, r, _ = rows.shape
     shared = start.table.reshape(g, r, -1) if start.table.shape[0] > 1 else start.table
+    pruned_rows = as_rows(pruned, stats)
     keep = None
     if c.preserve_sparsity:  # the pass starts from ``w`` and zeros exactly what pruning did
-        keep = permute(as_rows(pruned, stats) != 0, stats.order)
-    begin = rows if c.preserve_sparsity else as_rows(pruned, stats)
+        keep = permute(pruned_rows != 0, stats.order)
+    begin = rows if c.preserve_sparsity else pruned_rows
     _, codes = compress_rows(
         permute(begin, stats.order),
         stats.inverse_root,

@@ -207,15 +207,23 @@ def quantize_columns(
     """``columns`` (2-D, not empty) quantized with one scale per column (``half``: blocks'
     scales, rounded up to float16 values)."""
     scale, zero_point = scale_and_zero_point(columns.min(axis=0), columns.max(axis=0), config, half)
-    qmin, qmax = code_range(config.bits, config.mode)
-    # Same order of operations as ai_edge_quantizer: divide, add the zero point, round, clip.
-    zp = zero_point.astype(columns.dtype)  # keep float32 math in float32
-    # ``+ 0.0`` makes rint's -0.0 (a small negative weight) the integer 0 it stands for, so
-    # zero is stored as +0.0, as in the file, and merges with pruned zeros bit for bit.
-    codes = np.clip(np.rint(columns / scale + zp), qmin, qmax) + 0.0
-    values = ((codes - zp) * scale).astype(columns.dtype)
+    codes, values = round_to_grid(columns, scale, zero_point, config)
     code_dtype = np.int8 if config.bits <= 8 else np.int16
     return Quantized(codes.astype(code_dtype), scale, zero_point, values)
+
+
+def round_to_grid(
+    w: np.ndarray, scale: np.ndarray, zero_point: np.ndarray, config: QuantizationConfig
+) -> tuple[np.ndarray, np.ndarray]:
+    """(codes as floats, values) of ``w`` on the grid ``scale``/``zero_point`` (broadcast
+    against ``w``), in ``w``'s float type, in ai_edge_quantizer's order of operations: divide,
+    add the zero point, round, clip."""
+    qmin, qmax = code_range(config.bits, config.mode)
+    zp = zero_point.astype(w.dtype)  # keep float32 math in float32
+    # ``+ 0.0`` makes rint's -0.0 (a small negative weight) the integer 0 it stands for, so
+    # zero is stored as +0.0, as in the file, and merges with pruned zeros bit for bit.
+    codes = np.clip(np.rint(w / scale + zp), qmin, qmax) + 0.0
+    return codes, ((codes - zp) * scale).astype(w.dtype)
 
 
 def quantize_table(coded: Coded, config: QuantizationConfig) -> Coded:
