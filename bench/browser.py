@@ -18,25 +18,26 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.load import peak_mb
+from bench.load import ANSWERED_JS, peak_mb
 from bench.serve import CHROMIUM, CHROMIUM_ARGS, server_pid, streamlit_app
 
-MEASURING = "measuring…"
+# Checked in the page every 20 ms, as ``ANSWERED_JS`` is: how many format buttons there are and
+# how many of them are enabled (a file offered).
+OFFERED_JS = """() => {
+    const buttons = [...document.querySelectorAll('button')]
+        .filter(b => /Download \\.keras|\\.tflite/.test(b.innerText));
+    return [buttons.length, buttons.filter(b => !b.disabled).length];
+}"""
 
 
-def card(page, label: str) -> str:
-    metric = page.get_by_test_id("stMetric").filter(
-        has=page.get_by_test_id("stMetricLabel").get_by_text(label, exact=True)
-    )
-    return metric.get_by_test_id("stMetricValue").inner_text()
+def wait(page, script: str, arg=None, seconds: float = 300) -> None:
+    page.wait_for_function(script, arg=arg, polling=20, timeout=seconds * 1000)
 
 
-def wait(condition, seconds: float = 300) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError("the page did not answer")
-        time.sleep(0.02)
+def answered(page, sparsity: str | None, measured: bool, seconds: float = 300) -> None:
+    """Wait until the sparsity card shows ``sparsity`` (``None``: any) and, when ``measured``,
+    no card is still measuring."""
+    wait(page, ANSWERED_JS, [sparsity, measured], seconds)
 
 
 def browser_row(
@@ -63,29 +64,23 @@ def browser_row(
             page.goto(url)
             page.get_by_role("radio", name="Upload a model").click()
             inputs = page.locator("input[type=file]")
-            wait(lambda: inputs.count() == 2)  # the model's uploader appears after the click
+            inputs.nth(1).wait_for(state="attached")  # the model's uploader comes after the click
             start = time.perf_counter()
             inputs.nth(0).set_input_files(str(model_path))
             inputs.nth(1).set_input_files(str(data_path))
             page.get_by_text(f"evaluation data: {data_path.name}").wait_for()
             loaded = time.perf_counter() - start
             page.get_by_role("link", name="Explore").click()
-            wait(lambda: card(page, "Top-1 agreement") not in ("", MEASURING))
+            answered(page, "0.0%", measured=True)
             first, full = [], []
             slider = page.get_by_test_id("stSlider").locator("input[type=range]").first
             for step in range(1, moves + 1):
                 slider.focus()
                 start = time.perf_counter()
                 slider.press("ArrowRight")
-                sparsity = f"{5 * step:.1f}%"
-                wait(lambda s=sparsity: card(page, "Sparsity") == s)
+                answered(page, f"{5 * step:.1f}%", measured=False)
                 first.append(time.perf_counter() - start)
-                wait(
-                    lambda: (
-                        card(page, "Top-1 agreement") != MEASURING
-                        and card(page, "Download size (gzip)") != MEASURING
-                    )
-                )
+                answered(page, f"{5 * step:.1f}%", measured=True)
                 full.append(time.perf_counter() - start)
             download = download_times(page)
             errors = page.get_by_test_id("stException").count()
@@ -104,19 +99,16 @@ def browser_row(
     }
 
 
-FORMAT_BUTTONS = "button:has-text('Download .keras'), button:has-text('.tflite')"
-
-
 def download_times(page) -> dict:
     """Seconds from opening the Download page to its first file offered (a download button
     enabled), to every format offered (all seven buttons enabled: ResNet50 refuses none), and
     to the report offered (every file timed too)."""
     start = time.perf_counter()
     page.get_by_role("link", name="Download").click()
-    buttons = page.locator(FORMAT_BUTTONS)
-    wait(lambda: buttons.count() > 0 and any(b.is_enabled() for b in buttons.all()), 900)
+    wait(page, f"() => ({OFFERED_JS})()[1] > 0", seconds=900)
     first = time.perf_counter() - start
-    wait(lambda: all(b.is_enabled() for b in buttons.all()), 900)  # ResNet50: none refused
+    every = f"() => {{ const [n, on] = ({OFFERED_JS})(); return n > 0 && on === n; }}"
+    wait(page, every, seconds=900)  # ResNet50: no format refused
     every = time.perf_counter() - start
     print(json.dumps({"download_first_file_s": first, "download_every_format_s": every}))
     page.get_by_role("button", name="Download report").wait_for(timeout=900_000)
@@ -145,8 +137,7 @@ def sample_download_row(
                 page = browser.new_context(viewport={"width": 1440, "height": 1000}).new_page()
                 page.set_default_timeout(600_000)
                 page.goto(f"{url}/explore?{query}")
-                cards = page.get_by_test_id("stMetricValue")
-                wait(lambda c=cards: c.count() > 0 and MEASURING not in c.all_inner_texts())
+                answered(page, None, measured=True)
                 rows.append(download_times(page))
                 page.context.close()
         browser.close()

@@ -26,19 +26,23 @@ from pathlib import Path
 
 from bench.serve import CHROMIUM, CHROMIUM_ARGS, server_pid, streamlit_app
 
-# True once the sparsity card shows ``sparsity`` and no card still says "measuring…"; checked in
-# the page itself every 20 ms (no round trip per check: ten pages polled from here every
-# 10 ms kept chromium and the driver so busy that they, not the app, set the answer time).
-ANSWERED_JS = """sparsity => {
+# True once the sparsity card shows ``sparsity`` (any value: ``null``) and, when ``measured``,
+# no card still says "measuring…"; checked in the page itself every 20 ms (no round trip per check: pages polled
+# from here every 10 ms, with Playwright's locators, kept chromium and the driver so busy that
+# they, not the app, set the answer time).
+ANSWERED_JS = """([sparsity, measured]) => {
     const cards = Object.fromEntries([...document.querySelectorAll('[data-testid="stMetric"]')]
         .map(m => [m.querySelector('[data-testid="stMetricLabel"]')?.innerText.trim() ?? "",
                    m.querySelector('[data-testid="stMetricValue"]')?.innerText ?? ""]));
-    return cards["Sparsity"] === sparsity && !Object.values(cards).includes("measuring…");
+    return (sparsity === null ? "Sparsity" in cards : cards["Sparsity"] === sparsity)
+        && !(measured && Object.values(cards).includes("measuring…"));
 }"""
 
 
 async def answered(page, sparsity: str, seconds: float = 120) -> None:
-    await page.wait_for_function(ANSWERED_JS, arg=sparsity, polling=20, timeout=seconds * 1000)
+    await page.wait_for_function(
+        ANSWERED_JS, arg=[sparsity, True], polling=20, timeout=seconds * 1000
+    )
 
 
 async def explore_page(browser, url: str):

@@ -41,6 +41,7 @@ from optimizers.calibration import LayerInputs, Statistics
 from optimizers.clustering import cluster_codes
 from optimizers.levels import Coded, sorted_table
 from optimizers.pipeline import (
+    Known,
     OptimizationConfig,
     Techniques,
     TensorRef,
@@ -501,7 +502,7 @@ def optimize(
     refs: Sequence[TensorRef],
     config: OptimizationConfig,
     statistics: Statistics,
-    magnitudes: Mapping[int, np.ndarray] | None = None,
+    known: Mapping[int, Known] | None = None,
 ) -> tuple[list[np.ndarray], list[TensorReport]]:
     """``pipeline.optimize_weights`` with the tensors that have ``statistics`` pruned and
     rounded data-aware, and their layers' biases corrected. Same return values.
@@ -525,7 +526,7 @@ def optimize(
     # Tensors are independent: side by side in the pool (numpy releases the GIL), while the
     # plain result each is compared with is made.
     jobs = {i: POOL.submit(one, i, r, t) for i, (r, t) in aware.items()}
-    out, reports = optimize_weights(weights, refs, config, magnitudes)
+    out, reports = optimize_weights(weights, refs, config, known)
     position = {report.index: k for k, report in enumerate(reports)}
     for i, job in jobs.items():
         kernel, coded, error = job.result()

@@ -2,13 +2,14 @@
 
 ``prepare`` does the once-per-model work (read the weights, find the eligible tensors, make one
 evaluation clone, run the original model on the data, measure the saved file; then sort the
-tensors' magnitudes in the background). An answer then comes in two stages, so that an app can show the first at once and
+tensors in the background, ``pipeline.read_once``). An answer then comes in two stages, so that an app can show the first at once and
 the second when it is done:
 
 1. ``optimize``: the optimized weights, the per-tensor report and every size figure that is
    exact and cheap (float32, packed, entropy, file bytes). Milliseconds for a sample, about
-   0.1 s for a MobileNet. Pruning reads its thresholds from the sorted magnitudes, and a
-   clustered or quantized tensor's report is counted from its codes (``levels``).
+   0.1 s for a MobileNet. Pruning reads its thresholds from the sorted magnitudes; a
+   clustered or quantized tensor's report is counted from its codes, a pruned one's from
+   where the original's values repeat (``levels``).
 2. ``measure``: accuracy (or fidelity) from running the model on the data, with progress per
    batch, while the gzip figure (sampled, ``size.GzipBasis``) is measured in other threads.
 
@@ -30,14 +31,15 @@ from optimizers import channels, evaluate, keras_io, latency
 from optimizers.calibration import CALIBRATION_SAMPLES, LayerInputs, gather, statistics_bytes
 from optimizers.latency import Latency
 from optimizers.pipeline import (
+    Known,
     OptimizationConfig,
     TensorRef,
     TensorReport,
     eligible_tensors,
     float_reports,
     optimize_weights,
+    read_once,
 )
-from optimizers.pruning import sorted_magnitudes
 from optimizers.size import GzipBasis, Sizes, gzip_size, start_gzip_basis, weight_sizes
 from optimizers.workers import BACKGROUND, POOL
 
@@ -59,9 +61,9 @@ class Prepared:
     clone: keras.Model
     file_bytes: int  # the saved .keras file: the same for every setting (weights keep shapes)
     gzip: GzipBasis
-    # Each eligible tensor's |w| sorted, made in the background: pruning reads its thresholds
-    # from those that are ready (``ready_magnitudes``) and searches the others.
-    magnitudes: dict[int, Future[np.ndarray]]
+    # Each eligible tensor's ``pipeline.read_once``, made in the background: answers use
+    # those that are ready (``ready_known``), and search and sort the others.
+    known: dict[int, Future[Known]]
     lock: threading.Lock = field(default_factory=threading.Lock, compare=False)
     # A second clone for the files (``verify``), made by the first; guarded by ``export_lock``,
     # so a conversion never holds ``lock`` and a slider's answer never waits for one.
@@ -77,16 +79,17 @@ class Prepared:
     def nbytes(self) -> int:
         """Memory this holds beside the model: its copy of the weights, the clone's and the
         verifier's clone's as much again each (the latter counted before ``verify`` makes it: a
-        cache measures an entry once, when it is put), and the sorted magnitudes."""
+        cache measures an entry once, when it is put), and what is read once of each tensor
+        (its magnitudes sorted, and its repeats: at most as much again)."""
         return (
             3 * sum(w.nbytes for w in self.weights)
-            + sum(self.weights[i].nbytes for i in self.magnitudes)
+            + sum(2 * self.weights[i].nbytes for i in self.known)
             + statistics_bytes(self.statistics or {})
         )
 
-    def ready_magnitudes(self) -> dict[int, np.ndarray]:
-        """The sorted magnitudes made so far (pruning is the same without, only slower)."""
-        return {i: job.result() for i, job in self.magnitudes.items() if job.done()}
+    def ready_known(self) -> dict[int, Known]:
+        """What is read once of each tensor, so far (answers are the same without, slower)."""
+        return {i: job.result() for i, job in self.known.items() if job.done()}
 
 
 @dataclass(frozen=True)
@@ -143,7 +146,7 @@ def prepare(
 ) -> Prepared:
     """Read ``model`` once for fast repeated answers; ``x``/``y`` are optional data and
     ``on_batch(done, total)`` follows the original model's evaluation on them. A model that is
-    not ``prunable`` (a channel-pruned rewrite) gets no sorted magnitudes."""
+    not ``prunable`` (a channel-pruned rewrite) is not read ahead (``read_once``)."""
     weights = tuple(model.get_weights())
     refs = tuple(eligible_tensors(model))
     paths = [v.path for v in model.weights]
@@ -153,8 +156,10 @@ def prepare(
     file = keras_io.save_model_bytes(clone)
     basis = start_gzip_basis(file, weights, [r.index for r in refs])  # compresses meanwhile
     reference = None if x is None else evaluate.predict(clone, x, on_batch)
-    magnitudes = {
-        r.index: BACKGROUND.submit(sorted_magnitudes, weights[r.index]) for r in refs if prunable
+    known = {
+        r.index: BACKGROUND.submit(read_once, weights[r.index], r.channel_axes)
+        for r in refs
+        if prunable
     }
     return Prepared(
         model,
@@ -167,7 +172,7 @@ def prepare(
         clone,
         len(file),
         basis(),
-        magnitudes,
+        known,
     )
 
 
@@ -224,11 +229,11 @@ def optimize(prepared: Prepared, config: OptimizationConfig) -> Outcome:
             prepared.refs,
             config,
             prepared.statistics,
-            prepared.ready_magnitudes(),
+            prepared.ready_known(),
         )
     else:
         weights, reports = optimize_weights(
-            prepared.weights, prepared.refs, config, prepared.ready_magnitudes()
+            prepared.weights, prepared.refs, config, prepared.ready_known()
         )
     reports = reports + list(prepared.float_reports)
     sizes = weight_sizes(weights, reports, file=prepared.file_bytes)

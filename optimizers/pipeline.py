@@ -18,14 +18,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
 from optimizers import quantization
 from optimizers.clustering import ClusteringConfig, cluster_codes
-from optimizers.levels import Coded, Statistics, statistics
-from optimizers.pruning import PruningConfig, global_masks, keep_where, prune
+from optimizers.levels import Coded, Repeats, Statistics, repeats, statistics
+from optimizers.pruning import PruningConfig, global_masks, keep_where, prune, sorted_magnitudes
 from optimizers.quantization import QuantizationConfig, blocked, quantize, quantize_table
 from optimizers.tensors import as_channel_columns
 from optimizers.workers import POOL
@@ -210,14 +210,17 @@ def report_tensor(
     techniques: Techniques | None,
     axes: tuple[int, ...] = (-1,),
     coded: Coded | None = None,
+    repeats: Repeats | None = None,
 ) -> TensorReport:
+    """The report of ``optimized``, made from ``original``; ``coded`` are its codes when it is
+    clustered or quantized, ``repeats`` the original's when it is only pruned."""
     size = int(optimized.size)
     zeros = size - int(np.count_nonzero(optimized))
     eligible = techniques is not None
     q = techniques.grid if eligible else None
     per_channel = q is not None and q.granularity == "per-channel"
     if eligible:
-        found = statistics(optimized, axes, per_channel, coded)
+        found = statistics(optimized, axes, per_channel, coded, repeats)
     else:
         found = Statistics(int(np.unique(optimized).size), 0, 0.0)
     scales, scale_bits = 0, 32
@@ -267,14 +270,32 @@ def global_pruning_masks(
     return masks
 
 
+class Known(NamedTuple):
+    """What is read once from an original tensor, so that its settings are answered faster:
+    ``|w|`` sorted (pruning reads its thresholds) and where its values repeat (a pruned
+    tensor's report is counted, not sorted)."""
+
+    magnitudes: np.ndarray
+    repeats: Repeats | None
+
+    @property
+    def nbytes(self) -> int:
+        return self.magnitudes.nbytes + (0 if self.repeats is None else self.repeats.nbytes)
+
+
+def read_once(w: np.ndarray, axes: tuple[int, ...]) -> Known:
+    """``Known`` of ``w`` (channels along ``axes``): two sorts."""
+    return Known(sorted_magnitudes(w), repeats(w, axes))
+
+
 def optimize_weights(
     weights: Sequence[np.ndarray],
     refs: Sequence[TensorRef],
     config: OptimizationConfig,
-    magnitudes: Mapping[int, np.ndarray] | None = None,
+    known: Mapping[int, Known] | None = None,
 ) -> tuple[list[np.ndarray], list[TensorReport]]:
     """Apply ``config`` to the eligible ``refs`` of ``weights`` (a model's ``get_weights()``);
-    ``magnitudes`` are ``pruning.sorted_magnitudes`` of the tensors, by index, if kept.
+    ``known`` is ``read_once`` of the tensors, by index, where kept (the same answer, sooner).
 
     Returns new weights (untouched tensors are the same objects, never modified) and a report
     for every tensor: eligible ones first in model order, then the float32 ones.
@@ -287,12 +308,12 @@ def optimize_weights(
     masks = global_pruning_masks(weights, plan)
 
     def one(i: int, r: TensorRef, t: Techniques) -> tuple[np.ndarray, TensorReport]:
-        w = weights[i]
+        w, found = weights[i], (known or {}).get(i)
         if t.pruning:
             if i in masks:
                 w = keep_where(w, masks[i])
             else:
-                w = prune(w, t.pruning, (magnitudes or {}).get(i))
+                w = prune(w, t.pruning, None if found is None else found.magnitudes)
         coded = None
         if t.clustering:
             coded = cluster_codes(w, t.clustering, r.channel_axes)
@@ -302,7 +323,10 @@ def optimize_weights(
         elif t.quantization:
             q = quantize(w, t.quantization, r.channel_axes)
             w, coded = q.values, quantization.coded(q, t.quantization, r.channel_axes)
-        return w, report_tensor(i, r.path, r.layer, weights[i], w, t, r.channel_axes, coded)
+        repeats = None if found is None or coded is not None else found.repeats
+        return w, report_tensor(
+            i, r.path, r.layer, weights[i], w, t, r.channel_axes, coded, repeats
+        )
 
     # Tensors are independent: side by side in the pool (numpy releases the GIL), the largest
     # first so that no large one is left running alone at the end; reports in model order.

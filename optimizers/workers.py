@@ -4,13 +4,28 @@ numpy's sorts, partitions and element-wise kernels and zlib's compression releas
 independent tensors are processed side by side on every core. Jobs never wait on other jobs of
 the pool (only their callers wait), so the pool cannot deadlock however many callers share it.
 ``BACKGROUND`` runs work nobody waits for (it only speeds up later answers) on one thread of its
-own, so that it never queues ahead of an answer's jobs in ``POOL``.
+own, below the answers' threads (``below_answers``), so that it never queues ahead of an
+answer's jobs in ``POOL`` nor takes a core from them.
 """
 
 from __future__ import annotations
 
 import os
+import sys
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
+BACKGROUND_NICE = 10  # a background thread's niceness: about a tenth of a core when contended
+
+
+def below_answers() -> None:
+    """Lower the calling thread's priority to ``BACKGROUND_NICE`` (Linux nices threads one by
+    one, and the threads it starts inherit it); elsewhere, nothing."""
+    if sys.platform == "linux":
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BACKGROUND_NICE)
+
+
 POOL = ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="optimizers")
-BACKGROUND = ThreadPoolExecutor(1, thread_name_prefix="optimizers-background")
+BACKGROUND = ThreadPoolExecutor(
+    1, thread_name_prefix="optimizers-background", initializer=below_answers
+)

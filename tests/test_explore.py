@@ -46,9 +46,9 @@ def test_stage_one_has_the_exact_figures_and_stage_two_the_rest(prepared):
 def test_sorted_magnitudes_change_the_speed_not_the_answer(prepared):
     setting = OptimizationConfig(pruning=PruningConfig(0.55))
     searched, _ = optimize_weights(prepared.weights, prepared.refs, setting)
-    for job in prepared.magnitudes.values():
+    for job in prepared.known.values():
         job.result()  # made in the background after ``prepare``
-    assert set(prepared.ready_magnitudes()) == {r.index for r in prepared.refs}
+    assert set(prepared.ready_known()) == {r.index for r in prepared.refs}
     read = explore.optimize(prepared, setting).weights
     assert all(np.array_equal(a, b) for a, b in zip(read, searched, strict=True))
 

@@ -1,4 +1,5 @@
-"""Figures counted from codes equal the figures sorted from values, on a real model."""
+"""Figures counted from codes, or from where an original tensor's values repeat, equal the
+figures sorted from values, on a real model."""
 
 import numpy as np
 import pytest
@@ -7,7 +8,12 @@ keras = pytest.importorskip("keras")
 
 from optimizers import levels  # noqa: E402
 from optimizers.clustering import ClusteringConfig  # noqa: E402
-from optimizers.pipeline import OptimizationConfig, eligible_tensors, optimize_weights  # noqa: E402
+from optimizers.pipeline import (  # noqa: E402
+    OptimizationConfig,
+    eligible_tensors,
+    optimize_weights,
+    read_once,
+)
 from optimizers.pruning import PruningConfig  # noqa: E402
 from optimizers.quantization import QuantizationConfig, coded, quantize  # noqa: E402
 
@@ -68,3 +74,55 @@ def test_a_quantized_tensors_table_gives_its_values(granularity, mode):
     wide = QuantizationConfig(16, mode, granularity)  # 65,535 values a scale
     tabled = coded(quantize(w, wide, (-1,)), wide, (-1,))
     assert (tabled is None) == (granularity == "per-channel")  # 24 rows of them: too large
+
+
+def assert_same_statistics(found: levels.Statistics, sorted_: levels.Statistics) -> None:
+    assert (found.distinct, found.max_channel) == (sorted_.distinct, sorted_.max_channel)
+    assert found.bits == pytest.approx(sorted_.bits, rel=1e-9)
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("axes", [(-1,), (-2, -1), (-2,)])
+def test_a_pruned_tensors_statistics_follow_from_its_repeats(seed, axes):
+    """Values drawn from a small pool repeat within and across channels (some originals are
+    zero already); any zeroing of them is counted as sorting counts it."""
+    rng = np.random.default_rng(seed)
+    shape = (3, 3, 24, 32)
+    w = rng.normal(size=shape).astype(np.float32)
+    pool = rng.normal(size=int(rng.integers(1, 200))).astype(np.float32)
+    repeated = rng.random(shape) < rng.uniform(0.0, 0.1)
+    w[repeated] = rng.choice(pool, size=int(repeated.sum()))
+    w[rng.random(shape) < 0.01] = 0.0
+    known = levels.repeats(w, axes)
+    assert known is not None
+    for sparsity in (0.0, 0.3, 0.9, 0.99):
+        pruned = np.where(rng.random(shape) < sparsity, np.float32(0), w)
+        found = levels.pruned_statistics(pruned, known, axes)
+        sorted_ = levels.sorted_statistics(pruned, axes, per_channel=False)
+        if found is None:  # few values left: only a sort knows them
+            assert sorted_.distinct <= levels.LEVELS_KEPT
+        else:
+            assert sorted_.distinct > levels.LEVELS_KEPT
+            assert_same_statistics(found, sorted_)
+
+
+def test_a_tensor_of_few_values_is_sorted_not_repeated():
+    w = np.random.default_rng(0).integers(-8, 8, size=(64, 64)).astype(np.float32)
+    assert levels.repeats(w, (-1,)) is None
+
+
+@pytest.mark.parametrize(
+    "pruning", [PruningConfig(0.3), PruningConfig(0.8, scope="global"), PruningConfig(0.5, "2:4")]
+)
+def test_reports_of_pruned_tensors_read_once_equal_sorted_ones(mobilenet, pruning):
+    refs = eligible_tensors(mobilenet)
+    weights = mobilenet.get_weights()
+    known = {r.index: read_once(weights[r.index], r.channel_axes) for r in refs}
+    assert any(k.repeats is not None and k.repeats.positions.size for k in known.values())
+    config = OptimizationConfig(pruning=pruning)
+    fast, fast_reports = optimize_weights(weights, refs, config, known)
+    slow, slow_reports = optimize_weights(weights, refs, config)
+    assert all(np.array_equal(a, b) for a, b in zip(fast, slow, strict=True))
+    for f, s in zip(fast_reports, slow_reports, strict=True):
+        assert (f.unique_values, f.max_channel_values) == (s.unique_values, s.max_channel_values)
+        assert f.entropy_bits == pytest.approx(s.entropy_bits, rel=1e-9), f.path

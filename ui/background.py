@@ -8,15 +8,14 @@ of ``ui.services``, which decides what to ask for.
 from __future__ import annotations
 
 import logging
-import os
-import sys
 import threading
 import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 
+from optimizers.workers import below_answers
+
 log = logging.getLogger(__name__)
-BACKGROUND_NICE = 10  # the conversion thread's niceness: about a tenth of a core when contended
 OWNER_SECONDS = 30.0  # a session that has not asked for a while (a closed tab) no longer wants
 
 
@@ -69,10 +68,7 @@ class Conversions:
             }
 
     def _work(self) -> None:
-        # Below the sessions' threads: a slider's answer comes before a file (Linux nices
-        # threads one by one, and the threads a conversion starts inherit it).
-        if sys.platform == "linux":
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BACKGROUND_NICE)
+        below_answers()  # a slider's answer comes before a file
         while True:
             with self._ready:
                 waiting = [k for k, j in self._jobs.items() if not j.running]
