@@ -90,14 +90,24 @@ class ClusteringConfig:
 @dataclass(frozen=True)
 class Histogram:
     """Equal-width bins over ``[lo, lo + width * regular)`` with each bin's count and sum; with
-    ``zeros_apart`` the exact zeros are counted in one more bin, after the others."""
+    ``zeros_apart`` the exact zeros are counted in one more bin, after the others. A value's
+    bin is found again from ``start`` and ``scale`` (``binning``), not stored."""
 
-    bins: np.ndarray  # bin index of every value
-    lo: float
+    start: np.floating  # the smallest value, in the values' float type
+    scale: np.floating  # bins per unit of value, in the values' float type
     width: float
     counts: np.ndarray
     sums: np.ndarray
     zeros_apart: bool = False
+
+    @property
+    def lo(self) -> float:
+        return float(self.start)
+
+    @property
+    def grid(self) -> tuple[np.floating, np.floating, np.floating, bool]:
+        """How ``binning``'s passes find a value's bin: ``lo, scale, top, zeros_apart``."""
+        return self.start, self.scale, self.start.dtype.type(self.regular - 1), self.zeros_apart
 
     @property
     def regular(self) -> int:
@@ -112,22 +122,25 @@ class Histogram:
         return sums[used] / counts[used], counts[used]
 
 
-def histogram(
-    x: np.ndarray, n_bins: int = MAX_POINTS, zeros: np.ndarray | None = None
-) -> Histogram:
-    """Bin 1-D ``x`` (not constant) in a few O(n) passes, in ``x``'s own float type; ``zeros``
-    (the mask of ``x == 0``) are counted apart, in one more bin."""
+def compilable(x: np.ndarray) -> np.ndarray:
+    """``x`` as the compiled passes take it: contiguous, float32 or float64."""
+    return np.ascontiguousarray(x if x.dtype in (np.float32, np.float64) else x.astype(np.float64))
+
+
+def histogram(x: np.ndarray, n_bins: int = MAX_POINTS, zeros_apart: bool = False) -> Histogram:
+    """Bin ``compilable`` ``x`` (not constant) in one compiled pass (``binning.fill``), in its
+    own float type; with ``zeros_apart`` its exact zeros are counted in one more bin."""
+    from optimizers import binning  # compiled: loads numba, when a large tensor needs it
+
     lo, hi = x.min(), x.max()
-    t = x - lo
-    t *= x.dtype.type(n_bins / (float(hi) - float(lo)))
-    np.minimum(t, n_bins - 1, out=t)  # the maximum lands in the last bin
-    bins = t.astype(np.intp)  # numpy's own index type: gathers and bincount need no conversion
-    apart = zeros is not None
-    if apart and zeros.any():  # every zero is in one bin: moved by adding, not a masked write
-        bins += zeros * (n_bins - bins[zeros.argmax()])
-    counts = np.bincount(bins, minlength=n_bins + apart)
-    sums = np.bincount(bins, weights=x, minlength=n_bins + apart)
-    return Histogram(bins, float(lo), (float(hi) - float(lo)) / n_bins, counts, sums, apart)
+    counts = np.zeros(n_bins + zeros_apart, np.int64)
+    sums = np.zeros(n_bins + zeros_apart, np.float64)
+    width = (float(hi) - float(lo)) / n_bins
+    h = Histogram(
+        lo, x.dtype.type(n_bins / (float(hi) - float(lo))), width, counts, sums, zeros_apart
+    )
+    binning.fill(x, *h.grid, counts, sums)
+    return h
 
 
 def initial_centroids(
@@ -246,7 +259,10 @@ def cluster_histogram(x: np.ndarray, h: Histogram, k: int, init: Init, seed: int
     regular = whole  # the whole bins that belong to a cluster: not the zeros' own
     if h.zeros_apart:
         first, whole = np.append(first, 0), np.append(whole, True)
-    members = np.flatnonzero(np.take(~whole, h.bins))
+    from optimizers import binning
+
+    members = np.empty(int(h.counts[~whole].sum()), np.intp)
+    binning.gather(x, *h.grid, ~whole, members)
     member_labels = np.searchsorted(midpoints, x[members])
     n = centroids.size
     size = np.bincount(
@@ -262,7 +278,8 @@ def cluster_histogram(x: np.ndarray, h: Histogram, k: int, init: Init, seed: int
     if zeros:
         table, shift, lookup[-1] = with_zero(table)
         lookup[:-1], member_codes = shift[lookup[:-1]], shift[member_codes]
-    codes = np.take(lookup, h.bins)  # right for every member of a whole bin
+    codes = np.empty(x.size, np.intp)
+    binning.encode(x, *h.grid, lookup, codes)  # right for every member of a whole bin
     codes[members] = member_codes
     return codes, table
 
@@ -272,12 +289,16 @@ def cluster_flat(x: np.ndarray, config: ClusteringConfig) -> Flat:
     table. Every value goes to its nearest centroid, and every centroid is the exact mean of
     its members. With ``config.preserve_sparsity`` exact zeros stay zero, one of the values."""
     k, init, seed = config.clusters, config.init, config.seed
-    zeros = x == 0 if config.preserve_sparsity else None
-    clustered = x.size if zeros is None else x.size - int(np.count_nonzero(zeros))
-    if clustered > MAX_POINTS:  # binned, the zeros kept apart
+    if x.size > MAX_POINTS:
         if x.min() == x.max():
             return np.zeros(x.size, np.intp), x[:1].copy()
-        return cluster_histogram(x, histogram(x, zeros=zeros), k, init, seed)
+        wide = compilable(x)
+        h = histogram(wide, zeros_apart=config.preserve_sparsity)  # the zeros kept apart
+        if h.counts[: h.regular].sum() > MAX_POINTS:
+            codes, table = cluster_histogram(wide, h, k, init, seed)
+            return codes, table.astype(x.dtype)
+    zeros = x == 0 if config.preserve_sparsity else None
+    clustered = x.size if zeros is None else x.size - int(np.count_nonzero(zeros))
     if zeros is None or clustered == x.size:
         return cluster_points(x, k, init, seed)
     if clustered == 0:

@@ -11,6 +11,8 @@ from optimizers.clustering import (
     cluster,
     cluster_codes,
     cluster_values,
+    compilable,
+    histogram,
 )
 
 finite = st.floats(-10, 10, allow_nan=False, width=32)
@@ -103,6 +105,38 @@ def test_non_finite_is_refused(bad):
 def test_config_validation_names_the_field(kwargs):
     with pytest.raises(ValueError, match=next(iter(kwargs))):
         ClusteringConfig(**kwargs)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])
+@pytest.mark.parametrize("zeros_apart", [False, True])
+def test_the_compiled_bins_are_numpys(dtype, zeros_apart):
+    """Bins computed in the values' own float type (float16 as float64), the maximum in the
+    last bin, exact zeros in one more bin when kept apart; counts and sums as ``np.bincount``
+    makes them; ``gather`` finds the members of the bins asked for and ``encode`` maps each
+    value through its bin."""
+    from optimizers import binning
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=50_000).astype(dtype)
+    x[rng.random(x.size) < 0.2] = 0
+    wide = compilable(x)
+    h = histogram(wide, 1000, zeros_apart)
+    lo, hi = wide.min(), wide.max()
+    t = np.minimum((wide - lo) * wide.dtype.type(1000 / (float(hi) - float(lo))), 999)
+    bins = t.astype(np.intp)
+    if zeros_apart:
+        bins[x == 0] = 1000
+    n = 1000 + zeros_apart
+    np.testing.assert_array_equal(h.counts, np.bincount(bins, minlength=n))
+    np.testing.assert_array_equal(h.sums, np.bincount(bins, weights=wide, minlength=n))
+    assert h.regular == 1000 and h.zeros_apart == zeros_apart
+    encoded = np.empty(x.size, np.intp)
+    binning.encode(wide, *h.grid, np.arange(n), encoded)
+    np.testing.assert_array_equal(encoded, bins)
+    wanted = rng.random(n) < 0.3
+    found = np.empty(int(h.counts[wanted].sum()), np.intp)
+    binning.gather(wide, *h.grid, wanted, found)
+    np.testing.assert_array_equal(found, np.flatnonzero(wanted[bins]))
 
 
 @pytest.mark.parametrize("granularity", ["per-tensor", "per-channel"])
