@@ -157,7 +157,10 @@ def export_buttons(
         label = FORMAT_NAMES[fmt].removeprefix("LiteRT ")
         column.download_button(
             "Download .keras" if fmt == "keras" else f"Download {label} {suffix}",
-            e.data if isinstance(e, Exported) else b"",
+            # Handed over when clicked: bytes given here would be fetched by the browser at
+            # each drawing (ResNet50: seven 100 MB files, gzipped by the server, again and
+            # again while the others are made).
+            (lambda data=e.data: data) if isinstance(e, Exported) else b"",
             file_name=explain.file_name(model.stem, fmt),
             mime="application/octet-stream",
             icon=":material/download:",
