@@ -243,6 +243,8 @@ def cluster_histogram(x: np.ndarray, h: Histogram, k: int, init: Init, seed: int
     come from the bins' sums plus those members, so no further pass over ``x`` is needed.
     Zeros counted apart stay zero, one of the ``k`` values.
     """
+    from optimizers import binning
+
     zeros = h.zeros_apart and h.counts[-1] > 0
     k -= zeros
     points, counts = h.points
@@ -259,8 +261,6 @@ def cluster_histogram(x: np.ndarray, h: Histogram, k: int, init: Init, seed: int
     regular = whole  # the whole bins that belong to a cluster: not the zeros' own
     if h.zeros_apart:
         first, whole = np.append(first, 0), np.append(whole, True)
-    from optimizers import binning
-
     members = np.empty(int(h.counts[~whole].sum()), np.intp)
     binning.gather(x, *h.grid, ~whole, members)
     member_labels = np.searchsorted(midpoints, x[members])

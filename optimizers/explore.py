@@ -2,8 +2,8 @@
 
 ``prepare`` does the once-per-model work (read the weights, find the eligible tensors, make one
 evaluation clone, run the original model on the data, measure the saved file; then sort the
-tensors in the background, ``pipeline.read_once``). An answer then comes in two stages, so that an app can show the first at once and
-the second when it is done:
+tensors in the background, ``pipeline.read_once``). An answer then comes in two stages, so that
+an app can show the first at once and the second when it is done:
 
 1. ``optimize``: the optimized weights, the per-tensor report and every size figure that is
    exact and cheap (float32, packed, entropy, file bytes). Milliseconds for a sample, about

@@ -278,10 +278,6 @@ class Known(NamedTuple):
     magnitudes: np.ndarray
     repeats: Repeats | None
 
-    @property
-    def nbytes(self) -> int:
-        return self.magnitudes.nbytes + (0 if self.repeats is None else self.repeats.nbytes)
-
 
 def read_once(w: np.ndarray, axes: tuple[int, ...]) -> Known:
     """``Known`` of ``w`` (channels along ``axes``): two sorts."""
@@ -323,10 +319,13 @@ def optimize_weights(
         elif t.quantization:
             q = quantize(w, t.quantization, r.channel_axes)
             w, coded = q.values, quantization.coded(q, t.quantization, r.channel_axes)
-        repeats = None if found is None or coded is not None else found.repeats
-        return w, report_tensor(
-            i, r.path, r.layer, weights[i], w, t, r.channel_axes, coded, repeats
+        # Only a tensor that is just pruned holds its original's values: its report reads the
+        # original's repeats.
+        repeated = None if found is None or t.clustering or t.quantization else found.repeats
+        report = report_tensor(
+            i, r.path, r.layer, weights[i], w, t, r.channel_axes, coded, repeated
         )
+        return w, report
 
     # Tensors are independent: side by side in the pool (numpy releases the GIL), the largest
     # first so that no large one is left running alone at the end; reports in model order.

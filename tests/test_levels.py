@@ -112,14 +112,22 @@ def test_a_tensor_of_few_values_is_sorted_not_repeated():
 
 
 @pytest.mark.parametrize(
-    "pruning", [PruningConfig(0.3), PruningConfig(0.8, scope="global"), PruningConfig(0.5, "2:4")]
+    "config",
+    [
+        OptimizationConfig(pruning=PruningConfig(0.3)),
+        OptimizationConfig(pruning=PruningConfig(0.8, scope="global")),
+        OptimizationConfig(pruning=PruningConfig(0.5, "2:4")),
+        OptimizationConfig(),  # the original itself
+        # Values rounded (tables too large to count): the repeats no longer apply.
+        OptimizationConfig(pruning=PruningConfig(0.3), quantization=QuantizationConfig(16)),
+    ],
+    ids=str,
 )
-def test_reports_of_pruned_tensors_read_once_equal_sorted_ones(mobilenet, pruning):
+def test_reports_read_once_equal_sorted_ones(mobilenet, config):
     refs = eligible_tensors(mobilenet)
     weights = mobilenet.get_weights()
     known = {r.index: read_once(weights[r.index], r.channel_axes) for r in refs}
     assert any(k.repeats is not None and k.repeats.positions.size for k in known.values())
-    config = OptimizationConfig(pruning=pruning)
     fast, fast_reports = optimize_weights(weights, refs, config, known)
     slow, slow_reports = optimize_weights(weights, refs, config)
     assert all(np.array_equal(a, b) for a, b in zip(fast, slow, strict=True))
