@@ -1,14 +1,13 @@
 """Download: the optimized model in every format, each file verified by running it; the recipe."""
 
 import itertools
-import time
 from datetime import datetime
 
 import streamlit as st
 
 from ui import downloads, explain, links, loading, report, services, settings, state, views
 
-POLL_SECONDS = 0.25  # how often the page looks again while files are on their way
+POLL_SECONDS = 0.25  # the page looks again this often, and as soon as a file is made
 session = st.session_state
 loading.bootstrap(session)
 ignored = links.follow(session)
@@ -23,6 +22,9 @@ links.show(ignored, session)
 settings.draw_recipe(model.layers)
 
 formats = downloads.download_order(config)
+asked = state.asked(session, model.key)
+later = [f for f in formats if services.made_when_asked(model, f) and f not in asked]
+formats = [f for f in formats if f not in later]
 # Ask for the files first, so that their conversion runs while the rest of the page is drawn.
 services.exports(state.session_id(session), model, config, formats)
 result = services.compare(model, config)
@@ -58,13 +60,22 @@ def files(exports: dict, waiting: dict, drawing: int) -> None:
         )
     else:
         st.info(advice, icon=":material/recommend:")
-    downloads.export_table(exports, waiting)
+    unmade = [f for f in later if f not in exports]  # another session may have asked
+    downloads.export_table(exports, waiting | dict.fromkeys(unmade, downloads.WHEN_ASKED))
     downloads.latency_note()
     downloads.export_warnings(exports, config)
     recommended = (
         formats[0] if waiting else explain.recommended_format(exports, float_accuracy, budget)
     )
-    downloads.export_buttons(model, exports, recommended, waiting, drawing)
+    downloads.export_buttons(
+        model,
+        exports,
+        recommended,
+        waiting,
+        drawing,
+        unmade,
+        lambda f: state.ask(session, model.key, f),
+    )
 
     st.subheader("Report")
     st.write(
@@ -126,6 +137,7 @@ with st.expander("Show recipe"):
 # look, as it ends every run.
 drawn = None
 for drawing in itertools.count():
+    seen = services.CONVERSIONS.finished
     exports, waiting = services.exports(state.session_id(session), model, config, formats)
     now = (tuple(exports), tuple(waiting.items()))  # what is ready, what the rest wait for
     if now != drawn:
@@ -134,4 +146,4 @@ for drawing in itertools.count():
             files(exports, waiting, drawing)
     if not waiting:
         break
-    time.sleep(POLL_SECONDS)
+    services.CONVERSIONS.wait(seen, POLL_SECONDS)

@@ -17,7 +17,7 @@ import sample_models
 from optimizers import keras_io
 from optimizers.pipeline import OptimizationConfig, config_from_dict
 from optimizers.pruning import PruningConfig
-from ui import services, state
+from ui import downloads, services, state
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = str(ROOT / "app.py")
@@ -407,3 +407,28 @@ def test_download_page_offers_every_format_verified() -> None:
     # int2 cannot hold the 4-bit preview: the page says so instead of offering it silently.
     assert table.loc["LiteRT int2", "check"].startswith("departs from the preview")
     assert any("LiteRT int2" in w.value and "4-bit" in w.value for w in at.warning)
+
+
+def test_a_slow_format_of_a_large_model_is_made_when_asked(monkeypatch) -> None:
+    """Full-integer int8 of a large model waits until asked (ResNet50: a conversion of 26 s);
+    the other files and the report come without it, and one click asks for it."""
+    monkeypatch.setattr(services, "MADE_WHEN_ASKED_FROM", 0)  # the sample counts as large
+    at = start(EXPLORE)
+    change(at, "slider", state.SPARSITY, 50)
+    at.switch_page(DOWNLOAD).run()
+    assert not at.exception, at.exception
+    full_integer = "Download int8 full integer .tflite"
+    labels = [b.label for b in at.download_button]
+    assert full_integer not in labels and "Download report" in labels, labels
+    assert all(not b.disabled for b in at.download_button), labels
+    check = at.dataframe[0].value.set_index("format").loc["LiteRT int8 full integer", "check"]
+    assert check == downloads.WHEN_ASKED
+    make = [b for b in at.button if b.label == "Make int8 full integer .tflite"]
+    assert len(make) == 1
+    make[0].click().run()
+    assert not at.exception, at.exception
+    offered = {b.label: b for b in at.download_button}
+    assert not offered[full_integer].disabled and "Download report" in offered
+    assert not [b for b in at.button if b.label.startswith("Make ")]
+    rows = at.dataframe[0].value.set_index("format")
+    assert number(rows.loc["LiteRT int8 full integer", "size"]) > 0

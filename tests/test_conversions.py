@@ -66,3 +66,16 @@ def test_a_newer_request_drops_what_the_session_no_longer_wants() -> None:
     gate.set()
     until(lambda: len(ran) == 3)
     assert sorted(ran) == ["busy", "new", "shared"]  # the running job finishes; "old" never runs
+
+
+def test_a_page_waiting_for_files_wakes_when_a_job_ends_not_at_its_timeout() -> None:
+    queue, gate = Conversions(), threading.Event()
+    seen = queue.finished
+    queue.ask("a", {"file": Job(lambda: gate.wait(5), (0, 0), "making", {})})
+    start = time.monotonic()
+    queue.wait(seen, 0.2)  # the job is still running: the wait ends at its timeout
+    assert time.monotonic() - start >= 0.19 and queue.finished == seen
+    threading.Timer(0.05, gate.set).start()
+    start = time.monotonic()
+    queue.wait(seen, 30)
+    assert queue.finished == seen + 1 and time.monotonic() - start < 10

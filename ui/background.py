@@ -42,6 +42,8 @@ class Conversions:
         self._jobs: dict[Hashable, Job] = {}
         self._ready = threading.Condition()
         self._thread: threading.Thread | None = None
+        self.finished = 0  # jobs done so far; ``wait`` follows it
+        self._done = threading.Condition()
 
     def ask(self, owner: str, wanted: dict[Hashable, Job]) -> dict[Hashable, str]:
         """Queue ``wanted`` (key -> job) for ``owner``, forget what it asked for before; the
@@ -84,3 +86,12 @@ class Conversions:
                 log.exception("background job %s failed", key)
             with self._ready:
                 del self._jobs[key]
+            with self._done:
+                self.finished += 1
+                self._done.notify_all()
+
+    def wait(self, seen: int, seconds: float) -> None:
+        """Return once a job ends after ``finished`` read ``seen``, or after ``seconds``: a
+        page that follows its files draws each as soon as it is made."""
+        with self._done:
+            self._done.wait_for(lambda: self.finished != seen, seconds)

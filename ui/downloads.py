@@ -7,7 +7,7 @@ and ``optimizers.latency``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 import pandas as pd
 import streamlit as st
@@ -138,23 +138,40 @@ def download_order(config: OptimizationConfig) -> list[str]:
     return [first, *(f for f in FORMATS if f != first)]
 
 
+WHEN_ASKED = "made when you ask: a conversion of its own, slow on a model this large"
+
+
 def export_buttons(
     model: services.KerasModel,
     exports: dict[str, Exported | str],
     recommended: str | None,
     waiting: Mapping[str, str] | None = None,
     drawing: int = 0,
+    later: Sequence[str] = (),
+    ask: Callable[[str], None] | None = None,
 ) -> None:
     """One download button per format, enabled as soon as its file is verified; the
-    ``recommended`` file first, as the primary one. ``drawing``: which drawing of the buttons
-    this is in one run of the page (each drawing's keys are its own)."""
+    ``recommended`` file first, as the primary one; for each format made only ``later``, when
+    asked, a button that asks (``ask(format)``). ``drawing``: which drawing of the buttons this
+    is in one run of the page (each drawing's keys are its own)."""
     waiting = waiting or {}
-    formats = list(dict.fromkeys([*exports, *waiting]))
+    formats = list(dict.fromkeys([*exports, *waiting, *later]))
     order = sorted(formats, key=lambda f: f != recommended)
     for fmt, column in zip(order, st.columns(4) + st.columns(4), strict=False):
         e = exports.get(fmt, waiting.get(fmt, ""))
         suffix = FORMAT_SUFFIXES[fmt]
         label = FORMAT_NAMES[fmt].removeprefix("LiteRT ")
+        if fmt in later:
+            column.button(
+                f"Make {label} {suffix}",
+                on_click=ask,
+                args=(fmt,),
+                help=f"{FORMAT_LABELS[fmt]}; {WHEN_ASKED}.",
+                icon=":material/play_arrow:",
+                key=f"make_{fmt}_{drawing}",
+                width="stretch",
+            )
+            continue
         column.download_button(
             "Download .keras" if fmt == "keras" else f"Download {label} {suffix}",
             # Handed over when clicked: bytes given here would be fetched by the browser at

@@ -32,6 +32,7 @@ PENDING_MODEL = "pending_model"  # (file name, bytes) of an upload not yet loade
 PENDING_DATA = "pending_data"  # (file name, bytes) of evaluation data not yet loaded
 OPENED = "opened_uploads"  # pending key -> (bytes, target, model or refusal), see ui/loading.py
 REFUSED = "refused_uploads"  # sentences of refused uploads that the Model page has yet to show
+ASKED = "asked_formats"  # {(model key, format)}: files made only when asked, asked for here
 
 # --- widgets: Model page ---
 SOURCE = "source"  # SAMPLE_SOURCE or UPLOAD_SOURCE
@@ -165,6 +166,17 @@ def init(session: MutableMapping[str, Any], default_sample: str) -> None:
 def session_id(session: MutableMapping[str, Any]) -> str:
     """This session's id, made on first use (background jobs are asked for under it)."""
     return session.setdefault(SESSION_ID, uuid.uuid4().hex)
+
+
+def asked(session: Mapping[str, Any], model_key: str) -> set[str]:
+    """The formats this session asked to be made for the model ``model_key`` (those made only
+    when asked, ``services.made_when_asked``): made for its every setting from then on."""
+    return {fmt for key, fmt in session.get(ASKED, ()) if key == model_key}
+
+
+def ask(session: MutableMapping[str, Any], model_key: str, fmt: str) -> None:
+    """Ask for ``fmt``'s files of the model ``model_key`` (a button's callback)."""
+    session[ASKED] = {*session.get(ASKED, ()), (model_key, fmt)}
 
 
 def setting(session: Mapping[str, Any]) -> Setting:
