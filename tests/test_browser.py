@@ -224,15 +224,19 @@ CARDS_JS = """() => [...document.querySelectorAll('[data-testid="stMetric"]')].m
 ])"""
 
 
+CARDS = 8  # views.cards: two rows of four
+
+
 def measured_cards(page: Page) -> dict[str, str]:
     """Every metric card's value once the answer is measured, by label: each card read whole
-    in one script, until two reads a moment apart agree (the fragment redraws its cards)."""
+    in one script, until two reads a moment apart agree on all eight (the fragment redraws its
+    cards, and a card being replaced is missing from the page for a moment)."""
     expect(page.get_by_test_id("stMetricValue").filter(has_text="measuring…")).to_have_count(0)
     previous = None
     for _ in range(100):
         cards = page.evaluate(CARDS_JS)
-        settled = all(label and value != "measuring…" for label, value in cards)
-        if cards and cards == previous and settled:
+        settled = len(cards) == CARDS and all(k and v != "measuring…" for k, v in cards)
+        if cards == previous and settled:
             return dict(cards)
         previous = cards
         page.wait_for_timeout(100)
