@@ -107,10 +107,11 @@ def browser_row(
 
 def download_times(page, server: int | None = None) -> dict:
     """Seconds from opening the Download page to its first file offered (a download button
-    enabled; and from the click reaching the page), to every format offered (every download button enabled: ResNet50 refuses none),
-    and to the report offered (every file timed too); then, where a format is made only when
-    asked (ResNet50's full-integer int8), from the click on its "Make" button to its file
-    offered, with the ``server`` process's peak memory before that click."""
+    enabled; also counted from the click reaching the page), to every format offered (every
+    download button enabled: ResNet50 refuses none), and to the report offered (every file
+    timed too); then, where a format is made only when asked (ResNet50's full-integer int8),
+    from the click on its "Make" button to its file offered, with the ``server`` process's
+    peak memory before that click."""
     start = time.perf_counter()
     # The page notes when the click reaches it: chromium takes it (and this script) only once
     # it is done drawing, right after Explore's answer a second or more later.
