@@ -8,7 +8,7 @@ energy, and the upper Cholesky factor of the dampened ``H⁻¹`` that data-aware
 then costs no run of the model.
 
 At most ``CALIBRATION_SAMPLES`` inputs are read; a layer takes at most ``ROWS_PER_BATCH`` input
-rows from a batch (a regular grid of a feature map's positions).
+rows from a batch (every k-th of its samples' positions, ``spread``).
 
 Layers with data: Dense, Conv1D/2D/3D (grouped too), DepthwiseConv1D/2D, SeparableConv1D/2D and
 both kernels of SimpleRNN, GRU and LSTM layers (the recurrent one on the states before each
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 CALIBRATION_SAMPLES = 512  # inputs used at most: GPTQ's 128 already suffice on large models
 DAMPING = 0.01  # of H's mean diagonal, added to it before inverting (GPTQ's percdamp)
 # Input rows a layer takes from one batch: a 112x112 map of 8 images has 100,352 positions,
-# far more than an H of a few hundred columns needs; a regular grid of them is kept.
+# far more than an H of a few hundred columns needs; every k-th of them is kept (``spread``).
 ROWS_PER_BATCH = 4096
 CONV_LAYERS = frozenset({"Conv1D", "Conv2D", "Conv3D"})
 DEPTHWISE_LAYERS = frozenset({"DepthwiseConv1D", "DepthwiseConv2D"})
@@ -120,10 +120,24 @@ def inverse_root(hessian: np.ndarray, damping: float = DAMPING) -> np.ndarray:
 # --- gathering the statistics ----------------------------------------------------------------
 
 
-def spread(n: int, positions: int, axes: int = 1) -> int:
-    """The step per axis that keeps at most ``ROWS_PER_BATCH`` of ``n`` images x ``positions``
-    rows, on a regular grid of positions over ``axes`` spatial axes."""
-    return max(1, math.ceil((n * positions / ROWS_PER_BATCH) ** (1 / axes)))
+def spread(n: int, positions: int) -> int:
+    """The step through ``n`` samples x ``positions`` rows (sample-major) that keeps at most
+    ``ROWS_PER_BATCH`` of them, coprime to ``positions``: each sample then starts at another
+    position, and every position is kept as often. (The same grid of positions in every
+    sample kept 4 of a 6x6 map's 36, on one side of it: data-aware 60% + int4 on the digits
+    CNN fell to 80.8% against plain's 91.9%.)"""
+    step = max(1, math.ceil(n * positions / ROWS_PER_BATCH))
+    while math.gcd(step, positions) > 1:
+        step += 1
+    return step
+
+
+def kept(n: int, outs: Sequence[int]) -> tuple[np.ndarray, ...]:
+    """Indices (sample, *position) of the rows ``spread`` keeps of ``n`` samples' ``outs``
+    positions."""
+    positions = math.prod(outs)
+    flat = np.arange(0, n * positions, spread(n, positions))
+    return (flat // positions, *np.unravel_index(flat % positions, tuple(outs)))
 
 
 def patches(layer: Any, x: np.ndarray, per_channel: bool = False) -> np.ndarray:
@@ -131,17 +145,17 @@ def patches(layer: Any, x: np.ndarray, per_channel: bool = False) -> np.ndarray:
     per output position, ``prod(kernel_size)·cin`` long in the kernel's (..., cin) order; or,
     when ``per_channel``, (cin, taps, rows) for a depthwise kernel. Padding, strides and
     dilation are the layer's (``same`` pads as TensorFlow does: the extra one after; ``causal``
-    pads the past). A large batch keeps a regular grid of its output positions (``spread``)."""
+    pads the past). A large batch keeps every k-th of its output positions (``spread``)."""
     size, strides, dilation = (
         tuple(getattr(layer, a)) for a in ("kernel_size", "strides", "dilation_rate")
     )
     n, padding, every = len(size), layer.padding, (slice(None),)
+    taps = math.prod(size)
     if padding == "causal":  # 1-D: the past padded, nothing after
         x = np.pad(x, ((0, 0), ((size[0] - 1) * dilation[0], 0), (0, 0)))
         padding = "valid"
     if set(size) == {1} and set(strides) == {1} and not per_channel:
-        step = spread(x.shape[0], int(np.prod(x.shape[1:-1])), n)
-        return x[every + (slice(None, None, step),) * n].reshape(-1, x.shape[-1])
+        return x[kept(x.shape[0], x.shape[1:-1])]
     spans = [(k - 1) * d + 1 for k, d in zip(size, dilation, strict=True)]
     if padding == "same":
         spatial = x.shape[1:-1]
@@ -160,13 +174,10 @@ def patches(layer: Any, x: np.ndarray, per_channel: bool = False) -> np.ndarray:
         + every
         + tuple(slice(None, None, d) for d in dilation)
     ]
-    step = spread(x.shape[0], int(np.prod(windows.shape[1 : n + 1])), n)
-    windows = windows[every + (slice(None, None, step),) * n]
-    taps = int(np.prod(size))
-    kernel = tuple(range(n + 2, 2 * n + 2))
-    if per_channel:  # one copy, straight into the layout the per-channel products read
-        return windows.transpose(n + 1, *kernel, 0, *axes).reshape(x.shape[-1], taps, -1)
-    return windows.transpose(0, *axes, *kernel, n + 1).reshape(-1, taps * x.shape[-1])
+    rows = windows[kept(x.shape[0], windows.shape[1 : n + 1])]  # (rows, cin, *kernel): a copy
+    if per_channel:
+        return rows.reshape(len(rows), x.shape[-1], taps).transpose(1, 2, 0)
+    return rows.reshape(len(rows), x.shape[-1], taps).transpose(0, 2, 1).reshape(len(rows), -1)
 
 
 @dataclass
@@ -315,10 +326,12 @@ def feed(
         layer, kind = tap.layer, type(tap.layer).__name__
         if kind == "Dense" or kind in RECURRENT_LAYERS:
             flat = inputs.reshape(-1, inputs.shape[-1])
-            tap.kernels["kernel"].add(flat[:: spread(1, len(flat))])
-            if "recurrent_kernel" in tap.kernels:
-                states = hidden_states(layer, inputs, extractors)
-                tap.kernels["recurrent_kernel"].add(states[:: spread(1, len(states))])
+            step = spread(len(inputs), len(flat) // len(inputs))
+            tap.kernels["kernel"].add(flat[::step])
+            if "recurrent_kernel" in tap.kernels:  # as many states as inputs
+                tap.kernels["recurrent_kernel"].add(
+                    hidden_states(layer, inputs, extractors)[::step]
+                )
             continue
         if kind in CONV_LAYERS:
             rows, groups = patches(layer, inputs), layer.groups

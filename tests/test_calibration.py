@@ -73,6 +73,23 @@ def test_statistics_are_the_layer_inputs(layer, shape):
     assert power == pytest.approx(output_power(layer, x), rel=1e-4)
 
 
+def test_a_subsample_of_rows_sees_every_position_alike(monkeypatch):
+    # Inputs that grow across the map: a subsample from one side of it has another mean.
+    rng = np.random.default_rng(0)
+    ramp = np.arange(36, dtype=np.float32).reshape(1, 6, 6, 1)
+    x = ramp + rng.normal(size=(64, 6, 6, 1)).astype(np.float32)
+    model = keras.Sequential([keras.Input((6, 6, 1)), keras.layers.Conv2D(2, 3)])
+    refs = eligible_tensors(model)
+    [full] = calibration.gather(model, refs, x).values()
+    monkeypatch.setattr(calibration, "ROWS_PER_BATCH", 256)  # of the 64 x 16 positions
+    [some] = calibration.gather(model, refs, x).values()
+    assert some.rows <= full.rows / 4
+    assert some.mean == pytest.approx(full.mean, rel=0.02)
+    _, *position = calibration.kept(64, (4, 4))
+    counts = np.bincount(np.ravel_multi_index(position, (4, 4)), minlength=16)
+    assert counts.max() - counts.min() <= 1
+
+
 def test_nested_and_separable_layers_get_statistics():
     inner = keras.Sequential(
         [keras.Input((6, 6, 2)), keras.layers.SeparableConv2D(4, 3, name="sep")], name="inner"
