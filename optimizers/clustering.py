@@ -28,7 +28,7 @@ from typing import Literal, get_args
 
 import numpy as np
 
-from optimizers.levels import Coded
+from optimizers.levels import Coded, code_type
 from optimizers.tensors import as_channel_columns, check_finite, is_whole_number
 
 Init = Literal["linear", "density", "kmeans++"]
@@ -278,7 +278,7 @@ def cluster_histogram(x: np.ndarray, h: Histogram, k: int, init: Init, seed: int
     if zeros:
         table, shift, lookup[-1] = with_zero(table)
         lookup[:-1], member_codes = shift[lookup[:-1]], shift[member_codes]
-    codes = np.empty(x.size, np.intp)
+    codes = np.empty(x.size, code_type(table.size))
     binning.encode(x, *h.grid, lookup, codes)  # right for every member of a whole bin
     codes[members] = member_codes
     return codes, table

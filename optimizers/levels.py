@@ -12,9 +12,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from optimizers.tensors import as_channel_columns
+from optimizers.tensors import COMPILED_FROM, as_channel_columns
 
 LEVELS_KEPT = 4096  # a report keeps its tensor's values and counts when it has at most this many
+
+
+def code_type(entries: int) -> type[np.signedinteger]:
+    """The integer type of codes into table rows of ``entries``: int16 when it holds them (a
+    quarter of intp's memory to write and read again), else intp."""
+    return np.int16 if entries <= np.iinfo(np.int16).max + 1 else np.intp
 
 
 @dataclass(frozen=True)
@@ -36,6 +42,13 @@ class Coded:
     def lookup(self, table: np.ndarray) -> np.ndarray:
         """``table[row, code - base]`` for every weight, for any ``table`` laid out as
         ``self.table`` (a renumbering of the codes, say)."""
+        if self.codes.size >= COMPILED_FROM:  # one compiled pass, no index the size of it
+            from optimizers import binning
+
+            columns, restore = as_channel_columns(self.codes, self.channel_axes)
+            out = np.empty(columns.shape, table.dtype)
+            binning.decode(np.ascontiguousarray(columns), table, self.base, out)
+            return restore(out)
         index = self.codes
         if self.base:
             index = np.subtract(index, self.base, dtype=np.intp)  # int8 codes would overflow
@@ -58,14 +71,15 @@ def merged(coded: Coded, table: np.ndarray) -> Coded:
     renumber = np.cumsum(first, axis=1) - 1
     out = np.full((table.shape[0], int(renumber.max()) + 1), np.inf, table.dtype)
     out[np.nonzero(first)[0], renumber[first]] = table[first]
-    return Coded(coded.lookup(renumber), out, coded.channel_axes)
+    return Coded(coded.lookup(renumber.astype(code_type(out.shape[1]))), out, coded.channel_axes)
 
 
 def sorted_table(coded: Coded) -> Coded:
     """``coded`` with each table row sorted and equal entries merged (the same values)."""
     order = np.argsort(coded.table, axis=1, kind="stable")
     table = np.take_along_axis(coded.table, order, 1)
-    return merged(Coded(coded.lookup(np.argsort(order, axis=1)), table, coded.channel_axes), table)
+    renumber = np.argsort(order, axis=1).astype(code_type(order.shape[1]))
+    return merged(Coded(coded.lookup(renumber), table, coded.channel_axes), table)
 
 
 @dataclass(frozen=True)
@@ -191,16 +205,22 @@ def counted(columns: np.ndarray, coded: Coded, per_channel: bool) -> Statistics:
     """``statistics`` from codes laid out one column per output channel."""
     rows, channels = columns.shape
     width = coded.table.shape[1]
-    offsets = np.arange(channels, dtype=np.intp) * width - coded.base
-    keys = np.add(columns, offsets, dtype=np.intp)
-    counts = np.bincount(keys.ravel(), minlength=channels * width).reshape(channels, width)
+    if columns.size >= COMPILED_FROM:  # one compiled pass, no keys the size of the tensor
+        from optimizers import binning
+
+        counts = np.zeros((channels, width), np.int64)
+        binning.tally(np.ascontiguousarray(columns), coded.base, counts)
+    else:
+        offsets = np.arange(channels, dtype=np.intp) * width - coded.base
+        keys = np.add(columns, offsets, dtype=np.intp)
+        counts = np.bincount(keys.ravel(), minlength=channels * width).reshape(channels, width)
     present = counts > 0
     used, uses = np.broadcast_to(coded.table, counts.shape)[present], counts[present]
     values = np.unique(used)
     totals = None
     if values.size <= LEVELS_KEPT or not per_channel:
         totals = np.bincount(np.searchsorted(values, used), weights=uses)
-    bits = shannon_bits(uses, rows) if per_channel else shannon_bits(totals, keys.size)
+    bits = shannon_bits(uses, rows) if per_channel else shannon_bits(totals, columns.size)
     levels = None if totals is None else kept(values, totals)
     return Statistics(values.size, int(present.sum(axis=1).max()), bits, levels)
 

@@ -7,6 +7,10 @@ from collections.abc import Callable
 
 import numpy as np
 
+# Weights from which a tensor's passes run compiled (``optimizers.binning``): below it, numpy's
+# calls cost less than loading numba, and the samples' tensors never load it.
+COMPILED_FROM = 1 << 16
+
 
 def is_whole_number(value: object) -> bool:
     """An ``int`` or numpy integer, but not a ``bool`` (which Python counts as an ``int``)."""

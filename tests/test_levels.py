@@ -16,6 +16,7 @@ from optimizers.pipeline import (  # noqa: E402
 )
 from optimizers.pruning import PruningConfig  # noqa: E402
 from optimizers.quantization import QuantizationConfig, coded, quantize  # noqa: E402
+from optimizers.tensors import COMPILED_FROM, as_channel_columns  # noqa: E402
 
 SETTINGS = [
     OptimizationConfig(pruning=PruningConfig(0.5), clustering=ClusteringConfig(16)),
@@ -74,6 +75,31 @@ def test_a_quantized_tensors_table_gives_its_values(granularity, mode):
     wide = QuantizationConfig(16, mode, granularity)  # 65,535 values a scale
     tabled = coded(quantize(w, wide, (-1,)), wide, (-1,))
     assert (tabled is None) == (granularity == "per-channel")  # 24 rows of them: too large
+
+
+@pytest.mark.parametrize("axes", [(-1,), (-2, -1), (-2,)])
+@pytest.mark.parametrize("dtype, base", [(np.int8, -8), (np.int16, 0), (np.intp, 0)])
+@pytest.mark.parametrize("rows", [1, "per channel"])
+def test_a_large_tensors_codes_are_looked_up_and_counted_as_a_small_ones(axes, dtype, base, rows):
+    """Large tensors take the compiled passes (``COMPILED_FROM``): the same values, and figures
+    counted from codes equal to those sorted from the values, whatever the code type, base,
+    table layout and channel axes."""
+    rng = np.random.default_rng(0)
+    shape = (3, 3, 96, 80)
+    codes = rng.integers(base, base + 16, size=shape).astype(dtype)
+    channels = as_channel_columns(codes, axes)[0].shape[1]
+    table = np.sort(rng.normal(size=(channels if rows == "per channel" else 1, 16)), axis=1)
+    coded_ = levels.Coded(codes, table.astype(np.float32), axes, base)
+    assert codes.size >= COMPILED_FROM
+    columns, restore = as_channel_columns(codes.astype(np.intp) - base, axes)
+    expected = restore(np.take_along_axis(np.broadcast_to(table.T, (16, channels)), columns, 0))
+    values = coded_.values
+    np.testing.assert_array_equal(values, expected.astype(np.float32))
+    for per_channel in (False, True):
+        assert_same_statistics(
+            levels.statistics(values, axes, per_channel, coded_),
+            levels.sorted_statistics(values, axes, per_channel),
+        )
 
 
 def assert_same_statistics(found: levels.Statistics, sorted_: levels.Statistics) -> None:

@@ -7,6 +7,8 @@ from hypothesis.extra.numpy import array_shapes, arrays
 from optimizers.pruning import (
     PruningConfig,
     global_masks,
+    keep_where,
+    kth_smallest,
     magnitude_mask,
     n_m_mask,
     prune,
@@ -33,6 +35,39 @@ def test_exact_count_and_smallest_magnitudes_go(w, sparsity):
         assert np.abs(w[pruned]).max() <= np.abs(w[~pruned]).min()
     # A caller that keeps the sorted magnitudes gets the same answer, ties included.
     np.testing.assert_array_equal(prune(w, PruningConfig(sparsity), sorted_magnitudes(w)), out)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("seed", range(4))
+def test_a_large_tensor_is_pruned_in_compiled_passes_as_a_small_one_is(dtype, seed):
+    """Large tensors take the compiled passes (``COMPILED_FROM``): the same weights zeroed, bit
+    for bit, ties by position (values on a coarse grid tie by the thousand), existing zeros of
+    either sign, with or without the sorted magnitudes."""
+    rng = np.random.default_rng(seed)
+    w = rng.normal(size=(3, 3, 64, 130)).astype(dtype)
+    if seed % 2:
+        w = np.round(w, 1)  # thousands of weights share each magnitude
+    w[rng.random(w.shape) < 0.2] = 0.0
+    w[rng.random(w.shape) < 0.05] = -0.0
+    for sparsity in (0.0, 0.3, 0.6, 0.99):
+        small_way = keep_where(w, magnitude_mask(w, sparsity))
+        for ordered in (None, sorted_magnitudes(w)):
+            out = prune(w, PruningConfig(sparsity), ordered)
+            assert out.dtype == w.dtype and out.shape == w.shape
+            np.testing.assert_array_equal(
+                out.view(f"u{w.itemsize}"), small_way.view(f"u{w.itemsize}")
+            )
+    magnitudes = np.abs(w).ravel()
+    for k in (0, 1000, magnitudes.size // 2, magnitudes.size - 1):
+        assert kth_smallest(magnitudes, k) == np.partition(magnitudes, k)[k]
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_is_refused_in_a_large_tensor(bad):
+    w = np.random.default_rng(0).normal(size=100_000).astype(np.float32)
+    w[77] = bad
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        prune(w, PruningConfig(0.5))
 
 
 def test_ties_prune_the_lower_index_first():
