@@ -10,19 +10,21 @@ then costs no run of the model.
 At most ``CALIBRATION_SAMPLES`` inputs are read; a layer takes at most ``ROWS_PER_BATCH`` input
 rows from a batch (every k-th of its samples' positions, ``spread``).
 
-Layers with data: Dense, Conv1D/2D/3D (grouped too), DepthwiseConv1D/2D, SeparableConv1D/2D and
-both kernels of SimpleRNN, GRU and LSTM layers (the recurrent one on the states before each
-step), in nested models too. Data-free (plain, as without calibration): Embedding tables,
-EinsumDense, transposed convolutions, stateful recurrent layers, GRUs with ``reset_after=False``,
-and layers with several inputs.
+Layers with data: Dense, EinsumDense (``einsum_layout`` says which equations), Conv1D/2D/3D
+(grouped too), DepthwiseConv1D/2D, SeparableConv1D/2D and both kernels of SimpleRNN, GRU and
+LSTM layers (the recurrent one on the states before each step), in nested models too.
+Data-free (plain, as without calibration): Embedding tables, transposed convolutions, stateful
+recurrent layers, GRUs with ``reset_after=False``, and layers with several inputs (so the
+EinsumDense layers inside a MultiHeadAttention layer, which the model's graph does not show).
 """
 
 from __future__ import annotations
 
 import math
+import string
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -37,6 +39,7 @@ DAMPING = 0.01  # of H's mean diagonal, added to it before inverting (GPTQ's per
 # Input rows a layer takes from one batch: a 112x112 map of 8 images has 100,352 positions,
 # far more than an H of a few hundred columns needs; every k-th of them is kept (``spread``).
 ROWS_PER_BATCH = 4096
+DENSE_LAYERS = frozenset({"Dense", "EinsumDense"})
 CONV_LAYERS = frozenset({"Conv1D", "Conv2D", "Conv3D"})
 DEPTHWISE_LAYERS = frozenset({"DepthwiseConv1D", "DepthwiseConv2D"})
 SEPARABLE_LAYERS = frozenset({"SeparableConv1D", "SeparableConv2D"})
@@ -54,7 +57,8 @@ class LayerInputs:
     most columns remain to take their error); ``inverse_root`` (G, C, C) the upper Cholesky
     factor of the dampened inverse of ``H`` in that order; ``mean`` (G, C) the mean input;
     ``bias`` the index of the layer's bias in the model's weights (``None``: no bias to
-    correct)."""
+    correct); ``axes`` the kernel's axes as rows then columns, for a kernel whose output
+    channels are not just its last axis (EinsumDense, ``einsum_layout``; ``None``: the last)."""
 
     hessian: np.ndarray
     order: np.ndarray
@@ -63,6 +67,7 @@ class LayerInputs:
     rows: int
     depthwise: bool
     bias: int | None
+    axes: tuple[int, ...] | None = None
 
     @property
     def groups(self) -> int:
@@ -118,6 +123,57 @@ def inverse_root(hessian: np.ndarray, damping: float = DAMPING) -> np.ndarray:
 
 
 # --- gathering the statistics ----------------------------------------------------------------
+
+
+class EinsumLayout(NamedTuple):
+    """An EinsumDense layer as a Dense one: its input's axes with the ``contracted`` ones last
+    (in the kernel's order), its kernel's axes as rows (the output axes, in the kernel's order)
+    then the same contracted ones, and whether its bias holds one value per kernel row, in
+    that order (else the bias is not corrected)."""
+
+    inputs: tuple[int, ...]
+    kernel: tuple[int, ...]
+    contracted: int
+    bias: bool
+
+
+def einsum_layout(equation: str, ndim: int, bias_axes: str | None) -> EinsumLayout | None:
+    """The ``EinsumLayout`` of an EinsumDense ``equation`` on inputs of ``ndim`` axes, or
+    ``None`` where a kernel of rows by columns does not hold it: a kernel axis also in the
+    input and the output (one matrix per index), an axis summed away or repeated, no axis
+    contracted, the input's first (the samples) contracted, or the kernel's last contracted
+    (the plain pipeline's channels, which the rows' per-channel scales follow).
+
+    >>> einsum_layout("abcd,cde->abe", 4, "e")  # the attention output projection
+    EinsumLayout(inputs=(0, 1, 2, 3), kernel=(2, 0, 1), contracted=2, bias=True)
+    """
+    inputs, output = equation.split("->")
+    x, kernel = inputs.split(",")
+    if "..." in x:  # the elided axes, named
+        fresh = sorted(set(string.ascii_letters) - set(equation))[: ndim - len(x) + 3]
+        x, output = (s.replace("...", "".join(fresh)) for s in (x, output))
+    contracted = [c for c in kernel if c in x and c not in output]
+    rows = [c for c in kernel if c not in x]
+    if (
+        len(x) != ndim
+        or any(len(set(s)) != len(s) for s in (x, kernel, output))
+        or len(rows) + len(contracted) != len(kernel)
+        or not set(rows) <= set(output)
+        or not set(x) <= set(contracted) | set(output)
+        or not contracted
+        or x[0] in contracted
+        or kernel[-1] in contracted
+    ):
+        return None
+    first = min((output.index(c) for c in bias_axes or ""), default=len(output))
+    return EinsumLayout(
+        tuple(
+            [i for i, c in enumerate(x) if c not in contracted] + [x.index(c) for c in contracted]
+        ),
+        tuple(kernel.index(c) for c in rows + contracted),
+        len(contracted),
+        bias=set(bias_axes or "") == set(rows) and list(output[first:]) == rows,
+    )
 
 
 def spread(n: int, positions: int) -> int:
@@ -186,6 +242,7 @@ class Accumulator:
 
     depthwise: bool
     bias: int | None
+    axes: tuple[int, ...] | None = None
     square: np.ndarray | None = None
     total: np.ndarray | None = None
     rows: int = 0
@@ -220,6 +277,7 @@ class Accumulator:
             self.rows,
             self.depthwise,
             self.bias,
+            self.axes,
         )
 
 
@@ -229,6 +287,7 @@ class Tap:
 
     layer: Any
     kernels: dict[str, Accumulator]  # by weight name: kernel, depthwise_kernel, ...
+    einsum: EinsumLayout | None = None
 
 
 def layer_input(layer: Any) -> Any | None:
@@ -258,12 +317,20 @@ def taps_of(model: Any, refs: Sequence[TensorRef], weight_index: Mapping[int, in
             layer.data_format != "channels_last"
         ):
             continue
-        if kind not in {"Dense"} | CONV_LAYERS | DEPTHWISE_LAYERS | SEPARABLE_LAYERS | (
+        if kind not in DENSE_LAYERS | CONV_LAYERS | DEPTHWISE_LAYERS | SEPARABLE_LAYERS | (
             RECURRENT_LAYERS
         ):
             continue
+        einsum = None
+        if kind == "EinsumDense":
+            ndim = len(layer_input(layer).shape)
+            einsum = einsum_layout(layer.equation, ndim, layer.bias_axes)
+            if einsum is None:
+                continue
         bias = getattr(layer, "bias", None)
         bias_index = None if bias is None else weight_index.get(id(bias))
+        if einsum is not None and not einsum.bias:
+            bias_index = None  # not one value per kernel row
         kernels = {}
         for v in layer.weights:
             i = weight_index.get(id(v))
@@ -277,9 +344,10 @@ def taps_of(model: Any, refs: Sequence[TensorRef], weight_index: Mapping[int, in
             own_bias = None if kind in SEPARABLE_LAYERS and depthwise else bias_index
             if kind in RECURRENT_LAYERS:
                 own_bias = None  # the bias also serves the recurrent kernel
-            kernels[v.name] = Accumulator(depthwise, own_bias)
+            axes = None if einsum is None else einsum.kernel
+            kernels[v.name] = Accumulator(depthwise, own_bias, axes)
         if kernels:
-            found.append(Tap(layer, kernels))
+            found.append(Tap(layer, kernels, einsum))
     return found
 
 
@@ -324,8 +392,11 @@ def feed(
             feed(tap[1], tap[0], inputs, extractors)  # already the real samples
             continue
         layer, kind = tap.layer, type(tap.layer).__name__
-        if kind == "Dense" or kind in RECURRENT_LAYERS:
-            flat = inputs.reshape(-1, inputs.shape[-1])
+        if kind in DENSE_LAYERS | RECURRENT_LAYERS:
+            contracted = 1
+            if tap.einsum is not None:  # the contracted axes last, as the kernel's columns
+                inputs, contracted = inputs.transpose(tap.einsum.inputs), tap.einsum.contracted
+            flat = inputs.reshape(math.prod(inputs.shape[:-contracted]), -1)
             step = spread(len(inputs), len(flat) // len(inputs))
             tap.kernels["kernel"].add(flat[::step])
             if "recurrent_kernel" in tap.kernels:  # as many states as inputs

@@ -71,16 +71,25 @@ SHRINKS = np.float32(1.0) - np.float32(0.03) * np.arange(20, dtype=np.float32)
 # --- kernels as rows x columns --------------------------------------------------------------
 
 
+def kernel_axes(ndim: int, stats: LayerInputs) -> tuple[int, ...]:
+    """The axes of a kernel that is not depthwise as rows then columns: ``stats.axes``, or the
+    last axis (the output channels) then the others."""
+    return stats.axes or (ndim - 1, *range(ndim - 1))
+
+
 def as_rows(w: np.ndarray, stats: LayerInputs) -> np.ndarray:
     """``w`` as (G, R, C) float32 (a view when it can be): output channels by input columns,
     per group of ``stats``. A kernel (..., cin, cout) gives one group of cout rows by
     ``prod(...)·cin`` patch columns (a grouped convolution's G groups of cout / G rows); a
-    depthwise kernel (..., cin, mult) gives cin groups of mult rows by ``prod(...)`` columns."""
+    depthwise kernel (..., cin, mult) gives cin groups of mult rows by ``prod(...)`` columns;
+    an EinsumDense kernel one group of its output axes' entries by its contracted axes'
+    (``LayerInputs.axes``)."""
     if stats.depthwise:
         taps = int(np.prod(w.shape[:-2]))
         rows = w.reshape(taps, w.shape[-2], w.shape[-1]).transpose(1, 2, 0)
     else:
-        rows = w.reshape(-1, w.shape[-1]).T.reshape(stats.groups, w.shape[-1] // stats.groups, -1)
+        moved = w.transpose(kernel_axes(w.ndim, stats))
+        rows = moved.reshape(stats.groups, -1, stats.hessian.shape[-1])
     return rows.astype(np.float32, copy=False)
 
 
@@ -88,7 +97,8 @@ def from_rows(rows: np.ndarray, shape: tuple[int, ...], stats: LayerInputs) -> n
     """The inverse of ``as_rows``."""
     if stats.depthwise:
         return rows.transpose(2, 0, 1).reshape(shape)
-    return rows.reshape(-1, rows.shape[-1]).T.reshape(shape)
+    axes = kernel_axes(len(shape), stats)
+    return rows.reshape([shape[a] for a in axes]).transpose(np.argsort(axes))
 
 
 def reconstruction_error(w: np.ndarray, w_hat: np.ndarray, stats: LayerInputs) -> float:
@@ -167,29 +177,38 @@ def row_grid(
     config: QuantizationConfig,
     block: int | None,
     energy: np.ndarray | None = None,
+    channels: int | None = None,
 ) -> Grid:
-    """Scales per row (per channel), per block of a row (block-major when stored), or one per
-    tensor: from the weights' range, as plain rounding takes them, or, given the inputs'
-    ``energy`` (G, C), the diagonal of ``H``, from the share of that range (``SHRINKS``) that
-    rounds them with the least ``Σ H_cc |w − q|^2.4`` (GPTQ's grid search and its norm,
-    weighted here by the inputs). (Blockwise scales taken from the updated weights as the pass
-    reaches each block, as GPTQ's reference code does, measured 2 dB worse in output SNR on
-    the digits MLP at 4 bits.)"""
+    """Scales per channel, per block of a row (block-major when stored), or one per tensor:
+    from the weights' range, as plain rounding takes them, or, given the inputs' ``energy``
+    (G, C), the diagonal of ``H``, from the share of that range (``SHRINKS``) that rounds them
+    with the least ``Σ H_cc |w − q|^2.4`` (GPTQ's grid search and its norm, weighted here by
+    the inputs). (Blockwise scales taken from the updated weights as the pass reaches each
+    block, as GPTQ's reference code does, measured 2 dB worse in output SNR on the digits MLP
+    at 4 bits.)
+
+    Each row is a channel, or, given ``channels``, row k of the G·R shares channel
+    k mod ``channels``'s scale, taken over all its rows: an EinsumDense kernel (c, heads, dim)
+    has heads·dim rows and, as the plain pipeline and the export quantize it, dim channels."""
     g, r, c = rows.shape
+    channels = channels or g * r
     w = np.ascontiguousarray(rows, dtype=np.float32)
-    if config.granularity == "per-tensor":
-        shape: tuple[int, ...] = (1, -1)
-    elif block is not None:
-        shape = (g, r, c // block, block)
-    else:
-        shape = w.shape
-    groups = w.reshape(shape)
+
+    def grouped(a: np.ndarray) -> np.ndarray:
+        """``a`` (G, R, C) with the weights of each scale along its last axis."""
+        if config.granularity == "per-tensor":
+            return a.reshape(1, -1)
+        if block is not None:
+            return a.reshape(g, r, c // block, block)
+        return a.reshape(-1, channels, c).transpose(1, 0, 2).reshape(channels, -1)
+
+    groups = grouped(w)
     lo, hi = groups.min(axis=-1), groups.max(axis=-1)
     half = block is not None  # blockwise scales are float16 values
     if energy is None:
         scale, zp = scale_and_zero_point(lo, hi, config, half)
     else:
-        weight = np.broadcast_to(energy[:, None, :].astype(np.float32), w.shape).reshape(shape)
+        weight = grouped(np.broadcast_to(energy[:, None, :].astype(np.float32), w.shape))
         scale, zp = clipped(groups, weight, lo, hi, config, half)
     if config.granularity == "per-tensor":
         wide = (np.broadcast_to(a[:, None, None], w.shape) for a in (scale, zp))
@@ -197,8 +216,11 @@ def row_grid(
     if block is not None:
         wide = (np.repeat(a, block, axis=2) for a in (scale, zp))
         return Grid(config, *wide, stored=(scale[0].T.reshape(-1), zp[0].T.reshape(-1)))
-    wide = (np.broadcast_to(a[:, :, None], w.shape) for a in (scale, zp))
-    return Grid(config, *wide, stored=(scale.reshape(-1), zp.reshape(-1)))
+    wide = (
+        np.broadcast_to(np.tile(a, g * r // channels).reshape(g, r, 1), w.shape)
+        for a in (scale, zp)
+    )
+    return Grid(config, *wide, stored=(scale, zp))
 
 
 def clipped(
@@ -394,8 +416,10 @@ def compress_tensor(
     if q is None:
         return scored(None)
     block = q.block_size if quantization.blocked(w.shape, channel_axes, q.block_size) else None
-    full = row_grid(rows, q, block)
-    searched = row_grid(rows, q, block, np.diagonal(stats.hessian, axis1=1, axis2=2))
+    channels = math.prod(w.shape[a] for a in channel_axes)
+    full = row_grid(rows, q, block, channels=channels)
+    energy = np.diagonal(stats.hessian, axis1=1, axis2=2)
+    searched = row_grid(rows, q, block, energy, channels)
     found = [scored(full)]
     if not np.array_equal(searched.stored[0], full.stored[0]):
         # The weighted rounding error only estimates what the pass leaves: both are run.
@@ -426,7 +450,8 @@ def cluster_tensor(
         start = quantize_table(start, techniques.grid)
     rows = as_rows(w, stats)
     g, r, _ = rows.shape
-    shared = start.table.reshape(g, r, -1) if start.table.shape[0] > 1 else start.table
+    # Each row's shared values: the tensor's, or its channel's (``refit``'s row k mod rows).
+    shared = start.table[np.arange(g * r) % len(start.table)].reshape(g, r, -1)
     pruned_rows = as_rows(pruned, stats)
     keep = None
     if c.preserve_sparsity:  # the pass starts from ``w`` and zeros exactly what pruning did
@@ -436,7 +461,7 @@ def cluster_tensor(
         permute(begin, stats.order),
         stats.inverse_root,
         keep=keep,
-        grid=Table.of(np.broadcast_to(shared, (g, r, shared.shape[-1])), c.preserve_sparsity),
+        grid=Table.of(shared, c.preserve_sparsity),
     )
     assert codes is not None
     codes = permute(codes, np.argsort(stats.order, axis=1)).astype(np.intp)
@@ -450,13 +475,14 @@ def cluster_tensor(
 def refit(
     rows: np.ndarray, codes: np.ndarray, table: np.ndarray, stats: LayerInputs, keep_zero: bool
 ) -> np.ndarray:
-    """The shared values ``table`` (1 or G·R rows) that, with the weights' ``codes`` (G, R, C)
-    fixed, minimise the layer's output error ``tr((W − Ŵ) H (W − Ŵ)ᵀ)``: its normal equations
-    solved by ``REFIT_STEPS`` conjugate-gradient steps from the current values (each step one
-    product by ``H``). Zero entries stay zero with ``keep_zero``; unused entries stay."""
+    """The shared values ``table`` (one row, or one per channel: row k of the G·R reads table
+    row k mod its rows) that, with the weights' ``codes`` (G, R, C) fixed, minimise the layer's
+    output error ``tr((W − Ŵ) H (W − Ŵ)ᵀ)``: its normal equations solved by ``REFIT_STEPS``
+    conjugate-gradient steps from the current values (each step one product by ``H``). Zero
+    entries stay zero with ``keep_zero``; unused entries stay."""
     g, r, _ = codes.shape
     width = table.shape[1]
-    index = codes if table.shape[0] == 1 else codes + width * np.arange(g * r).reshape(g, r, 1)
+    index = codes + width * (np.arange(g * r) % len(table)).reshape(g, r, 1)
     flat = index.ravel()
     n = table.size
     free = np.bincount(flat, minlength=n) > 0
@@ -539,5 +565,6 @@ def optimize(
             )
         if stats.bias is not None:
             b = out[stats.bias]
-            out[stats.bias] = (b + bias_shift(weights[i], out[i], stats)).astype(b.dtype)
+            shift = bias_shift(weights[i], out[i], stats).reshape(b.shape)
+            out[stats.bias] = (b + shift).astype(b.dtype)
     return out, reports

@@ -139,3 +139,66 @@ def test_recurrent_kernels_see_the_states_before_each_step():
     found = stats[recurrent["lstm"]]
     assert reconstruction_error(u, np.zeros_like(u), found) == pytest.approx(power, rel=1e-4)
     assert found.bias is None  # the layer's bias also serves the input kernel
+
+
+# --- EinsumDense ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("equation", "ndim", "bias_axes", "layout"),
+    [
+        ("abc,cd->abd", 3, "d", ((0, 1, 2), (1, 0), 1, True)),
+        ("abc,cde->abde", 3, "de", ((0, 1, 2), (1, 2, 0), 1, True)),  # query/key/value
+        ("abcd,cde->abe", 4, "e", ((0, 1, 2, 3), (2, 0, 1), 2, True)),  # attention output
+        ("abc,cde->abde", 3, "e", ((0, 1, 2), (1, 2, 0), 1, False)),  # bias on one output axis
+        ("abc,cde->abed", 3, "de", ((0, 1, 2), (1, 2, 0), 1, False)),  # bias in another order
+        ("acb,cd->abd", 3, None, ((0, 2, 1), (1, 0), 1, False)),  # contracted in the middle
+        ("...b,bc->...c", 4, "c", ((0, 1, 2, 3), (1, 0), 1, True)),
+        ("abc,bcd->abd", 3, "d", None),  # a kernel axis in input and output: batch-like
+        ("abc,dc->abd", 3, "d", None),  # the kernel's last axis (its channels) contracted
+        ("abc,cd->ad", 3, "d", None),  # an input axis summed away
+        ("ab,bc->ac", 3, "c", None),  # not the input's axes
+    ],
+)
+def test_einsum_layouts(equation, ndim, bias_axes, layout):
+    found = calibration.einsum_layout(equation, ndim, bias_axes)
+    assert found == (None if layout is None else calibration.EinsumLayout(*layout))
+
+
+def einsum_model() -> keras.Model:
+    """The projections of an attention block, as EinsumDense layers: query (c, heads, dim),
+    output (heads, dim, out), then a Dense-like head."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((6, 16))
+    y = keras.layers.EinsumDense(
+        "abc,cde->abde", (None, 4, 8), bias_axes="de", activation="gelu", name="query"
+    )(inputs)
+    y = keras.layers.EinsumDense(
+        "abcd,cde->abe", (None, 16), bias_axes="e", activation="relu", name="attention_output"
+    )(y)
+    outputs = keras.layers.EinsumDense("abc,cd->abd", (None, 10), bias_axes="d", name="head")(y)
+    return keras.Model(inputs, outputs)
+
+
+def test_einsum_statistics_are_the_layer_inputs():
+    model = einsum_model()
+    refs = eligible_tensors(model)
+    x = np.random.default_rng(0).normal(size=(40, 6, 16)).astype(np.float32)
+    stats = calibration.gather(model, refs, x)
+    assert {r.index for r in refs} == set(stats)
+    weights = model.get_weights()
+    for r in refs:
+        layer = model.get_layer(r.layer)
+        inputs = keras.ops.convert_to_numpy(keras.Model(model.input, layer.input)(x))
+        # The layer's output without its bias and activation, from its own equation.
+        y = np.einsum(layer.equation, inputs.astype(np.float64), weights[r.index])
+        found = stats[r.index]
+        power = reconstruction_error(weights[r.index], np.zeros_like(weights[r.index]), found)
+        assert power == pytest.approx(float(np.sum(y**2)) / found.rows, rel=1e-4), r.layer
+        assert found.bias == r.index + 1  # each bias holds one value per kernel row
+    # H of the output projection by hand: its (heads, dim) inputs at each of the 40 x 6 positions.
+    output = next(r for r in refs if r.layer == "attention_output")
+    inputs = keras.Model(model.input, model.get_layer("attention_output").input)(x)
+    rows = keras.ops.convert_to_numpy(inputs).reshape(240, 32).astype(np.float64)
+    np.testing.assert_allclose(stats[output.index].hessian[0], rows.T @ rows / 240, atol=1e-5)
+    np.testing.assert_allclose(stats[output.index].mean[0], rows.mean(0), atol=1e-6)
