@@ -10,12 +10,12 @@ then costs no run of the model.
 At most ``CALIBRATION_SAMPLES`` inputs are read; a layer takes at most ``ROWS_PER_BATCH`` input
 rows from a batch (every k-th of its samples' positions, ``spread``).
 
-Layers with data: Dense, EinsumDense (``einsum_layout`` says which equations), Conv1D/2D/3D
-(grouped too), DepthwiseConv1D/2D, SeparableConv1D/2D and both kernels of SimpleRNN, GRU and
-LSTM layers (the recurrent one on the states before each step), in nested models too.
-Data-free (plain, as without calibration): Embedding tables, transposed convolutions, stateful
-recurrent layers, GRUs with ``reset_after=False``, and layers with several inputs (so the
-EinsumDense layers inside a MultiHeadAttention layer, which the model's graph does not show).
+Layers with data: Dense, EinsumDense (``einsum_layout`` says which equations; those inside a
+MultiHeadAttention layer too, ``Replay``), Conv1D/2D/3D (grouped too), DepthwiseConv1D/2D,
+SeparableConv1D/2D and both kernels of SimpleRNN, GRU and LSTM layers (the recurrent one on the
+states before each step), in nested models too. Data-free (plain, as without calibration):
+Embedding tables, transposed convolutions, stateful recurrent layers, GRUs with
+``reset_after=False``, and other layers with several inputs.
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ CONV_LAYERS = frozenset({"Conv1D", "Conv2D", "Conv3D"})
 DEPTHWISE_LAYERS = frozenset({"DepthwiseConv1D", "DepthwiseConv2D"})
 SEPARABLE_LAYERS = frozenset({"SeparableConv1D", "SeparableConv2D"})
 RECURRENT_LAYERS = frozenset({"LSTM", "GRU", "SimpleRNN"})
+REPLAYED_LAYERS = frozenset({"MultiHeadAttention"})
 
 
 @dataclass(frozen=True)
@@ -290,6 +291,17 @@ class Tap:
     einsum: EinsumLayout | None = None
 
 
+@dataclass
+class Replay:
+    """A layer whose eligible sublayers its model's graph does not show (a MultiHeadAttention's
+    query, key, value and output EinsumDense layers): it is run again on its real inputs (its
+    first call's arguments), and each tap reads what its sublayer was called on. Masks its
+    inputs carry in the model (an Embedding's ``mask_zero``) are not replayed."""
+
+    layer: Any
+    taps: list[Tap]
+
+
 def layer_input(layer: Any) -> Any | None:
     """The symbolic input of a layer with one input, in its model's graph (of its first call:
     a layer shared by several calls is calibrated on the first); ``None`` otherwise."""
@@ -299,55 +311,67 @@ def layer_input(layer: Any) -> Any | None:
     return tensors[0] if len(tensors) == 1 else None
 
 
+def leaf_tap(layer: Any, by_id: Mapping[int, Any], weight_index: Mapping[int, int]) -> Tap | None:
+    """The ``Tap`` of a leaf layer with data (its kernels among the tensors ``by_id``), or
+    ``None``."""
+    kind = type(layer).__name__
+    if kind in CONV_LAYERS | DEPTHWISE_LAYERS | SEPARABLE_LAYERS and (
+        layer.data_format != "channels_last"
+    ):
+        return None
+    if kind not in DENSE_LAYERS | CONV_LAYERS | DEPTHWISE_LAYERS | SEPARABLE_LAYERS | (
+        RECURRENT_LAYERS
+    ):
+        return None
+    einsum = None
+    if kind == "EinsumDense":
+        einsum = einsum_layout(layer.equation, layer.input_spec.ndim, layer.bias_axes)
+        if einsum is None:
+            return None
+    bias = getattr(layer, "bias", None)
+    bias_index = None if bias is None else weight_index.get(id(bias))
+    if einsum is not None and not einsum.bias:
+        bias_index = None  # not one value per kernel row
+    kernels = {}
+    for v in layer.weights:
+        i = weight_index.get(id(v))
+        if i is None or i not in by_id:
+            continue
+        if v.name == "recurrent_kernel" and (
+            layer.stateful or not getattr(layer, "reset_after", True)
+        ):
+            continue  # a carried state, or a GRU gate between the state and the kernel
+        depthwise = v.name == "depthwise_kernel" or kind in DEPTHWISE_LAYERS
+        own_bias = None if kind in SEPARABLE_LAYERS and depthwise else bias_index
+        if kind in RECURRENT_LAYERS:
+            own_bias = None  # the bias also serves the recurrent kernel
+        axes = None if einsum is None else einsum.kernel
+        kernels[v.name] = Accumulator(depthwise, own_bias, axes)
+    return Tap(layer, kernels, einsum) if kernels else None
+
+
 def taps_of(model: Any, refs: Sequence[TensorRef], weight_index: Mapping[int, int]) -> list[Any]:
-    """The layers of ``model`` (one level) whose inputs give statistics: leaf ``Tap``s, and
-    nested models as ``(model, taps)`` pairs."""
+    """The layers of ``model`` (one level) whose inputs give statistics: leaf ``Tap``s,
+    ``Replay``s, and nested models as ``(model, taps)`` pairs."""
     by_id = {r.index: r for r in refs}
     found: list[Any] = []
     for layer in model.layers:
+        if type(layer).__name__ in REPLAYED_LAYERS and layer._inbound_nodes:
+            sublayers = layer._flatten_layers(include_self=False, recursive=True)
+            inner = [leaf_tap(s, by_id, weight_index) for s in sublayers]
+            if any(inner):
+                found.append(Replay(layer, [t for t in inner if t is not None]))
+            continue
         if layer_input(layer) is None:
             continue
-        kind = type(layer).__name__
         if hasattr(layer, "layers") and layer.layers:
-            inner = taps_of(layer, refs, weight_index)
-            if inner:
-                found.append((layer, inner))
+            nested = taps_of(layer, refs, weight_index)
+            if nested:
+                found.append((layer, nested))
             continue
-        if kind in CONV_LAYERS | DEPTHWISE_LAYERS | SEPARABLE_LAYERS and (
-            layer.data_format != "channels_last"
-        ):
-            continue
-        if kind not in DENSE_LAYERS | CONV_LAYERS | DEPTHWISE_LAYERS | SEPARABLE_LAYERS | (
-            RECURRENT_LAYERS
-        ):
-            continue
-        einsum = None
-        if kind == "EinsumDense":
-            ndim = len(layer_input(layer).shape)
-            einsum = einsum_layout(layer.equation, ndim, layer.bias_axes)
-            if einsum is None:
-                continue
-        bias = getattr(layer, "bias", None)
-        bias_index = None if bias is None else weight_index.get(id(bias))
-        if einsum is not None and not einsum.bias:
-            bias_index = None  # not one value per kernel row
-        kernels = {}
-        for v in layer.weights:
-            i = weight_index.get(id(v))
-            if i is None or i not in by_id:
-                continue
-            if v.name == "recurrent_kernel" and (
-                layer.stateful or not getattr(layer, "reset_after", True)
-            ):
-                continue  # a carried state, or a GRU gate between the state and the kernel
-            depthwise = v.name == "depthwise_kernel" or kind in DEPTHWISE_LAYERS
-            own_bias = None if kind in SEPARABLE_LAYERS and depthwise else bias_index
-            if kind in RECURRENT_LAYERS:
-                own_bias = None  # the bias also serves the recurrent kernel
-            axes = None if einsum is None else einsum.kernel
-            kernels[v.name] = Accumulator(depthwise, own_bias, axes)
-        if kernels:
-            found.append(Tap(layer, kernels, einsum))
+        tap = leaf_tap(layer, by_id, weight_index)
+        if tap is not None:
+            found.append(tap)
     return found
 
 
@@ -369,6 +393,14 @@ def hidden_states(layer: Any, x: np.ndarray, extractors: dict[Any, Any]) -> np.n
     return before.reshape(-1, h.shape[-1])
 
 
+def sources(tap: Any) -> list[Any]:
+    """The symbolic tensors of its model that a tap reads: a layer's input, or every input of a
+    ``Replay``'s layer."""
+    if isinstance(tap, Replay):
+        return list(tap.layer._inbound_nodes[0].input_tensors)
+    return [layer_input(tap.layer if isinstance(tap, Tap) else tap[0])]
+
+
 def feed(
     taps: Sequence[Any],
     model: Any,
@@ -382,46 +414,83 @@ def feed(
 
     key = id(model)
     if key not in extractors:
-        outputs = [layer_input(t.layer if isinstance(t, Tap) else t[0]) for t in taps]
-        extractors[key] = keras.Model(model.inputs, outputs)
+        extractors[key] = keras.Model(model.inputs, [s for t in taps for s in sources(t)])
     found = extractors[key].predict_on_batch([x])  # compiled once: twice as fast as a call
-    found = found if isinstance(found, list | tuple) else [found]
-    for tap, inputs in zip(taps, found, strict=True):
-        inputs = keras.ops.convert_to_numpy(inputs)[:real]
-        if not isinstance(tap, Tap):
-            feed(tap[1], tap[0], inputs, extractors)  # already the real samples
-            continue
-        layer, kind = tap.layer, type(tap.layer).__name__
-        if kind in DENSE_LAYERS | RECURRENT_LAYERS:
-            contracted = 1
-            if tap.einsum is not None:  # the contracted axes last, as the kernel's columns
-                inputs, contracted = inputs.transpose(tap.einsum.inputs), tap.einsum.contracted
-            flat = inputs.reshape(math.prod(inputs.shape[:-contracted]), -1)
-            step = spread(len(inputs), len(flat) // len(inputs))
-            tap.kernels["kernel"].add(flat[::step])
-            if "recurrent_kernel" in tap.kernels:  # as many states as inputs
-                tap.kernels["recurrent_kernel"].add(
-                    hidden_states(layer, inputs, extractors)[::step]
-                )
-            continue
-        if kind in CONV_LAYERS:
-            rows, groups = patches(layer, inputs), layer.groups
-            if groups > 1:  # each group of outputs reads its own share of the input channels
-                taps = int(np.prod(layer.kernel_size))
-                rows = rows.reshape(len(rows), taps, groups, -1).transpose(2, 0, 1, 3)
-                rows = rows.reshape(groups, rows.shape[1], -1)
-            tap.kernels["kernel"].add(rows)
-            continue
-        rows = patches(layer, inputs, per_channel=True)  # (cin, taps, rows)
-        name = "kernel" if kind in DEPTHWISE_LAYERS else "depthwise_kernel"
-        if name in tap.kernels:
-            tap.kernels[name].add(rows)
-        if "pointwise_kernel" in tap.kernels:  # its input: the float depthwise output
-            dw = keras.ops.convert_to_numpy(layer.depthwise_kernel).astype(np.float32)
-            cin, mult = dw.shape[-2], dw.shape[-1]
-            dw = dw.reshape(-1, cin, mult)
-            mid = np.einsum("ckn,kcm->ncm", rows, dw)
-            tap.kernels["pointwise_kernel"].add(mid.reshape(-1, cin * mult))
+    found = iter(found if isinstance(found, list | tuple) else [found])
+    for tap in taps:
+        values = [keras.ops.convert_to_numpy(next(found))[:real] for _ in sources(tap)]
+        if isinstance(tap, Replay):
+            replay(tap, values, extractors)
+        elif isinstance(tap, Tap):
+            add(tap, values[0], extractors)
+        else:
+            feed(tap[1], tap[0], values[0], extractors)  # already the real samples
+
+
+def replay(tap: Replay, values: Sequence[np.ndarray], extractors: dict[Any, Any]) -> None:
+    """Run a ``Replay``'s layer on ``values``, its inputs, and add what each of its taps'
+    sublayers was called on (their ``call`` wrapped for the run, to record it)."""
+    import keras
+
+    node = tap.layer._inbound_nodes[0]
+    args, kwargs = node.arguments.fill_in(
+        {id(t): v for t, v in zip(node.input_tensors, values, strict=True)}
+    )
+    seen: dict[int, Any] = {}
+
+    def recording(layer: Any) -> Callable[..., Any]:
+        call = layer.call
+
+        def record(inputs: Any, *rest: Any, **options: Any) -> Any:
+            seen[id(layer)] = inputs
+            return call(inputs, *rest, **options)
+
+        return record
+
+    for t in tap.taps:
+        object.__setattr__(t.layer, "call", recording(t.layer))
+    try:
+        tap.layer(*args, **kwargs)
+    finally:
+        for t in tap.taps:
+            object.__delattr__(t.layer, "call")
+    for t in tap.taps:
+        add(t, keras.ops.convert_to_numpy(seen[id(t.layer)]), extractors)
+
+
+def add(tap: Tap, inputs: np.ndarray, extractors: dict[Any, Any]) -> None:
+    """Add a leaf layer's ``inputs`` (a batch) to its tap's kernels."""
+    import keras
+
+    layer, kind = tap.layer, type(tap.layer).__name__
+    if kind in DENSE_LAYERS | RECURRENT_LAYERS:
+        contracted = 1
+        if tap.einsum is not None:  # the contracted axes last, as the kernel's columns
+            inputs, contracted = inputs.transpose(tap.einsum.inputs), tap.einsum.contracted
+        flat = inputs.reshape(math.prod(inputs.shape[:-contracted]), -1)
+        step = spread(len(inputs), len(flat) // len(inputs))
+        tap.kernels["kernel"].add(flat[::step])
+        if "recurrent_kernel" in tap.kernels:  # as many states as inputs
+            tap.kernels["recurrent_kernel"].add(hidden_states(layer, inputs, extractors)[::step])
+        return
+    if kind in CONV_LAYERS:
+        rows, groups = patches(layer, inputs), layer.groups
+        if groups > 1:  # each group of outputs reads its own share of the input channels
+            taps = int(np.prod(layer.kernel_size))
+            rows = rows.reshape(len(rows), taps, groups, -1).transpose(2, 0, 1, 3)
+            rows = rows.reshape(groups, rows.shape[1], -1)
+        tap.kernels["kernel"].add(rows)
+        return
+    rows = patches(layer, inputs, per_channel=True)  # (cin, taps, rows)
+    name = "kernel" if kind in DEPTHWISE_LAYERS else "depthwise_kernel"
+    if name in tap.kernels:
+        tap.kernels[name].add(rows)
+    if "pointwise_kernel" in tap.kernels:  # its input: the float depthwise output
+        dw = keras.ops.convert_to_numpy(layer.depthwise_kernel).astype(np.float32)
+        cin, mult = dw.shape[-2], dw.shape[-1]
+        dw = dw.reshape(-1, cin, mult)
+        mid = np.einsum("ckn,kcm->ncm", rows, dw)
+        tap.kernels["pointwise_kernel"].add(mid.reshape(-1, cin * mult))
 
 
 def gather(
@@ -461,7 +530,7 @@ def gather(
     def collect(items: Sequence[Any]) -> None:
         for tap in items:
             if not isinstance(tap, Tap):
-                collect(tap[1])
+                collect(tap.taps if isinstance(tap, Replay) else tap[1])
                 continue
             for v in tap.layer.weights:
                 if v.name in tap.kernels and id(v) in weight_index:

@@ -202,3 +202,28 @@ def test_einsum_statistics_are_the_layer_inputs():
     rows = keras.ops.convert_to_numpy(inputs).reshape(240, 32).astype(np.float64)
     np.testing.assert_allclose(stats[output.index].hessian[0], rows.T @ rows / 240, atol=1e-5)
     np.testing.assert_allclose(stats[output.index].mean[0], rows.mean(0), atol=1e-6)
+
+
+def test_multi_head_attention_projections_are_replayed():
+    # Causal self-attention: the output projection's inputs are only right if the layer is
+    # run again with its call's arguments (the mask flag included).
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((6, 16))
+    mha = keras.layers.MultiHeadAttention(2, 8, name="mha")
+    model = keras.Model(inputs, mha(inputs, inputs, use_causal_mask=True))
+    refs = eligible_tensors(model)
+    x = np.random.default_rng(0).normal(size=(40, 6, 16)).astype(np.float32)
+    stats = calibration.gather(model, refs, x)
+    assert len(refs) == 4 and {r.index for r in refs} == set(stats)
+    weights = dict(zip([v.path for v in model.weights], model.get_weights(), strict=True))
+    found = {r.path.split("/")[1]: (weights[r.path], stats[r.index]) for r in refs}
+    query, query_stats = found["query"]
+    y = np.einsum("abc,cde->abde", x.astype(np.float64), query)
+    power = reconstruction_error(query, np.zeros_like(query), query_stats)
+    assert power == pytest.approx(float(np.sum(y**2)) / 240, rel=1e-4)
+    # The layer's output less its bias is the output projection of its attention.
+    out, out_stats = found["attention_output"]
+    y = keras.ops.convert_to_numpy(model(x)) - weights["mha/attention_output/bias"]
+    power = reconstruction_error(out, np.zeros_like(out), out_stats)
+    assert power == pytest.approx(float(np.sum(y.astype(np.float64) ** 2)) / 240, rel=1e-4)
+    assert {s.bias for _, s in found.values()} == {r.index + 1 for r in refs}
