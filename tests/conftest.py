@@ -167,3 +167,24 @@ def user_files(tmp_path_factory) -> UserFiles:
     with np.load(SAMPLES / "breast_cancer_mlp_test.npz") as d:
         (out / "cancer.csv").write_bytes(table_csv(d["x"], d["y"]))
     return UserFiles(out / "digits.zip", out / "cancer.csv")
+
+
+def einsum_model(attention: bool = False):
+    """12 positions of 32 features through causal multi-head self-attention (``attention``) or
+    EinsumDense layers of its projections' equations (query (c, heads, dim), output (heads,
+    dim, out)), then a Dense-like EinsumDense head."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((12, 32))
+    if attention:
+        y = keras.layers.MultiHeadAttention(4, 16)(inputs, inputs, use_causal_mask=True)
+    else:
+        y = keras.layers.EinsumDense(
+            "abc,cde->abde", (None, 4, 16), bias_axes="de", activation="gelu", name="query"
+        )(inputs)
+        y = keras.layers.EinsumDense(
+            "abcd,cde->abe", (None, 32), bias_axes="e", activation="gelu", name="attention_output"
+        )(y)
+    outputs = keras.layers.EinsumDense("abc,cd->abd", (None, 10), bias_axes="d", name="head")(y)
+    return keras.Model(inputs, outputs)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
+from conftest import einsum_model
 
 from optimizers import calibration
 from optimizers.calibration import Accumulator, inverse_root
@@ -165,25 +166,10 @@ def test_einsum_layouts(equation, ndim, bias_axes, layout):
     assert found == (None if layout is None else calibration.EinsumLayout(*layout))
 
 
-def einsum_model() -> keras.Model:
-    """The projections of an attention block, as EinsumDense layers: query (c, heads, dim),
-    output (heads, dim, out), then a Dense-like head."""
-    keras.utils.set_random_seed(0)
-    inputs = keras.Input((6, 16))
-    y = keras.layers.EinsumDense(
-        "abc,cde->abde", (None, 4, 8), bias_axes="de", activation="gelu", name="query"
-    )(inputs)
-    y = keras.layers.EinsumDense(
-        "abcd,cde->abe", (None, 16), bias_axes="e", activation="relu", name="attention_output"
-    )(y)
-    outputs = keras.layers.EinsumDense("abc,cd->abd", (None, 10), bias_axes="d", name="head")(y)
-    return keras.Model(inputs, outputs)
-
-
 def test_einsum_statistics_are_the_layer_inputs():
     model = einsum_model()
     refs = eligible_tensors(model)
-    x = np.random.default_rng(0).normal(size=(40, 6, 16)).astype(np.float32)
+    x = np.random.default_rng(0).normal(size=(40, 12, 32)).astype(np.float32)
     stats = calibration.gather(model, refs, x)
     assert {r.index for r in refs} == set(stats)
     weights = model.get_weights()
@@ -196,11 +182,11 @@ def test_einsum_statistics_are_the_layer_inputs():
         power = reconstruction_error(weights[r.index], np.zeros_like(weights[r.index]), found)
         assert power == pytest.approx(float(np.sum(y**2)) / found.rows, rel=1e-4), r.layer
         assert found.bias == r.index + 1  # each bias holds one value per kernel row
-    # H of the output projection by hand: its (heads, dim) inputs at each of the 40 x 6 positions.
+    # H of the output projection by hand: its (heads, dim) inputs at each of the 40 x 12 positions.
     output = next(r for r in refs if r.layer == "attention_output")
     inputs = keras.Model(model.input, model.get_layer("attention_output").input)(x)
-    rows = keras.ops.convert_to_numpy(inputs).reshape(240, 32).astype(np.float64)
-    np.testing.assert_allclose(stats[output.index].hessian[0], rows.T @ rows / 240, atol=1e-5)
+    rows = keras.ops.convert_to_numpy(inputs).reshape(480, 64).astype(np.float64)
+    np.testing.assert_allclose(stats[output.index].hessian[0], rows.T @ rows / 480, atol=1e-5)
     np.testing.assert_allclose(stats[output.index].mean[0], rows.mean(0), atol=1e-6)
 
 

@@ -8,6 +8,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from conftest import einsum_model
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -450,27 +451,6 @@ def test_the_calibration_switch_is_live_on_a_sample() -> None:
 
 
 # --- EinsumDense: the attention projections --------------------------------------------------
-
-
-def einsum_model(attention: bool = False):
-    """12 positions of 32 features through causal multi-head self-attention (``attention``) or
-    EinsumDense layers of its projections' equations (query (c, heads, dim), output (heads,
-    dim, out)), then a Dense-like EinsumDense head."""
-    import keras
-
-    keras.utils.set_random_seed(0)
-    inputs = keras.Input((12, 32))
-    if attention:
-        y = keras.layers.MultiHeadAttention(4, 16)(inputs, inputs, use_causal_mask=True)
-    else:
-        y = keras.layers.EinsumDense(
-            "abc,cde->abde", (None, 4, 16), bias_axes="de", activation="gelu", name="query"
-        )(inputs)
-        y = keras.layers.EinsumDense(
-            "abcd,cde->abe", (None, 32), bias_axes="e", activation="gelu", name="attention_output"
-        )(y)
-    outputs = keras.layers.EinsumDense("abc,cd->abd", (None, 10), bias_axes="d", name="head")(y)
-    return keras.Model(inputs, outputs)
 
 
 def correlated_tokens(seed: int, n: int) -> np.ndarray:
