@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import string
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -45,6 +46,7 @@ DEPTHWISE_LAYERS = frozenset({"DepthwiseConv1D", "DepthwiseConv2D"})
 SEPARABLE_LAYERS = frozenset({"SeparableConv1D", "SeparableConv2D"})
 RECURRENT_LAYERS = frozenset({"LSTM", "GRU", "SimpleRNN"})
 REPLAYED_LAYERS = frozenset({"MultiHeadAttention"})
+REPLAYING = threading.Lock()  # held while a replayed layer's sublayers record their inputs
 
 
 @dataclass(frozen=True)
@@ -295,8 +297,9 @@ class Tap:
 class Replay:
     """A layer whose eligible sublayers its model's graph does not show (a MultiHeadAttention's
     query, key, value and output EinsumDense layers): it is run again on its real inputs (its
-    first call's arguments), and each tap reads what its sublayer was called on. Masks its
-    inputs carry in the model (an Embedding's ``mask_zero``) are not replayed."""
+    first call's arguments), and each tap reads what its sublayer was called on. A layer whose
+    inputs carry a mask (an Embedding's ``mask_zero``) is not replayed: its run would attend to
+    the padding, so its sublayers stay data-free."""
 
     layer: Any
     taps: list[Tap]
@@ -357,6 +360,8 @@ def taps_of(model: Any, refs: Sequence[TensorRef], weight_index: Mapping[int, in
     found: list[Any] = []
     for layer in model.layers:
         if type(layer).__name__ in REPLAYED_LAYERS and layer._inbound_nodes:
+            if any(getattr(t, "_keras_mask", None) is not None for t in sources_of(layer)):
+                continue
             sublayers = layer._flatten_layers(include_self=False, recursive=True)
             inner = [leaf_tap(s, by_id, weight_index) for s in sublayers]
             if any(inner):
@@ -393,11 +398,16 @@ def hidden_states(layer: Any, x: np.ndarray, extractors: dict[Any, Any]) -> np.n
     return before.reshape(-1, h.shape[-1])
 
 
+def sources_of(layer: Any) -> list[Any]:
+    """Every symbolic input of ``layer``'s first call in its model."""
+    return list(layer._inbound_nodes[0].input_tensors)
+
+
 def sources(tap: Any) -> list[Any]:
     """The symbolic tensors of its model that a tap reads: a layer's input, or every input of a
     ``Replay``'s layer."""
     if isinstance(tap, Replay):
-        return list(tap.layer._inbound_nodes[0].input_tensors)
+        return sources_of(tap.layer)
     return [layer_input(tap.layer if isinstance(tap, Tap) else tap[0])]
 
 
@@ -437,25 +447,33 @@ def replay(tap: Replay, values: Sequence[np.ndarray], extractors: dict[Any, Any]
         {id(t): v for t, v in zip(node.input_tensors, values, strict=True)}
     )
     seen: dict[int, Any] = {}
+    me = threading.get_ident()
 
     def recording(layer: Any) -> Callable[..., Any]:
         call = layer.call
 
         def record(inputs: Any, *rest: Any, **options: Any) -> Any:
-            seen[id(layer)] = inputs
+            if threading.get_ident() == me:  # not another thread's run of the same model
+                seen[id(layer)] = inputs
             return call(inputs, *rest, **options)
 
         return record
 
-    for t in tap.taps:
-        object.__setattr__(t.layer, "call", recording(t.layer))
-    try:
-        tap.layer(*args, **kwargs)
-    finally:
+    with REPLAYING:  # one wrapping at a time: two calibrations may share the model
+        before = [t.layer.__dict__.get("call") for t in tap.taps]
         for t in tap.taps:
-            object.__delattr__(t.layer, "call")
+            object.__setattr__(t.layer, "call", recording(t.layer))
+        try:
+            tap.layer(*args, **kwargs)
+        finally:
+            for t, call in zip(tap.taps, before, strict=True):
+                if call is None:
+                    object.__delattr__(t.layer, "call")
+                else:
+                    object.__setattr__(t.layer, "call", call)
     for t in tap.taps:
-        add(t, keras.ops.convert_to_numpy(seen[id(t.layer)]), extractors)
+        if id(t.layer) in seen:  # a sublayer that did not run its ``call`` gives no data
+            add(t, keras.ops.convert_to_numpy(seen[id(t.layer)]), extractors)
 
 
 def add(tap: Tap, inputs: np.ndarray, extractors: dict[Any, Any]) -> None:
@@ -533,8 +551,9 @@ def gather(
                 collect(tap.taps if isinstance(tap, Replay) else tap[1])
                 continue
             for v in tap.layer.weights:
-                if v.name in tap.kernels and id(v) in weight_index:
-                    found[weight_index[id(v)]] = tap.kernels[v.name].finish()
+                kernel = tap.kernels.get(v.name)
+                if kernel is not None and kernel.rows and id(v) in weight_index:
+                    found[weight_index[id(v)]] = kernel.finish()
 
     collect(taps)
     return found

@@ -213,3 +213,19 @@ def test_multi_head_attention_projections_are_replayed():
     power = reconstruction_error(out, np.zeros_like(out), out_stats)
     assert power == pytest.approx(float(np.sum(y.astype(np.float64) ** 2)) / 240, rel=1e-4)
     assert {s.bias for _, s in found.values()} == {r.index + 1 for r in refs}
+    # The sublayers' own ``call`` is back: none is left recording.
+    assert not any("call" in sub.__dict__ for sub in mha._flatten_layers(include_self=False))
+
+
+def test_attention_over_masked_inputs_is_not_replayed():
+    # An Embedding's mask reaches the attention in the model, not in a replay of it, which
+    # would attend to the padding: its projections stay data-free, the rest is calibrated.
+    keras.utils.set_random_seed(0)
+    tokens = keras.Input((6,), dtype="int32")
+    embedded = keras.layers.Embedding(20, 16, mask_zero=True)(tokens)
+    attended = keras.layers.MultiHeadAttention(2, 8)(embedded, embedded)
+    model = keras.Model(tokens, keras.layers.Dense(3, name="head")(attended))
+    refs = eligible_tensors(model)
+    x = np.random.default_rng(0).integers(0, 20, size=(40, 6)).astype(np.int32)
+    stats = calibration.gather(model, refs, x)
+    assert {r.layer for r in refs if r.index in stats} == {"head"}
