@@ -8,8 +8,8 @@ alone, a third of a ResNet50's clustering). Loaded only when a large tensor need
 * Pruning's bins of magnitudes by their top 16 bits (``pruning.ranked``): ``buckets`` counts
   them, ``members`` gathers one bin, ``zero_smallest`` zeros the smallest magnitudes.
 * A coded tensor's codes, one column per output channel (``levels``): ``tally`` counts each
-  channel's, ``decode`` looks them up in a table. Compiled for the types they are called with
-  (codes of 8 to 64 bits, tables of floats or of new codes).
+  channel's, ``decode`` looks them up in a table. Each is compiled on its first call with a
+  new pair of types (codes of 8 to 64 bits, tables of floats or of new codes), then cached.
 
 Every pass computes a value's bin alike (``bin_of``): ``(x - lo) * scale`` in ``x``'s own
 float type, at most ``top`` (the last regular bin), truncated; with ``zeros_apart`` the exact

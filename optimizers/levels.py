@@ -45,6 +45,11 @@ class Coded:
         if self.codes.size >= COMPILED_FROM:  # one compiled pass, no index the size of it
             from optimizers import binning
 
+            if table.shape[0] == 1:  # one row for all: the codes in any order, flat
+                out = np.empty(self.codes.shape, table.dtype)
+                flat = np.ascontiguousarray(self.codes).reshape(-1, 1)
+                binning.decode(flat, table, self.base, out.reshape(-1, 1))
+                return out
             columns, restore = as_channel_columns(self.codes, self.channel_axes)
             out = np.empty(columns.shape, table.dtype)
             binning.decode(np.ascontiguousarray(columns), table, self.base, out)

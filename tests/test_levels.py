@@ -78,21 +78,27 @@ def test_a_quantized_tensors_table_gives_its_values(granularity, mode):
 
 
 @pytest.mark.parametrize("axes", [(-1,), (-2, -1), (-2,)])
-@pytest.mark.parametrize("dtype, base", [(np.int8, -8), (np.int16, 0), (np.intp, 0)])
+@pytest.mark.parametrize(
+    "dtype, base, entries", [(np.int8, -128, 256), (np.int16, 0, 16), (np.intp, 0, 16)]
+)
 @pytest.mark.parametrize("rows", [1, "per channel"])
-def test_a_large_tensors_codes_are_looked_up_and_counted_as_a_small_ones(axes, dtype, base, rows):
+def test_a_large_tensors_codes_are_looked_up_and_counted_as_a_small_ones(
+    axes, dtype, base, entries, rows
+):
     """Large tensors take the compiled passes (``COMPILED_FROM``): the same values, and figures
     counted from codes equal to those sorted from the values, whatever the code type, base,
     table layout and channel axes."""
     rng = np.random.default_rng(0)
     shape = (3, 3, 96, 80)
-    codes = rng.integers(base, base + 16, size=shape).astype(dtype)
+    codes = rng.integers(base, base + entries, size=shape).astype(dtype)  # int8: all of them
     channels = as_channel_columns(codes, axes)[0].shape[1]
-    table = np.sort(rng.normal(size=(channels if rows == "per channel" else 1, 16)), axis=1)
+    table = np.sort(rng.normal(size=(channels if rows == "per channel" else 1, entries)), axis=1)
     coded_ = levels.Coded(codes, table.astype(np.float32), axes, base)
     assert codes.size >= COMPILED_FROM
     columns, restore = as_channel_columns(codes.astype(np.intp) - base, axes)
-    expected = restore(np.take_along_axis(np.broadcast_to(table.T, (16, channels)), columns, 0))
+    expected = restore(
+        np.take_along_axis(np.broadcast_to(table.T, (entries, channels)), columns, 0)
+    )
     values = coded_.values
     np.testing.assert_array_equal(values, expected.astype(np.float32))
     for per_channel in (False, True):
