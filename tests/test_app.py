@@ -160,7 +160,7 @@ def test_settings_survive_a_trip_to_download_and_back() -> None:
     change(at, "select_slider", state.BITS, 4)
     at.switch_page(DOWNLOAD).run()
     assert "prune 40% → int4" in at.caption[0].value
-    recipe = config_from_dict(json.loads(at.text[-1].value))
+    recipe = config_from_dict(json.loads(at.json[-1].value))
     assert recipe.pruning == PruningConfig(0.4) and recipe.quantization.bits == 4
     at.switch_page(EXPLORE).run()
     assert at.slider(key=state.SPARSITY).value == 40
