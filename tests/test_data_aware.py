@@ -12,10 +12,10 @@ from conftest import einsum_model
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from optimizers import data_aware
+from optimizers import columns, data_aware
 from optimizers.calibration import Accumulator
 from optimizers.clustering import ClusteringConfig, cluster
-from optimizers.data_aware import compress_rows
+from optimizers.columns import compress_rows
 from optimizers.pipeline import (
     OptimizationConfig,
     Techniques,
@@ -67,7 +67,7 @@ def root_of(h: np.ndarray) -> np.ndarray:
 def test_gptq_rounding_of_a_4x4_layer_is_the_textbook_update():
     scale = np.full(4, 1.0 / 7, np.float32)
     zp = np.zeros(4, np.int64)
-    grid = data_aware.Grid(
+    grid = columns.Grid(
         QuantizationConfig(4),
         np.broadcast_to(scale, (1, 4, 4)),
         np.broadcast_to(zp, (1, 4, 4)),
@@ -189,9 +189,9 @@ def test_grid_search_clips_a_large_weight_on_a_quiet_input():
     stats = layer_stats(x)
     t = Techniques(quantization=QuantizationConfig(3))
     kernel, q, _ = data_aware.compress_tensor(w, stats, t, (-1,))
-    full = data_aware.row_grid(data_aware.as_rows(w, stats), t.quantization, None)
+    full = columns.row_grid(data_aware.as_rows(w, stats), t.quantization, None)
     assert q is not None and np.all(q.scale < full.stored[0])
-    unclipped = data_aware.compress_rows(
+    unclipped = columns.compress_rows(
         data_aware.as_rows(w, stats)[:, :, stats.order[0]],
         stats.inverse_root,
         grid=full.permuted(stats.order),
@@ -483,7 +483,7 @@ def test_einsum_kernels_round_data_aware_on_the_plain_grid(attention):
         # the kernel is its codes times those (or the clipped) scales.
         reference = quantize(w, config.quantization, r.channel_axes)
         rows = data_aware.as_rows(w, s)
-        full = data_aware.row_grid(rows, config.quantization, None, channels=w.shape[-1])
+        full = columns.row_grid(rows, config.quantization, None, channels=w.shape[-1])
         np.testing.assert_array_equal(full.stored[0], reference.scale)
         kernel, q, _ = data_aware.compress_tensor(w, s, config, r.channel_axes)
         np.testing.assert_array_equal(kernel, aware[r.index])
