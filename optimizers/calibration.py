@@ -7,29 +7,29 @@ energy, and the upper Cholesky factor of the dampened ``H⁻¹`` that data-aware
 (``optimizers.data_aware``) passes with. Gathered once per model (``gather``); each setting
 then costs no run of the model.
 
-At most ``CALIBRATION_SAMPLES`` inputs are read; a layer takes at most ``ROWS_PER_BATCH`` input
-rows from a batch (every k-th of its samples' positions, ``spread``).
+At most ``CALIBRATION_SAMPLES`` inputs are read; a layer's inputs become the rows its kernel
+reads as ``optimizers.input_rows`` lays them out (at most ``ROWS_PER_BATCH`` from a batch).
 
-Layers with data: Dense, EinsumDense (``einsum_layout`` says which equations; those inside a
-MultiHeadAttention layer too, ``Replay``), Conv1D/2D/3D (grouped too), DepthwiseConv1D/2D,
-SeparableConv1D/2D and both kernels of SimpleRNN, GRU and LSTM layers (the recurrent one on the
-states before each step), in nested models too. Data-free (plain, as without calibration):
-Embedding tables, transposed convolutions, stateful recurrent layers, GRUs with
-``reset_after=False``, and other layers with several inputs.
+Layers with data: Dense, EinsumDense (``input_rows.einsum_layout`` says which equations;
+those inside a MultiHeadAttention layer too, ``Replay``), Conv1D/2D/3D (grouped too),
+DepthwiseConv1D/2D, SeparableConv1D/2D and both kernels of SimpleRNN, GRU and LSTM layers (the
+recurrent one on the states before each step), in nested models too. Data-free (plain, as
+without calibration): Embedding tables, transposed convolutions, stateful recurrent layers,
+GRUs with ``reset_after=False``, and other layers with several inputs.
 """
 
 from __future__ import annotations
 
 import math
-import string
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from optimizers import evaluate
+from optimizers.input_rows import EinsumLayout, einsum_layout, patches, spread
 from optimizers.pipeline import TensorRef
 
 if TYPE_CHECKING:
@@ -37,9 +37,6 @@ if TYPE_CHECKING:
 
 CALIBRATION_SAMPLES = 512  # inputs used at most: GPTQ's 128 already suffice on large models
 DAMPING = 0.01  # of H's mean diagonal, added to it before inverting (GPTQ's percdamp)
-# Input rows a layer takes from one batch: a 112x112 map of 8 images has 100,352 positions,
-# far more than an H of a few hundred columns needs; every k-th of them is kept (``spread``).
-ROWS_PER_BATCH = 4096
 DENSE_LAYERS = frozenset({"Dense", "EinsumDense"})
 CONV_LAYERS = frozenset({"Conv1D", "Conv2D", "Conv3D"})
 DEPTHWISE_LAYERS = frozenset({"DepthwiseConv1D", "DepthwiseConv2D"})
@@ -126,117 +123,6 @@ def inverse_root(hessian: np.ndarray, damping: float = DAMPING) -> np.ndarray:
 
 
 # --- gathering the statistics ----------------------------------------------------------------
-
-
-class EinsumLayout(NamedTuple):
-    """An EinsumDense layer as a Dense one: its input's axes with the ``contracted`` ones last
-    (in the kernel's order), its kernel's axes as rows (the output axes, in the kernel's order)
-    then the same contracted ones, and whether its bias holds one value per kernel row, in
-    that order (else the bias is not corrected)."""
-
-    inputs: tuple[int, ...]
-    kernel: tuple[int, ...]
-    contracted: int
-    bias: bool
-
-
-def einsum_layout(equation: str, ndim: int, bias_axes: str | None) -> EinsumLayout | None:
-    """The ``EinsumLayout`` of an EinsumDense ``equation`` on inputs of ``ndim`` axes, or
-    ``None`` where a kernel of rows by columns does not hold it: a kernel axis also in the
-    input and the output (one matrix per index), an axis summed away or repeated, no axis
-    contracted, the input's first (the samples) contracted, or the kernel's last contracted
-    (the plain pipeline's channels, which the rows' per-channel scales follow).
-
-    >>> einsum_layout("abcd,cde->abe", 4, "e")  # the attention output projection
-    EinsumLayout(inputs=(0, 1, 2, 3), kernel=(2, 0, 1), contracted=2, bias=True)
-    """
-    inputs, output = equation.split("->")
-    x, kernel = inputs.split(",")
-    if "..." in x:  # the elided axes, named
-        fresh = sorted(set(string.ascii_letters) - set(equation))[: ndim - len(x) + 3]
-        x, output = (s.replace("...", "".join(fresh)) for s in (x, output))
-    contracted = [c for c in kernel if c in x and c not in output]
-    rows = [c for c in kernel if c not in x]
-    if (
-        len(x) != ndim
-        or any(len(set(s)) != len(s) for s in (x, kernel, output))
-        or len(rows) + len(contracted) != len(kernel)
-        or not set(rows) <= set(output)
-        or not set(x) <= set(contracted) | set(output)
-        or not contracted
-        or x[0] in contracted
-        or kernel[-1] in contracted
-    ):
-        return None
-    first = min((output.index(c) for c in bias_axes or ""), default=len(output))
-    return EinsumLayout(
-        tuple(
-            [i for i, c in enumerate(x) if c not in contracted] + [x.index(c) for c in contracted]
-        ),
-        tuple(kernel.index(c) for c in rows + contracted),
-        len(contracted),
-        bias=set(bias_axes or "") == set(rows) and list(output[first:]) == rows,
-    )
-
-
-def spread(n: int, positions: int) -> int:
-    """The step through ``n`` samples x ``positions`` rows (sample-major) that keeps at most
-    ``ROWS_PER_BATCH`` of them, coprime to ``positions``: each sample then starts at another
-    position, and every position is kept as often. (The same grid of positions in every
-    sample kept 4 of a 6x6 map's 36, on one side of it: data-aware 60% + int4 on the digits
-    CNN fell to 80.8% against plain's 91.9%.)"""
-    step = max(1, math.ceil(n * positions / ROWS_PER_BATCH))
-    while math.gcd(step, positions) > 1:
-        step += 1
-    return step
-
-
-def kept(n: int, outs: Sequence[int]) -> tuple[np.ndarray, ...]:
-    """Indices (sample, *position) of the rows ``spread`` keeps of ``n`` samples' ``outs``
-    positions."""
-    positions = math.prod(outs)
-    flat = np.arange(0, n * positions, spread(n, positions))
-    return (flat // positions, *np.unravel_index(flat % positions, tuple(outs)))
-
-
-def patches(layer: Any, x: np.ndarray, per_channel: bool = False) -> np.ndarray:
-    """The im2col rows of a 1-, 2- or 3-D convolution's input ``x`` (N, *spatial, cin): one row
-    per output position, ``prod(kernel_size)·cin`` long in the kernel's (..., cin) order; or,
-    when ``per_channel``, (cin, taps, rows) for a depthwise kernel. Padding, strides and
-    dilation are the layer's (``same`` pads as TensorFlow does: the extra one after; ``causal``
-    pads the past). A large batch keeps every k-th of its output positions (``spread``)."""
-    size, strides, dilation = (
-        tuple(getattr(layer, a)) for a in ("kernel_size", "strides", "dilation_rate")
-    )
-    n, padding, every = len(size), layer.padding, (slice(None),)
-    taps = math.prod(size)
-    if padding == "causal":  # 1-D: the past padded, nothing after
-        x = np.pad(x, ((0, 0), ((size[0] - 1) * dilation[0], 0), (0, 0)))
-        padding = "valid"
-    if set(size) == {1} and set(strides) == {1} and not per_channel:
-        return x[kept(x.shape[0], x.shape[1:-1])]
-    spans = [(k - 1) * d + 1 for k, d in zip(size, dilation, strict=True)]
-    if padding == "same":
-        spatial = x.shape[1:-1]
-        outs = [-(-m // s) for m, s in zip(spatial, strides, strict=True)]
-        pads = [
-            max((o - 1) * s + k - m, 0)
-            for o, s, k, m in zip(outs, strides, spans, spatial, strict=True)
-        ]
-        x = np.pad(x, ((0, 0), *((p // 2, p - p // 2) for p in pads), (0, 0)))
-    axes = tuple(range(1, n + 1))
-    windows = np.lib.stride_tricks.sliding_window_view(x, spans, axis=axes)
-    # (N, *outs, cin, *kernel) at the strides and dilation, then (*kernel, cin) per row.
-    windows = windows[
-        every
-        + tuple(slice(None, None, s) for s in strides)
-        + every
-        + tuple(slice(None, None, d) for d in dilation)
-    ]
-    rows = windows[kept(x.shape[0], windows.shape[1 : n + 1])]  # (rows, cin, *kernel): a copy
-    if per_channel:
-        return rows.reshape(len(rows), x.shape[-1], taps).transpose(1, 2, 0)
-    return rows.reshape(len(rows), x.shape[-1], taps).transpose(0, 2, 1).reshape(len(rows), -1)
 
 
 @dataclass

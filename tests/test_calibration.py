@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from conftest import einsum_model
 
-from optimizers import calibration
+from optimizers import calibration, input_rows
 from optimizers.calibration import Accumulator, inverse_root
 from optimizers.data_aware import reconstruction_error
 from optimizers.pipeline import eligible_tensors
@@ -82,11 +82,11 @@ def test_a_subsample_of_rows_sees_every_position_alike(monkeypatch):
     model = keras.Sequential([keras.Input((6, 6, 1)), keras.layers.Conv2D(2, 3)])
     refs = eligible_tensors(model)
     [full] = calibration.gather(model, refs, x).values()
-    monkeypatch.setattr(calibration, "ROWS_PER_BATCH", 256)  # of the 64 x 16 positions
+    monkeypatch.setattr(input_rows, "ROWS_PER_BATCH", 256)  # of the 64 x 16 positions
     [some] = calibration.gather(model, refs, x).values()
     assert some.rows <= full.rows / 4
     assert some.mean == pytest.approx(full.mean, rel=0.02)
-    _, *position = calibration.kept(64, (4, 4))
+    _, *position = input_rows.kept(64, (4, 4))
     counts = np.bincount(np.ravel_multi_index(position, (4, 4)), minlength=16)
     assert counts.max() - counts.min() <= 1
 
@@ -162,8 +162,8 @@ def test_recurrent_kernels_see_the_states_before_each_step():
     ],
 )
 def test_einsum_layouts(equation, ndim, bias_axes, layout):
-    found = calibration.einsum_layout(equation, ndim, bias_axes)
-    assert found == (None if layout is None else calibration.EinsumLayout(*layout))
+    found = input_rows.einsum_layout(equation, ndim, bias_axes)
+    assert found == (None if layout is None else input_rows.EinsumLayout(*layout))
 
 
 def test_einsum_statistics_are_the_layer_inputs():
