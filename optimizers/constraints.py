@@ -94,7 +94,9 @@ def pruning_masks(
             continue
         w = weights[r.index]
         if p.structure == "2:4":
-            masks[r.index] = n_m_mask(w) if fraction > 0 else np.ones(w.shape, bool)
+            masks[r.index] = (
+                n_m_mask(w, axis=r.input_axis) if fraction > 0 else np.ones(w.shape, bool)
+            )
         elif p.scope == "global":
             groups.setdefault(p, []).append(r.index)
         else:

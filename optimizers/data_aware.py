@@ -107,12 +107,14 @@ def compress_tensor(
     techniques: Techniques,
     channel_axes: tuple[int, ...],
     mask: np.ndarray | None = None,
+    input_axis: int | None = None,
 ) -> tuple[np.ndarray, Quantized | None, float]:
     """``w`` pruned and quantized with ``stats`` (not clustered: ``cluster_tensor``): the kernel,
     its ``Quantized`` when rounded, and its layer error (``reconstruction_error``), on the grid
     of the weights' range or the clipped one (``row_grid``), whichever leaves the smaller
     error. ``mask`` (True = kept) fixes which weights are zero (global pruning); otherwise the
-    pruning config picks them. ``w`` is not modified."""
+    pruning config picks them (2:4 along ``input_axis``, ``pipeline.TensorRef``'s). ``w`` is
+    not modified."""
     p, q = techniques.pruning, techniques.quantization
     rows = as_rows(w, stats)
     order, back = stats.order, np.argsort(stats.order, axis=1)
@@ -123,7 +125,7 @@ def compress_tensor(
         # The plain pattern (2 of every 4 inputs), chosen by saliency instead of magnitude.
         diag = permute(np.diagonal(stats.inverse_root, axis1=1, axis2=2)[:, None, :], back)
         saliency = from_rows(np.sqrt(rows**2 / diag**2), w.shape, stats)
-        keep = permute(as_rows(n_m_mask(saliency), stats) > 0, order)
+        keep = permute(as_rows(n_m_mask(saliency, axis=input_axis), stats) > 0, order)
     elif p is not None:
         zeros = target_zeros(p.sparsity, w.size)
 
@@ -168,6 +170,7 @@ def cluster_tensor(
     techniques: Techniques,
     channel_axes: tuple[int, ...],
     mask: np.ndarray | None = None,
+    input_axis: int | None = None,
 ) -> tuple[np.ndarray, Coded, float]:
     """``w`` pruned, clustered and (if asked) quantized with ``stats``, with its codes and layer
     error (GPTVQ's 1-D case, van Baalen et al. 2024): the shared values start as plain
@@ -179,7 +182,8 @@ def cluster_tensor(
     assert c is not None
     pruned = w
     if techniques.pruning is not None:
-        pruned = compress_tensor(w, stats, Techniques(techniques.pruning), channel_axes, mask)[0]
+        only = Techniques(techniques.pruning)
+        pruned = compress_tensor(w, stats, only, channel_axes, mask, input_axis)[0]
     start = cluster_codes(pruned, c, channel_axes)
     if techniques.grid is not None:
         start = quantize_table(start, techniques.grid)
@@ -276,11 +280,10 @@ def optimize(
     masks = global_pruning_masks(weights, plan)
 
     def one(i: int, r: TensorRef, t: Techniques) -> tuple[np.ndarray, Coded | None, float]:
+        where = (r.channel_axes, masks.get(i), r.input_axis)
         if t.clustering is not None:
-            return cluster_tensor(weights[i], statistics[i], t, r.channel_axes, masks.get(i))
-        kernel, q, error = compress_tensor(
-            weights[i], statistics[i], t, r.channel_axes, masks.get(i)
-        )
+            return cluster_tensor(weights[i], statistics[i], t, *where)
+        kernel, q, error = compress_tensor(weights[i], statistics[i], t, *where)
         coded = None if q is None else quantization.coded(q, t.quantization, r.channel_axes)
         return kernel, coded, error
 

@@ -24,6 +24,7 @@ import numpy as np
 
 from optimizers import quantization
 from optimizers.clustering import ClusteringConfig, cluster_codes
+from optimizers.input_rows import einsum_layout
 from optimizers.levels import Coded, Repeats, Statistics, repeats, statistics
 from optimizers.pruning import PruningConfig, global_masks, keep_where, prune, sorted_magnitudes
 from optimizers.quantization import QuantizationConfig, blocked, quantize, quantize_table
@@ -107,6 +108,7 @@ class TensorRef:
     layer_type: str
     shape: tuple[int, ...]
     channel_axes: tuple[int, ...]
+    input_axis: int | None = None  # where ``pruning.input_axis`` is not right: ``inputs_along``
 
 
 @dataclass(frozen=True)
@@ -152,6 +154,21 @@ def channel_axes(layer_type: str, weight_name: str) -> tuple[int, ...]:
     return (-1,)
 
 
+def inputs_along(layer: Any, weight_name: str) -> int | None:
+    """The axis of ``layer``'s kernel its inputs run along (2:4 pruning keeps 2 of every 4 of
+    them), where it is not ``pruning.input_axis``'s (a Dense kernel's first, a convolution's
+    input channels): a transposed convolution's last (Keras stores it as (..., out, in)), an
+    EinsumDense kernel's last contracted one (``input_rows.einsum_layout``; ``None`` for the
+    equations it refuses)."""
+    kind = type(layer).__name__
+    if kind in TRANSPOSE_LAYERS:
+        return -1
+    if kind != "EinsumDense" or weight_name != "kernel" or layer.input_spec is None:
+        return None
+    layout = einsum_layout(layer.equation, layer.input_spec.ndim, layer.bias_axes)
+    return None if layout is None else layout.kernel[-1]
+
+
 def eligible_tensors(model: keras.Model) -> list[TensorRef]:
     """The eligible tensors of ``model``, in ``model.weights`` order; shared weights once."""
     index = {id(v): i for i, v in enumerate(model.weights)}
@@ -166,7 +183,13 @@ def eligible_tensors(model: keras.Model) -> list[TensorRef]:
                 continue
             layer_type = type(layer).__name__
             refs[i] = TensorRef(
-                i, v.path, layer.name, layer_type, tuple(v.shape), channel_axes(layer_type, v.name)
+                i,
+                v.path,
+                layer.name,
+                layer_type,
+                tuple(v.shape),
+                channel_axes(layer_type, v.name),
+                inputs_along(layer, v.name),
             )
     return [refs[i] for i in sorted(refs)]
 
@@ -309,7 +332,7 @@ def optimize_weights(
             if i in masks:
                 w = keep_where(w, masks[i])
             else:
-                w = prune(w, t.pruning, None if found is None else found.magnitudes)
+                w = prune(w, t.pruning, None if found is None else found.magnitudes, r.input_axis)
         coded = None
         if t.clustering:
             coded = cluster_codes(w, t.clustering, r.channel_axes)

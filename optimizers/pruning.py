@@ -195,13 +195,14 @@ def input_axis(ndim: int) -> int:
     return 0 if ndim <= 2 else ndim - 2
 
 
-def n_m_mask(w: np.ndarray, n: int = 2, m: int = 4) -> np.ndarray:
-    """Keep-mask that keeps the ``n`` largest of every ``m`` consecutive input weights.
+def n_m_mask(w: np.ndarray, n: int = 2, m: int = 4, axis: int | None = None) -> np.ndarray:
+    """Keep-mask that keeps the ``n`` largest of every ``m`` consecutive input weights, along
+    ``axis`` (``input_axis`` when not given).
 
     A trailing group shorter than ``m`` keeps ``min(len, n)`` weights. Ties keep the lower index.
     """
     check_finite(w)
-    axis = input_axis(w.ndim)
+    axis = input_axis(w.ndim) if axis is None else axis
     moved = np.moveaxis(np.abs(w), axis, -1)
     length = moved.shape[-1]
     padded_len = -(-length // m) * m
@@ -217,9 +218,15 @@ def n_m_mask(w: np.ndarray, n: int = 2, m: int = 4) -> np.ndarray:
     return np.moveaxis(keep, -1, axis)
 
 
-def prune(w: np.ndarray, config: PruningConfig, ordered: np.ndarray | None = None) -> np.ndarray:
+def prune(
+    w: np.ndarray,
+    config: PruningConfig,
+    ordered: np.ndarray | None = None,
+    axis: int | None = None,
+) -> np.ndarray:
     """Return a pruned copy of ``w`` (same shape and dtype); ``w`` is not modified.
-    ``ordered``: ``sorted_magnitudes(w)``, when the caller keeps it.
+    ``ordered``: ``sorted_magnitudes(w)``, when the caller keeps it; ``axis``: the one 2:4
+    groups inputs along (``n_m_mask``).
 
     >>> prune(np.array([0.1, -0.4, 0.3, 0.2]), PruningConfig(sparsity=0.5))
     array([ 0. , -0.4,  0.3,  0. ])
@@ -227,7 +234,7 @@ def prune(w: np.ndarray, config: PruningConfig, ordered: np.ndarray | None = Non
     if config.structure == "channels":
         raise ValueError("channel pruning rewrites the whole model; it cannot prune one tensor")
     if config.structure == "2:4":
-        return keep_where(w, n_m_mask(w))
+        return keep_where(w, n_m_mask(w, axis=axis))
     if w.size >= COMPILED_FROM and w.dtype in (np.float32, np.float64):
         return zero_smallest(w, target_zeros(config.sparsity, w.size), ordered)
     return keep_where(w, magnitude_mask(w, config.sparsity, ordered))

@@ -535,3 +535,18 @@ def test_einsum_model_output_is_closer_to_float_data_aware(attention):
     plain_snr = output_snr(model, plain, x, reference)
     aware_snr = output_snr(model, aware, x, reference)
     assert aware_snr > plain_snr + 3, (plain_snr, aware_snr)
+
+
+def test_two_of_four_data_aware_runs_along_an_einsum_kernels_inputs():
+    # The query kernel (c, heads, dim) takes its inputs along its first axis, not its heads.
+    from optimizers.calibration import gather
+    from optimizers.pipeline import eligible_tensors
+
+    model = einsum_model()
+    refs = eligible_tensors(model)
+    stats = gather(model, refs, correlated_tokens(0, 64))
+    config = OptimizationConfig(pruning=PruningConfig(structure="2:4"), data_aware=True)
+    weights, _ = data_aware.optimize(model.get_weights(), refs, config, stats)
+    query = next(r for r in refs if r.layer == "query")
+    kept = np.moveaxis(weights[query.index] != 0, 0, -1)
+    assert np.all(kept.reshape(*kept.shape[:-1], -1, 4).sum(axis=-1) == 2)

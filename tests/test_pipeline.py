@@ -209,3 +209,23 @@ def test_the_weights_given_are_never_changed(config):
     before = [w.copy() for w in weights]
     optimize_weights(weights, eligible_tensors(model), config)
     assert all(np.array_equal(a, b) for a, b in zip(weights, before, strict=True))
+
+
+def test_two_of_four_runs_along_each_kernels_inputs():
+    """2:4 keeps 2 of every 4 consecutive inputs: along an attention query kernel's first axis
+    (c, heads, dim), a transposed convolution's last (Keras stores it as (..., out, in)), a
+    Dense kernel's first."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((6, 16))
+    query = keras.layers.EinsumDense("abc,cde->abde", (None, 4, 8), name="query")(inputs)
+    up = keras.layers.Conv2DTranspose(6, 3, name="up")(query)  # kernel (3, 3, 6, 8)
+    model = keras.Model(inputs, keras.layers.Dense(4, name="head")(up))
+    refs = eligible_tensors(model)
+    assert {r.layer: r.input_axis for r in refs} == {"query": 0, "up": -1, "head": None}
+    config = OptimizationConfig(pruning=PruningConfig(structure="2:4"))
+    weights, _ = optimize_weights(model.get_weights(), refs, config)
+    for r in refs:
+        axis = 0 if r.input_axis is None else r.input_axis  # the Dense kernel's: (in, out)
+        kept = np.moveaxis(weights[r.index] != 0, axis, -1)
+        groups = kept[..., : kept.shape[-1] // 4 * 4].reshape(*kept.shape[:-1], -1, 4)
+        assert groups.size and np.all(groups.sum(axis=-1) == 2), r.layer
