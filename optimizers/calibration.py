@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from optimizers import evaluate
-from optimizers.input_rows import EinsumLayout, einsum_layout, patches, spread
+from optimizers.input_rows import EinsumLayout, layer_layout, patches, spread
 from optimizers.pipeline import TensorRef
 
 if TYPE_CHECKING:
@@ -196,7 +196,7 @@ def layer_input(layer: Any) -> Any | None:
     a layer shared by several calls is calibrated on the first); ``None`` otherwise."""
     if not layer._inbound_nodes:
         return None
-    tensors = layer._inbound_nodes[0].input_tensors
+    tensors = sources_of(layer)
     return tensors[0] if len(tensors) == 1 else None
 
 
@@ -214,7 +214,7 @@ def leaf_tap(layer: Any, by_id: Mapping[int, Any], weight_index: Mapping[int, in
         return None
     einsum = None
     if kind == "EinsumDense":
-        einsum = einsum_layout(layer.equation, layer.input_spec.ndim, layer.bias_axes)
+        einsum = layer_layout(layer)
         if einsum is None:
             return None
     bias = getattr(layer, "bias", None)

@@ -69,6 +69,12 @@ def einsum_layout(equation: str, ndim: int, bias_axes: str | None) -> EinsumLayo
     )
 
 
+def layer_layout(layer: Any) -> EinsumLayout | None:
+    """``einsum_layout`` of an EinsumDense ``layer`` (``None`` where its input rank is unknown)."""
+    spec = layer.input_spec
+    return None if spec is None else einsum_layout(layer.equation, spec.ndim, layer.bias_axes)
+
+
 def spread(n: int, positions: int) -> int:
     """The step through ``n`` samples x ``positions`` rows (sample-major) that keeps at most
     ``ROWS_PER_BATCH`` of them, coprime to ``positions``: each sample then starts at another

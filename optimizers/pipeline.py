@@ -24,7 +24,7 @@ import numpy as np
 
 from optimizers import quantization
 from optimizers.clustering import ClusteringConfig, cluster_codes
-from optimizers.input_rows import einsum_layout
+from optimizers.input_rows import layer_layout
 from optimizers.levels import Coded, Repeats, Statistics, repeats, statistics
 from optimizers.pruning import PruningConfig, global_masks, keep_where, prune, sorted_magnitudes
 from optimizers.quantization import QuantizationConfig, blocked, quantize, quantize_table
@@ -158,14 +158,12 @@ def inputs_along(layer: Any, weight_name: str) -> int | None:
     """The axis of ``layer``'s kernel its inputs run along (2:4 pruning keeps 2 of every 4 of
     them), where it is not ``pruning.input_axis``'s (a Dense kernel's first, a convolution's
     input channels): a transposed convolution's last (Keras stores it as (..., out, in)), an
-    EinsumDense kernel's last contracted one (``input_rows.einsum_layout``; ``None`` for the
+    EinsumDense kernel's last contracted one (``input_rows.layer_layout``; ``None`` for the
     equations it refuses)."""
     kind = type(layer).__name__
     if kind in TRANSPOSE_LAYERS:
         return -1
-    if kind != "EinsumDense" or weight_name != "kernel" or layer.input_spec is None:
-        return None
-    layout = einsum_layout(layer.equation, layer.input_spec.ndim, layer.bias_axes)
+    layout = layer_layout(layer) if kind == "EinsumDense" and weight_name == "kernel" else None
     return None if layout is None else layout.kernel[-1]
 
 

@@ -109,9 +109,14 @@ def smallest_mask(
 def kth_smallest(magnitudes: np.ndarray, k: int) -> np.generic:
     """``np.partition(magnitudes, k)[k]`` of 1-D magnitudes (floats >= +0.0), found by
     ``ranked`` in a large float32 or float64 array."""
-    if magnitudes.size < COMPILED_FROM or magnitudes.dtype not in (np.float32, np.float64):
+    if not compiled_floats(magnitudes):
         return np.partition(magnitudes, k)[k]
     return ranked(bit_patterns(magnitudes), k).view(magnitudes.dtype)
+
+
+def compiled_floats(w: np.ndarray) -> bool:
+    """Whether ``w`` takes the compiled passes: float32 or float64, ``COMPILED_FROM`` or more."""
+    return w.size >= COMPILED_FROM and w.dtype in (np.float32, np.float64)
 
 
 def bit_patterns(w: np.ndarray) -> np.ndarray:
@@ -235,7 +240,7 @@ def prune(
         raise ValueError("channel pruning rewrites the whole model; it cannot prune one tensor")
     if config.structure == "2:4":
         return keep_where(w, n_m_mask(w, axis=axis))
-    if w.size >= COMPILED_FROM and w.dtype in (np.float32, np.float64):
+    if compiled_floats(w):
         return zero_smallest(w, target_zeros(config.sparsity, w.size), ordered)
     return keep_where(w, magnitude_mask(w, config.sparsity, ordered))
 
