@@ -17,6 +17,7 @@ file is checked against Keras like a converted one.
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections import Counter
 from dataclasses import dataclass, replace
@@ -90,29 +91,45 @@ def fits(w: np.ndarray, stored: np.ndarray, perm: tuple[int, ...]) -> Placement 
 
 def probe_axes(w: np.ndarray, stored: np.ndarray, perm: tuple[int, ...]) -> list[int]:
     """The axes of ``stored`` along which it may hold ``w`` moved through ``perm`` times one
-    factor per channel, from a cheap look at two values in each of the first ``PROBE``
-    channels (the channel's first and last): zero where ``w`` is zero, and the same ratio
-    for both."""
-    moved_shape = [w.shape[p] for p in perm]
+    factor per channel, from a cheap look at three values in each of the first ``PROBE``
+    channels (``probe_indices``): zero where ``w`` is zero, and the same ratio for all three."""
     found = []
-    for axis, channels in enumerate(stored.shape):
-        c = np.arange(min(PROBE, channels))
-        first = [c if k == axis else np.zeros_like(c) for k in range(stored.ndim)]
-        last = [c if k == axis else np.full_like(c, n - 1) for k, n in enumerate(stored.shape)]
-        pairs = [np.concatenate((f, g)) for f, g in zip(first, last, strict=True)]
-        flat = np.ravel_multi_index(pairs, stored.shape)
-        source = [np.empty(0, np.intp)] * w.ndim
-        for k, index in enumerate(np.unravel_index(flat, moved_shape)):
-            source[perm[k]] = index
-        a = w[tuple(source)].astype(np.float64).reshape(2, -1)
-        b = stored.reshape(-1)[flat].astype(np.float64).reshape(2, -1)
+    w_flat, stored_flat = w.reshape(-1), stored.reshape(-1)
+    for axis, source, flat in probe_indices(w.shape, stored.shape, perm):
+        a = w_flat[source].astype(np.float64).reshape(3, -1)
+        b = stored_flat[flat].astype(np.float64).reshape(3, -1)
         if np.any((a == 0) != (b == 0)):
             continue
         ratio = np.divide(b, a, out=np.full_like(b, np.nan), where=a != 0)
-        both = ~np.isnan(ratio).any(axis=0)
-        r, q = ratio[0, both], ratio[1, both]
-        if np.all(np.abs(r - q) <= 1e-4 * np.abs(r) + 1e-30):
+        r = ratio[:, ~np.isnan(ratio).any(axis=0)]
+        if np.all(np.abs(r - r[:1]) <= 1e-4 * np.abs(r[:1]) + 1e-30):
             found.append(axis)
+    return found
+
+
+@functools.lru_cache(maxsize=4096)
+def probe_indices(
+    shape: tuple[int, ...], stored: tuple[int, ...], perm: tuple[int, ...]
+) -> list[tuple[int, np.ndarray, np.ndarray]]:
+    """Per axis of a ``stored`` shape, the flat indices ``probe_axes`` reads: in a weight of
+    ``shape``, and in the stored tensor: three values of each of the first ``PROBE`` channels,
+    the channel's first, its last, and one off the corners, at other positions along each
+    axis (first and last alone fit many wrong orders of axes of one size: their corners map
+    onto each other). They depend on shapes alone; a model's kernels share few shapes, and
+    each is tried against every same-sized tensor of the file (ResNet50: 6,637 tries)."""
+    moved_shape = [shape[p] for p in perm]
+    found = []
+    for axis, channels in enumerate(stored):
+        c = np.arange(min(PROBE, channels))
+        first = [c if k == axis else np.zeros_like(c) for k in range(len(stored))]
+        last = [c if k == axis else np.full_like(c, n - 1) for k, n in enumerate(stored)]
+        off = [c if k == axis else (c * (k + 2) + k + 1) % n for k, n in enumerate(stored)]
+        pairs = [np.concatenate(points) for points in zip(first, last, off, strict=True)]
+        flat = np.ravel_multi_index(pairs, stored)
+        source = [np.empty(0, np.intp)] * len(shape)
+        for k, index in enumerate(np.unravel_index(flat, moved_shape)):
+            source[perm[k]] = index
+        found.append((axis, np.ravel_multi_index(source, shape), flat))
     return found
 
 
