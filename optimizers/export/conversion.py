@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from optimizers.export import apart
 from optimizers.export.quiet import quiet
 from optimizers.export.reweight import Placement, kernel_placements, rewritten
 from optimizers.export.running import run_tflite
@@ -201,6 +202,8 @@ def converted(
     missing = [f for f in fmts if f not in files]
     if not missing:
         return files
+    apart.install()
+    apart.start(sum(w.nbytes for w in model.get_weights()))  # it imports TensorFlow meanwhile
     failure: ValueError | None = None
     for via_saved_model, sig in conversion_attempts(signature):
         try:
