@@ -3,9 +3,11 @@ through the Model page's uploaders, then slider moves on the Explore page timed 
 press to the answer drawn: the first stage (the sparsity card shows the new value) and the
 whole answer (agreement and gzip cards measured); then the Download page, timed to its first
 file offered, every format offered and the report offered, with the server's peak resident
-memory. Run as ``python -m bench.browser [ROOT]`` (``ROOT``: an older checkout served instead,
-the baseline of the same run) or ``python -m bench.browser samples [ROOT]`` (a sample's
-Download page); ``make bench`` runs it too. Needs Debian's chromium (``make chromium``).
+memory. Run as ``python -m bench.browser [--pause S] [ROOT]`` (``ROOT``: an older checkout
+served instead, the baseline of the same run; ``S``: seconds on Explore after the last move, as
+a user reading the answer spends them, before opening Download) or ``python -m bench.browser
+samples [ROOT]`` (a sample's Download page); ``make bench`` runs it too. Needs Debian's
+chromium (``make chromium``).
 """
 
 from __future__ import annotations
@@ -47,10 +49,15 @@ def answered(page, sparsity: str | None, measured: bool, seconds: float = 300) -
 
 
 def browser_row(
-    arch: str = "ResNet50", images: int = 16, moves: int = 6, root: Path | None = None
+    arch: str = "ResNet50",
+    images: int = 16,
+    moves: int = 6,
+    root: Path | None = None,
+    pause: float = 0.0,
 ) -> dict:
     """The real-size upload's row; ``root`` serves another checkout of the app (an older
-    commit, to compare in the same run)."""
+    commit, to compare in the same run); ``pause``: seconds the user reads Explore's last
+    answer before opening Download (a model is converted ahead once the sliders rest)."""
     import keras
     from playwright.sync_api import sync_playwright
 
@@ -88,6 +95,7 @@ def browser_row(
                 first.append(time.perf_counter() - start)
                 answered(page, f"{5 * step:.1f}%", measured=True)
                 full.append(time.perf_counter() - start)
+            time.sleep(pause)
             download = download_times(page, server_pid(url))
             errors = page.get_by_test_id("stException").count()
             peak = peak_mb(server_pid(url))
@@ -95,6 +103,7 @@ def browser_row(
     return {
         "model": arch,
         "images": images,
+        "pause_s": pause,
         "load_s": loaded,
         "first_s": statistics.median(first),
         "full_s": statistics.median(full),
@@ -173,7 +182,15 @@ def sample_download_row(
 if __name__ == "__main__":
     import sys
 
-    samples = sys.argv[1:2] == ["samples"]  # [samples] [ROOT]: the Download page of a sample
-    roots = sys.argv[1 + samples :]
-    root = Path(roots[0]) if roots else None
-    print(json.dumps(sample_download_row(root=root) if samples else browser_row(root=root)))
+    # [samples] [--pause SECONDS] [ROOT]: the Download page of a sample, or of ResNet50 opened
+    # that long after the last slider move
+    args = sys.argv[1:]
+    samples = args[:1] == ["samples"]
+    args = args[samples:]
+    pause = float(args[1]) if args[:1] == ["--pause"] else 0.0
+    args = args[2:] if args[:1] == ["--pause"] else args
+    root = Path(args[0]) if args else None
+    if samples:
+        print(json.dumps(sample_download_row(root=root)))
+    else:
+        print(json.dumps(browser_row(root=root, pause=pause)))

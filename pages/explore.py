@@ -9,7 +9,18 @@ is shown beside the sliders' (B).
 
 import streamlit as st
 
-from ui import explain, figures, finetune, links, loading, services, settings, state, views
+from ui import (
+    background,
+    explain,
+    figures,
+    finetune,
+    links,
+    loading,
+    services,
+    settings,
+    state,
+    views,
+)
 
 session = st.session_state
 loading.bootstrap(session)
@@ -42,6 +53,7 @@ def histogram(original: list, optimized: list, config, log_y: bool, key: str) ->
 
 
 @st.fragment
+@background.answering()  # a model converted ahead waits until no answer is being made
 def answer(model: services.KerasModel) -> None:
     state.init(session, loading.DEFAULT_SAMPLE)  # a fragment rerun skips the page's own init
     settings.draw_sliders(model.layers)

@@ -1,11 +1,13 @@
 """The Download page's background queue: one job at a time, in the order asked, files before
-timing, shared by sessions, and a job no session still wants is dropped before it starts."""
+timing, shared by sessions, a job no session still wants is dropped before it starts, and work
+that only prepares later work waits for a quiet moment."""
 
 from __future__ import annotations
 
 import threading
 import time
 
+from ui import background
 from ui.background import Conversions, Job
 
 
@@ -79,3 +81,20 @@ def test_a_page_waiting_for_files_wakes_when_a_job_ends_not_at_its_timeout() -> 
     start = time.monotonic()
     queue.wait(seen, 30)
     assert queue.finished == seen + 1 and time.monotonic() - start < 10
+
+
+def test_work_that_may_wait_starts_once_no_answer_has_been_made_for_a_moment(
+    monkeypatch,
+) -> None:
+    monkeypatch.setattr(background, "QUIET_SECONDS", 0.3)
+    queue, started = Conversions(), []
+    with background.answering():
+        warm = Job(lambda: started.append(time.monotonic()), (2, 0), "", {}, waits=True)
+        queue.ask("a", {"warm": warm})
+        time.sleep(0.5)
+        assert started == []  # an answer is being made
+        queue.ask("b", {"file": Job(lambda: started.append("file"), (0, 0), "", {})})
+        until(lambda: started == ["file"])  # a file the user asked for does not wait
+    ended = time.monotonic()
+    until(lambda: len(started) == 2)
+    assert started[1] - ended >= 0.29  # a quiet moment after the last answer

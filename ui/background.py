@@ -2,21 +2,52 @@
 
 A ``Job`` is one file to convert and verify, or one setting's files to time; ``Conversions``
 runs them one at a time and forgets what no session still wants. The results go into the caches
-of ``ui.services``, which decides what to ask for.
+of ``ui.services``, which decides what to ask for. A job that only prepares later work (a
+model converted ahead) waits until the Explore page has not answered for ``QUIET_SECONDS``
+(``answering``): on two cores, converting ResNet50 beside a slider's answers made each 2.3 s
+instead of 1.35 s.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass
 
 from optimizers.workers import below_answers
 
 log = logging.getLogger(__name__)
 OWNER_SECONDS = 30.0  # a session that has not asked for a while (a closed tab) no longer wants
+QUIET_SECONDS = 2.0  # work that may wait starts once no answer has been made for this long
+_answers = threading.Lock()
+_answering = 0  # answers being made now, in every session
+_last_answer = float("-inf")  # when the last one ended (time.monotonic)
+
+
+@contextlib.contextmanager
+def answering() -> Iterator[None]:
+    """Mark an answer being made (a run of the Explore page's sliders), so that work which may
+    wait does not start meanwhile. A context manager, or a decorator of the run."""
+    global _answering, _last_answer
+    with _answers:
+        _answering += 1
+    try:
+        yield
+    finally:
+        with _answers:
+            _answering -= 1
+            _last_answer = time.monotonic()
+
+
+def quiet_in() -> float:
+    """Seconds until no answer will have been made for ``QUIET_SECONDS`` (0: already)."""
+    with _answers:
+        if _answering:
+            return QUIET_SECONDS
+        return max(0.0, _last_answer + QUIET_SECONDS - time.monotonic())
 
 
 @dataclass
@@ -29,6 +60,7 @@ class Job:
     status: str
     owners: dict[str, float]  # session -> when it last asked
     running: bool = False
+    waits: bool = False  # it only prepares later work: it waits for a quiet moment
 
 
 class Conversions:
@@ -79,6 +111,10 @@ class Conversions:
                     continue
                 key = min(waiting, key=lambda k: self._jobs[k].rank)  # ties: first asked
                 job = self._jobs[key]
+                delay = quiet_in() if job.waits else 0.0
+                if delay > 0:  # a newer job may come meanwhile and go first
+                    self._ready.wait(delay)
+                    continue
                 job.running = True
             try:
                 job.make()
