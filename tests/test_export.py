@@ -9,7 +9,6 @@ to float rounding instead (the folding itself rounds).
 from __future__ import annotations
 
 import os
-import time
 from dataclasses import replace
 from functools import cache
 from typing import get_args
@@ -524,15 +523,17 @@ def test_unconvertible_layer_is_named_with_the_reason():
 
 def test_the_converter_runs_apart_and_survives_its_crash(monkeypatch):
     """The converter's long call (it holds the GIL for seconds on a real-size model) runs in a
-    helper process: a helper that dies mid-call fails that call, and the next call starts
-    another helper; the converter's own refusal comes back in its words."""
+    helper process that lives for one model's conversions: a helper that dies mid-call fails
+    that call and the next call starts another; the converter's own refusal comes back in its
+    words; the helper ends with the conversion, giving its memory back."""
     import subprocess
     import sys
+
+    from tensorflow.compiler.mlir.lite.python import wrap_converter
 
     from optimizers.export import apart, conversion
 
     monkeypatch.setattr(apart, "APART_FROM_BYTES", 0)  # this small model's call goes apart too
-
     with apart._LOCK:  # a stand-in helper that reads a little of the request, then dies
         apart._stop()
         apart._helper = subprocess.Popen(
@@ -540,22 +541,21 @@ def test_the_converter_runs_apart_and_survives_its_crash(monkeypatch):
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
         )
-        apart._last_use = time.monotonic()
     with pytest.raises(RuntimeError, match="process ended without an answer"):
         apart.wrapped_convert(b"flags", b"flags", b"graph", None)
-    with pytest.raises(RuntimeError) as refused:  # a real helper, given no model
-        apart.wrapped_convert(b"", b"", b"not a graph", None)
-    assert "process ended" not in str(refused.value)
-    helper = apart._helper
-    assert helper is not None and helper.poll() is None  # it refused, it did not die
-    assert helper.args[-1] == "optimizers.export.apart"
+    with apart.ready(1):
+        helper = apart._helper  # started ahead
+        assert helper is not None and helper.args[-1] == "optimizers.export.apart"
+        with pytest.raises(RuntimeError) as refused:  # a real helper, given no model
+            apart.wrapped_convert(b"", b"", b"not a graph", None)
+        assert "process ended" not in str(refused.value)
+        assert apart._helper is helper and helper.poll() is None  # it refused, it did not die
+    assert apart._helper is None and helper.wait(timeout=60) == 0  # it exits after the block
     model = build("mlp")
     conversion._CACHE.clear()
     data = export.export_bytes(model, "tflite-float32")  # checked against Keras inside
-    from tensorflow.compiler.mlir.lite.python import wrap_converter
-
     assert wrap_converter.wrapped_convert is apart.wrapped_convert  # the call went apart
-    assert apart._helper is helper
+    assert apart._helper is None
     x = np.random.default_rng(0).random((4, 64), np.float32)
     np.testing.assert_allclose(
         export.run_tflite(data, x), model.predict(x, verbose=0), rtol=1e-5, atol=1e-6

@@ -6,34 +6,34 @@ ticking every millisecond saw that gap), so every session's answer and page wait
 Here that call (``wrapped_convert``, which the converter looks up at each conversion) is sent,
 as the bytes it takes, to a helper process and its bytes come back; the app's threads run
 meanwhile, a crash of the converter ends the helper, not the app, and the memory the call holds
-is the helper's. The helper imports TensorFlow once (started ahead, ``start``), runs at
-background priority, converts one graph at a time, and exits after ``IDLE_SECONDS`` without a
-request. Graphs under ``APART_FROM_BYTES`` convert in this process.
+is the helper's, given back when it ends. A helper serves one model's conversions (``ready``:
+started ahead, it imports TensorFlow while the model is traced and frozen here), at
+background priority, one graph at a time. Graphs under ``APART_FROM_BYTES`` convert in this
+process.
 ``python -m optimizers.export.apart`` is the helper.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import struct
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
 from optimizers.workers import BACKGROUND_NICE
 
-IDLE_SECONDS = 60.0  # the helper exits after this long without a conversion
 # Smaller graphs (a million float32 weights) convert in this process: their call holds the GIL
 # for a fraction of a second, less than starting the helper takes (3 s to import TensorFlow).
 APART_FROM_BYTES = 4_000_000
 _HEADER = struct.Struct("<Q")
 _LOCK = threading.Lock()  # one request at a time, and one helper
 _helper: subprocess.Popen[bytes] | None = None
-_last_use = 0.0
+_kept = 0  # ``ready`` blocks open: the helper stays for their conversions
 _in_process: Callable[..., bytes] | None = None  # the converter's own call, once installed
 
 
@@ -69,35 +69,33 @@ def _running() -> subprocess.Popen[bytes]:
             cwd=Path(__file__).resolve().parents[2],
             preexec_fn=lambda: os.nice(BACKGROUND_NICE),
         )
-        watch = threading.Thread(target=_stop_when_idle, args=(_helper,), daemon=True)
-        watch.start()
     return _helper
 
 
-def start(graph_bytes: int) -> None:
-    """Start the helper now if a graph of ``graph_bytes`` goes to it, so that it has imported
-    TensorFlow when the call comes."""
-    global _last_use
+@contextlib.contextmanager
+def ready(graph_bytes: int) -> Iterator[None]:
+    """Meanwhile, a helper for a graph of ``graph_bytes`` (none under ``APART_FROM_BYTES``):
+    started now, so that it imports TensorFlow while the model is traced and frozen, and ended
+    afterwards, which gives its memory back (ResNet50's conversion: 1.75 GB at its peak)."""
+    global _kept
     if graph_bytes < APART_FROM_BYTES:
+        yield
         return
     with _LOCK:
         _running()
-        _last_use = time.monotonic()
-
-
-def _stop_when_idle(helper: subprocess.Popen[bytes]) -> None:
-    while True:
-        time.sleep(IDLE_SECONDS / 4)
+        _kept += 1
+    try:
+        yield
+    finally:
         with _LOCK:
-            if _helper is not helper or helper.poll() is not None:
-                return  # stopped, or replaced after a crash
-            if time.monotonic() - _last_use > IDLE_SECONDS:
+            _kept -= 1
+            if not _kept:
                 _stop()
-                return
 
 
 def _stop() -> None:
-    """End the helper (call with ``_LOCK`` held)."""
+    """End the helper (call with ``_LOCK`` held), without waiting for it: TensorFlow takes about
+    a second to exit."""
     global _helper
     if _helper is None:
         return
@@ -105,10 +103,9 @@ def _stop() -> None:
     try:
         if helper.stdin is not None:
             helper.stdin.close()  # the helper's signal to exit
-        helper.wait(timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
+    except OSError:
         helper.kill()
-        helper.wait()
+    threading.Thread(target=helper.wait, daemon=True).start()  # reaped when it has exited
 
 
 def wrapped_convert(
@@ -118,7 +115,6 @@ def wrapped_convert(
     (from this process for a graph under ``APART_FROM_BYTES``). Raises ``RuntimeError`` with
     the converter's message when it fails, or when the helper ends without an answer (a crash
     of the converter, which the app survives)."""
-    global _last_use
     if len(input_data) < APART_FROM_BYTES and _in_process is not None:
         return _in_process(model_flags, converter_flags, input_data, debug_info)
     with _LOCK:
@@ -135,7 +131,8 @@ def wrapped_convert(
                 "the converter's process ended without an answer (it ran out of memory or crashed)"
             ) from None
         finally:
-            _last_use = time.monotonic()
+            if not _kept:  # a call outside ``ready``: its helper ends with it
+                _stop()
     if status != b"ok":
         raise RuntimeError(answer.decode("utf-8", "replace"))
     return answer

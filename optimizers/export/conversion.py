@@ -203,27 +203,8 @@ def converted(
     if not missing:
         return files
     apart.install()
-    apart.start(sum(w.nbytes for w in model.get_weights()))  # it imports TensorFlow meanwhile
-    failure: ValueError | None = None
-    for via_saved_model, sig in conversion_attempts(signature):
-        try:
-            made = {}
-            with converter_source(model, sig, via_saved_model) as make:
-                for f in missing:
-                    try:
-                        made[f] = convert(make, f, samples)
-                    except ValueError:
-                        if f != "tflite-float32-sparse":
-                            raise
-                        made[f] = b""
-            if "tflite-float32" in made:
-                check_float_file(model, made["tflite-float32"], sig)
-            break
-        except ValueError as e:
-            failure = failure or e
-    else:
-        assert failure is not None
-        raise ValueError(naming_the_layer(model, str(failure))) from None
+    with apart.ready(sum(w.nbytes for w in model.get_weights())):
+        made = attempted(model, signature, missing, samples)
     files.update(made)
     with _CACHE_LOCK:
         for f in missing:
@@ -232,6 +213,33 @@ def converted(
         while len(_CACHE) > _CACHE_SIZE:
             _CACHE.popitem(last=False)
     return files
+
+
+def attempted(
+    model: keras.Model, signature: list[Any], fmts: list[str], samples: np.ndarray | None
+) -> dict[str, bytes]:
+    """``fmts`` converted from the first of ``conversion_attempts`` that converts them and whose
+    dense float32 file computes what ``model`` computes; ``ValueError`` with the first failure
+    when none does."""
+    failure: ValueError | None = None
+    for via_saved_model, sig in conversion_attempts(signature):
+        try:
+            made = {}
+            with converter_source(model, sig, via_saved_model) as make:
+                for f in fmts:
+                    try:
+                        made[f] = convert(make, f, samples)
+                    except ValueError:
+                        if f != "tflite-float32-sparse":
+                            raise
+                        made[f] = b""
+            if "tflite-float32" in made:
+                check_float_file(model, made["tflite-float32"], sig)
+            return made
+        except ValueError as e:
+            failure = failure or e
+    assert failure is not None
+    raise ValueError(naming_the_layer(model, str(failure))) from None
 
 
 _PLACEMENTS: OrderedDict[str, dict[int, Placement]] = OrderedDict()
