@@ -180,17 +180,18 @@ def sample_download_row(
 
 
 if __name__ == "__main__":
-    import sys
+    import argparse
 
-    # [samples] [--pause SECONDS] [ROOT]: the Download page of a sample, or of ResNet50 opened
-    # that long after the last slider move
-    args = sys.argv[1:]
-    samples = args[:1] == ["samples"]
-    args = args[samples:]
-    pause = float(args[1]) if args[:1] == ["--pause"] else 0.0
-    args = args[2:] if args[:1] == ["--pause"] else args
-    root = Path(args[0]) if args else None
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("what", nargs="*", metavar="[samples] [ROOT]")
+    parser.add_argument("--pause", type=float, default=0.0, metavar="SECONDS")
+    args = parser.parse_args()
+    samples = args.what[:1] == ["samples"]
+    roots = args.what[samples:]
+    if len(roots) > 1 or (samples and args.pause):
+        parser.error("give [samples] [ROOT], and --pause for the ResNet50 row only")
+    root = Path(roots[0]) if roots else None
     if samples:
         print(json.dumps(sample_download_row(root=root)))
     else:
-        print(json.dumps(browser_row(root=root, pause=pause)))
+        print(json.dumps(browser_row(root=root, pause=args.pause)))

@@ -523,9 +523,9 @@ def test_unconvertible_layer_is_named_with_the_reason():
 
 def test_the_converter_runs_apart_and_survives_its_crash(monkeypatch):
     """The converter's long call (it holds the GIL for seconds on a real-size model) runs in a
-    helper process that lives for one model's conversions: a helper that dies mid-call fails
-    that call and the next call starts another; the converter's own refusal comes back in its
-    words; the helper ends with the conversion, giving its memory back."""
+    helper process that lives for one model's conversions: the converter's refusal comes back
+    in its words; a helper that dies mid-call fails that call and the next call starts
+    another; the helper ends with the conversions, giving its memory back."""
     import subprocess
     import sys
 
@@ -533,29 +533,55 @@ def test_the_converter_runs_apart_and_survives_its_crash(monkeypatch):
 
     from optimizers.export import apart, conversion
 
-    monkeypatch.setattr(apart, "APART_FROM_BYTES", 0)  # this small model's call goes apart too
-    with apart._LOCK:  # a stand-in helper that reads a little of the request, then dies
-        apart._stop()
-        apart._helper = subprocess.Popen(
-            [sys.executable, "-c", "import sys; sys.stdin.buffer.read(8)"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-        )
-    with pytest.raises(RuntimeError, match="process ended without an answer"):
-        apart.wrapped_convert(b"flags", b"flags", b"graph", None)
+    apart.install()
+    monkeypatch.setattr(apart, "APART_FROM_PARAMETERS", 0)  # this small model goes apart too
     with apart.ready(1):
-        helper = apart._helper  # started ahead
-        assert helper is not None and helper.args[-1] == "optimizers.export.apart"
-        with pytest.raises(RuntimeError) as refused:  # a real helper, given no model
+        first = apart._helper  # started ahead
+        assert first is not None and first.args[-1] == "optimizers.export.apart"
+        with pytest.raises(RuntimeError) as refused:  # given no model
             apart.wrapped_convert(b"", b"", b"not a graph", None)
         assert "process ended" not in str(refused.value)
-        assert apart._helper is helper and helper.poll() is None  # it refused, it did not die
-    assert apart._helper is None and helper.wait(timeout=60) == 0  # it exits after the block
+        assert apart._helper is first and first.poll() is None  # it refused, it did not die
+        with apart._LOCK:  # a stand-in helper that reads a little of the request, then dies
+            apart._stop()
+            apart._helper = subprocess.Popen(
+                [sys.executable, "-c", "import sys; sys.stdin.buffer.read(8)"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+            )
+        with pytest.raises(RuntimeError, match="process ended without an answer"):
+            apart.wrapped_convert(b"flags", b"flags", b"graph", None)
+        with pytest.raises(RuntimeError) as again:  # another helper answers
+            apart.wrapped_convert(b"", b"", b"not a graph", None)
+        assert "process ended" not in str(again.value)
+        last = apart._helper
+        assert last is not None and last.poll() is None and last is not first
+    assert apart._helper is None and last.wait(timeout=60) == 0  # it exits after the block
+
+    def not_here(*args):
+        raise AssertionError("converted in the app's process")
+
+    monkeypatch.setattr(apart, "_in_process", not_here)
     model = build("mlp")
     conversion._CACHE.clear()
     data = export.export_bytes(model, "tflite-float32")  # checked against Keras inside
-    assert wrap_converter.wrapped_convert is apart.wrapped_convert  # the call went apart
-    assert apart._helper is None
+    assert wrap_converter.wrapped_convert is apart.wrapped_convert and apart._helper is None
+    x = np.random.default_rng(0).random((4, 64), np.float32)
+    np.testing.assert_allclose(
+        export.run_tflite(data, x), model.predict(x, verbose=0), rtol=1e-5, atol=1e-6
+    )
+
+
+def test_the_saved_model_path_converts_in_process_beside_the_helper(monkeypatch):
+    """The SavedModel fallback hands the converter a folder, not a graph's bytes: it converts
+    in this process even for a model whose conversions go to the helper."""
+    from optimizers.export import apart, conversion
+
+    monkeypatch.setattr(apart, "APART_FROM_PARAMETERS", 0)
+    monkeypatch.setattr(conversion, "conversion_attempts", lambda signature: [(True, signature)])
+    model = build("mlp")
+    conversion._CACHE.clear()
+    data = export.export_bytes(model, "tflite-float32")  # checked against Keras inside
     x = np.random.default_rng(0).random((4, 64), np.float32)
     np.testing.assert_allclose(
         export.run_tflite(data, x), model.predict(x, verbose=0), rtol=1e-5, atol=1e-6

@@ -4,12 +4,13 @@ LiteRT's converter does its work (MLIR, on the frozen graph) in one C++ call tha
 Python's GIL throughout: on ResNet50 1.95 s in which no other thread of the app ran (a thread
 ticking every millisecond saw that gap), so every session's answer and page waited for it.
 Here that call (``wrapped_convert``, which the converter looks up at each conversion) is sent,
-as the bytes it takes, to a helper process and its bytes come back; the app's threads run
-meanwhile, a crash of the converter ends the helper, not the app, and the memory the call holds
-is the helper's, given back when it ends. A helper serves one model's conversions (``ready``:
-started ahead, it imports TensorFlow while the model is traced and frozen here), at
-background priority, one graph at a time. Graphs under ``APART_FROM_BYTES`` convert in this
-process.
+as the bytes it takes, to a helper process and its bytes come back, with the errors the
+converter collected when it fails (the converter reads them to retry, ``install``); the app's
+threads run meanwhile, a crash of the converter ends the helper, not the app, and the memory the
+call holds is the helper's, given back when it ends. A helper serves one model's conversions
+(``ready``: started ahead, it imports TensorFlow while the model is traced and frozen here), at
+background priority, one graph at a time. Models under ``APART_FROM_PARAMETERS``, and the
+SavedModel path (its graph is a folder, not bytes), convert in this process.
 ``python -m optimizers.export.apart`` is the helper.
 """
 
@@ -27,14 +28,17 @@ from typing import IO
 
 from optimizers.workers import BACKGROUND_NICE
 
-# Smaller graphs (a million float32 weights) convert in this process: their call holds the GIL
-# for a fraction of a second, less than starting the helper takes (3 s to import TensorFlow).
-APART_FROM_BYTES = 4_000_000
+# Smaller models convert in this process: their call holds the GIL for a fraction of a second,
+# less than starting the helper takes (3 s to import TensorFlow).
+APART_FROM_PARAMETERS = 1_000_000
 _HEADER = struct.Struct("<Q")
 _LOCK = threading.Lock()  # one request at a time, and one helper
 _helper: subprocess.Popen[bytes] | None = None
-_kept = 0  # ``ready`` blocks open: the helper stays for their conversions
-_in_process: Callable[..., bytes] | None = None  # the converter's own call, once installed
+_kept = 0  # ``ready`` blocks open: their conversions go to the helper
+_errors: list[bytes] = []  # what the converter collected in the helper on its last failure
+# The converter's own calls, once ``install`` replaced them.
+_in_process: Callable[..., bytes] | None = None
+_in_process_errors: Callable[[], list[bytes]] | None = None
 
 
 def write(stream: IO[bytes], *parts: bytes) -> None:
@@ -57,7 +61,8 @@ def read(stream: IO[bytes]) -> bytes:
 
 
 def _running() -> subprocess.Popen[bytes]:
-    """The helper, started if it is not running (call with ``_LOCK`` held)."""
+    """The helper, started if it is not running (call with ``_LOCK`` held). ``OSError`` when
+    no process can be started."""
     global _helper
     if _helper is None or _helper.poll() is not None:
         _helper = subprocess.Popen(
@@ -67,18 +72,18 @@ def _running() -> subprocess.Popen[bytes]:
             stderr=subprocess.DEVNULL,
             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
             cwd=Path(__file__).resolve().parents[2],
-            preexec_fn=lambda: os.nice(BACKGROUND_NICE),
         )
     return _helper
 
 
 @contextlib.contextmanager
-def ready(graph_bytes: int) -> Iterator[None]:
-    """Meanwhile, a helper for a graph of ``graph_bytes`` (none under ``APART_FROM_BYTES``):
-    started now, so that it imports TensorFlow while the model is traced and frozen, and ended
-    afterwards, which gives its memory back (ResNet50's conversion: 1.75 GB at its peak)."""
+def ready(parameters: int) -> Iterator[None]:
+    """Meanwhile, the conversions of a model of ``parameters`` weights go to a helper (none
+    under ``APART_FROM_PARAMETERS``): started now, so that it imports TensorFlow while the model
+    is traced and frozen, and ended afterwards, which gives its memory back (ResNet50's
+    conversion: 1.63 GB at its peak)."""
     global _kept
-    if graph_bytes < APART_FROM_BYTES:
+    if parameters < APART_FROM_PARAMETERS:
         yield
         return
     with _LOCK:
@@ -100,22 +105,26 @@ def _stop() -> None:
     if _helper is None:
         return
     helper, _helper = _helper, None
-    try:
-        if helper.stdin is not None:
-            helper.stdin.close()  # the helper's signal to exit
-    except OSError:
-        helper.kill()
+    for pipe in (helper.stdin, helper.stdout):  # a closed stdin is the helper's signal to exit
+        try:
+            if pipe is not None:
+                pipe.close()
+        except OSError:
+            helper.kill()
     threading.Thread(target=helper.wait, daemon=True).start()  # reaped when it has exited
 
 
 def wrapped_convert(
-    model_flags: bytes, converter_flags: bytes, input_data: bytes, debug_info: bytes | None
+    model_flags: bytes, converter_flags: bytes, input_data: bytes | None, debug_info: bytes | None
 ) -> bytes:
-    """What ``wrap_converter.wrapped_convert`` returns for these arguments, from the helper
-    (from this process for a graph under ``APART_FROM_BYTES``). Raises ``RuntimeError`` with
-    the converter's message when it fails, or when the helper ends without an answer (a crash
-    of the converter, which the app survives)."""
-    if len(input_data) < APART_FROM_BYTES and _in_process is not None:
+    """What ``wrap_converter.wrapped_convert`` returns for these arguments: from the helper
+    inside ``ready``, else from this process. Raises ``RuntimeError`` with the converter's
+    message when it fails (its collected errors kept for ``collected_errors``), or when the
+    helper ends without an answer (a crash of the converter, which the app survives); ``OSError``
+    when no helper can be started."""
+    global _errors
+    if input_data is None or not _kept:
+        assert _in_process is not None, "install() first"
         return _in_process(model_flags, converter_flags, input_data, debug_info)
     with _LOCK:
         helper = _running()
@@ -125,36 +134,56 @@ def wrapped_convert(
             debug = b"" if debug_info is None else b"+" + debug_info
             write(requests, model_flags, converter_flags, input_data, debug)
             status, answer = read(answers), read(answers)
+            if status != b"ok":
+                _errors = [read(answers) for _ in range(int(read(answers)))]
         except (OSError, EOFError):
             _stop()
             raise RuntimeError(
                 "the converter's process ended without an answer (it ran out of memory or crashed)"
             ) from None
-        finally:
-            if not _kept:  # a call outside ``ready``: its helper ends with it
-                _stop()
+        except BaseException:  # an answer left half read would answer the next request
+            _stop()
+            raise
     if status != b"ok":
         raise RuntimeError(answer.decode("utf-8", "replace"))
     return answer
 
 
+def collected_errors() -> list[bytes]:
+    """What ``wrap_converter.wrapped_retrieve_collected_errors`` returns: the errors the
+    converter collected in this process and, after a failure in the helper, there; cleared, as
+    the converter's own are."""
+    global _errors
+    assert _in_process_errors is not None, "install() first"
+    with _LOCK:
+        found, _errors = _errors, []
+    return [*_in_process_errors(), *found]
+
+
 def install() -> None:
-    """Send every large conversion's long call to the helper (idempotent). Without the
-    converter's hook (another TensorFlow), conversions stay in this process."""
-    global _in_process
+    """Send the long call of a model's conversions inside ``ready`` to the helper, and read
+    the errors it collected there as the converter's own (idempotent). Without the converter's
+    hooks (another TensorFlow), conversions stay in this process."""
+    global _in_process, _in_process_errors
     try:
         from tensorflow.compiler.mlir.lite.python import wrap_converter
     except ImportError:
         return
-    found = getattr(wrap_converter, "wrapped_convert", None)
-    if found is not None and found is not wrapped_convert:
-        _in_process, wrap_converter.wrapped_convert = found, wrapped_convert
+    convert = getattr(wrap_converter, "wrapped_convert", None)
+    errors = getattr(wrap_converter, "wrapped_retrieve_collected_errors", None)
+    if convert is None or errors is None or convert is wrapped_convert:
+        return
+    _in_process, _in_process_errors = convert, errors
+    wrap_converter.wrapped_convert = wrapped_convert
+    wrap_converter.wrapped_retrieve_collected_errors = collected_errors
 
 
 def main() -> None:
     """The helper: answer requests from stdin until it closes."""
     requests, answers = sys.stdin.buffer, os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # whatever TensorFlow prints must not mix with the answers
+    with contextlib.suppress(OSError):  # below the app's answers, as its conversions are
+        os.setpriority(os.PRIO_PROCESS, 0, BACKGROUND_NICE)
     from tensorflow.compiler.mlir.lite.python import wrap_converter
 
     while True:
@@ -163,11 +192,14 @@ def main() -> None:
         except EOFError:
             return
         *flags, debug = args
+        wrap_converter.wrapped_retrieve_collected_errors()  # from this call on, as in process
         try:
             file = wrap_converter.wrapped_convert(*flags, debug[1:] if debug else None)
             write(answers, b"ok", file)
-        except Exception as e:  # the converter's refusal, in its own words
-            write(answers, b"no", str(e).encode())
+        except Exception as e:  # the converter's refusal, in its own words, and its errors
+            errors = [bytes(x) for x in wrap_converter.wrapped_retrieve_collected_errors()]
+            message = str(e).encode("utf-8", "replace")
+            write(answers, b"no", message, str(len(errors)).encode(), *errors)
 
 
 if __name__ == "__main__":

@@ -203,7 +203,7 @@ def converted(
     if not missing:
         return files
     apart.install()
-    with apart.ready(sum(w.nbytes for w in model.get_weights())):
+    with apart.ready(model.count_params()):
         made = attempted(model, signature, missing, samples)
     files.update(made)
     with _CACHE_LOCK:
