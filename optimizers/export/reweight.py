@@ -115,8 +115,9 @@ def probe_indices(
     ``shape``, and in the stored tensor: three values of each of the first ``PROBE`` channels,
     the channel's first, its last, and one at other positions along each axis (off the corners
     where the axes are longer than two; first and last alone fit many wrong orders of axes of
-    one size: their corners map onto each other). They depend on shapes alone; a model's kernels share few shapes, and
-    each is tried against every same-sized tensor of the file (ResNet50: 6,637 tries)."""
+    one size: their corners map onto each other). They depend on shapes alone: a model's
+    kernels share few shapes, and each is tried against every same-sized tensor of the file
+    (ResNet50: 6,637 tries)."""
     moved_shape = [shape[p] for p in perm]
     found = []
     for axis, channels in enumerate(stored):
