@@ -409,6 +409,7 @@ WAITS_FROM = 1_000_000
 
 
 def parameters(model: KerasModel) -> int:
+    """Every weight of ``model``, trainable or not (the Model page's "Parameters")."""
     return sum(int(w.size) for w in model.prepared.weights)
 
 

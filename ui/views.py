@@ -276,7 +276,7 @@ def measure(
 def keras_summary(model: services.KerasModel, baseline: Outcome) -> None:
     """Name, layers, parameters, eligible tensors, float size and baseline quality."""
     prepared = model.prepared
-    params = sum(int(w.size) for w in prepared.weights)
+    params = services.parameters(model)
     eligible_params = sum(r.params for r in baseline.eligible)
     cols = st.columns(3)
     cols[0].metric("Layers", f"{len(prepared.model.layers):,}", border=True, height="stretch")
