@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import threading
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -29,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from optimizers import evaluate
+from optimizers.channels import functional_graph
 from optimizers.input_rows import EinsumLayout, layer_layout, patches, spread
 from optimizers.pipeline import TensorRef
 
@@ -58,7 +60,10 @@ class LayerInputs:
     factor of the dampened inverse of ``H`` in that order; ``mean`` (G, C) the mean input;
     ``bias`` the index of the layer's bias in the model's weights (``None``: no bias to
     correct); ``axes`` the kernel's axes as rows then columns, for a kernel whose output
-    channels are not just its last axis (EinsumDense, ``einsum_layout``; ``None``: the last)."""
+    channels are not just its last axis (EinsumDense, ``einsum_layout``; ``None``: the last);
+    ``importance`` (G, R) what an error in each row weighs in what the next layer reads: the
+    square of the factor a BatchNormalization that alone reads the layer's output multiplies
+    that channel by (``batch_norm_factors``; ``None``: every row alike)."""
 
     hessian: np.ndarray
     order: np.ndarray
@@ -68,6 +73,7 @@ class LayerInputs:
     depthwise: bool
     bias: int | None
     axes: tuple[int, ...] | None = None
+    importance: np.ndarray | None = None
 
     @property
     def groups(self) -> int:
@@ -76,7 +82,8 @@ class LayerInputs:
 
     @property
     def nbytes(self) -> int:
-        return sum(a.nbytes for a in (self.hessian, self.order, self.inverse_root, self.mean))
+        arrays = (self.hessian, self.order, self.inverse_root, self.mean, self.importance)
+        return sum(a.nbytes for a in arrays if a is not None)
 
 
 Statistics = Mapping[int, LayerInputs]  # by tensor index in ``model.get_weights()``
@@ -132,6 +139,7 @@ class Accumulator:
     depthwise: bool
     bias: int | None
     axes: tuple[int, ...] | None = None
+    factor: np.ndarray | None = None  # the following BatchNormalization's, per output channel
     square: np.ndarray | None = None
     total: np.ndarray | None = None
     rows: int = 0
@@ -167,6 +175,7 @@ class Accumulator:
             self.depthwise,
             self.bias,
             self.axes,
+            None if self.factor is None else (self.factor**2).reshape(len(hessian), -1),
         )
 
 
@@ -200,9 +209,49 @@ def layer_input(layer: Any) -> Any | None:
     return tensors[0] if len(tensors) == 1 else None
 
 
-def leaf_tap(layer: Any, by_id: Mapping[int, Any], weight_index: Mapping[int, int]) -> Tap | None:
+def batch_norm_factors(model: Any) -> dict[int, np.ndarray]:
+    """By ``id`` of a layer of ``model`` (one level): the factor ``γ / √(var + ε)`` per channel of
+    the BatchNormalization (on the last axis) that alone reads the layer's output, which the
+    model does not return. The layer's error in a channel reaches the next layer multiplied by
+    it, as if folded into the kernel, as post-training quantization usually folds it first
+    (Nagel et al. 2021). Empty for a model whose graph cannot be read (subclassed)."""
+    import keras
+
+    try:
+        graph = functional_graph(model)
+    except ValueError:
+        return {}
+    nodes = [n for depth in graph._nodes_by_depth.values() for n in depth]
+    readers: dict[int, list[Any]] = {}
+    for node in nodes:
+        for t in node.input_tensors:
+            readers.setdefault(id(t), []).append(node.operation)
+    returned = {id(t) for t in graph.outputs}
+    calls = Counter(id(n.operation) for n in nodes)
+    found = {}
+    for node in nodes:
+        outputs = list(node.outputs)
+        if len(outputs) != 1 or id(outputs[0]) in returned or calls[id(node.operation)] > 1:
+            continue
+        reading = readers.get(id(outputs[0]), [])
+        bn = reading[0] if len(reading) == 1 else None
+        last = (-1, len(outputs[0].shape) - 1)
+        if not isinstance(bn, keras.layers.BatchNormalization) or bn.axis not in last:
+            continue
+        gamma = 1.0 if bn.gamma is None else keras.ops.convert_to_numpy(bn.gamma)
+        var = keras.ops.convert_to_numpy(bn.moving_variance).astype(np.float64)
+        found[id(node.operation)] = (gamma / np.sqrt(var + bn.epsilon)).astype(np.float32)
+    return found
+
+
+def leaf_tap(
+    layer: Any,
+    by_id: Mapping[int, Any],
+    weight_index: Mapping[int, int],
+    factor: np.ndarray | None = None,
+) -> Tap | None:
     """The ``Tap`` of a leaf layer with data (its kernels among the tensors ``by_id``), or
-    ``None``."""
+    ``None``; ``factor``: the following BatchNormalization's (``batch_norm_factors``)."""
     kind = type(layer).__name__
     if kind in CONV_LAYERS | DEPTHWISE_LAYERS | SEPARABLE_LAYERS and (
         layer.data_format != "channels_last"
@@ -235,7 +284,11 @@ def leaf_tap(layer: Any, by_id: Mapping[int, Any], weight_index: Mapping[int, in
         if kind in RECURRENT_LAYERS:
             own_bias = None  # the bias also serves the recurrent kernel
         axes = None if einsum is None else einsum.kernel
-        kernels[v.name] = Accumulator(depthwise, own_bias, axes)
+        # The rows of a kernel that makes the layer's output channels (not a separable
+        # layer's depthwise half, which the pointwise one reads; not an EinsumDense's).
+        half = kind in SEPARABLE_LAYERS and depthwise
+        own_factor = None if half or einsum is not None or kind in RECURRENT_LAYERS else factor
+        kernels[v.name] = Accumulator(depthwise, own_bias, axes, own_factor)
     return Tap(layer, kernels, einsum) if kernels else None
 
 
@@ -243,6 +296,7 @@ def taps_of(model: Any, refs: Sequence[TensorRef], weight_index: Mapping[int, in
     """The layers of ``model`` (one level) whose inputs give statistics: leaf ``Tap``s,
     ``Replay``s, and nested models as ``(model, taps)`` pairs."""
     by_id = {r.index: r for r in refs}
+    factors = batch_norm_factors(model)
     found: list[Any] = []
     for layer in model.layers:
         if type(layer).__name__ in REPLAYED_LAYERS and layer._inbound_nodes:
@@ -260,7 +314,7 @@ def taps_of(model: Any, refs: Sequence[TensorRef], weight_index: Mapping[int, in
             if nested:
                 found.append((layer, nested))
             continue
-        tap = leaf_tap(layer, by_id, weight_index)
+        tap = leaf_tap(layer, by_id, weight_index, factors.get(id(layer)))
         if tap is not None:
             found.append(tap)
     return found

@@ -225,11 +225,13 @@ def compress_rows(
     zeros: int = 0,
     keep: np.ndarray | None = None,
     grid: Grid | Table | None = None,
+    importance: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """One pass over the columns of ``rows`` (G, R, C): prune ``zeros`` weights by OBS saliency
     (or keep exactly ``keep``, a mask), round the rest on ``grid`` (or to the nearest shared
     value of a clustered row's ``Table``), and move each column's error onto the columns after
-    it through ``root`` (G, C, C), the upper Cholesky factor of the dampened ``H⁻¹``.
+    it through ``root`` (G, C, C), the upper Cholesky factor of the dampened ``H⁻¹``. A row's
+    saliency is multiplied by its ``importance`` (G, R) if given (``LayerInputs.importance``).
 
     Returns (values (G, R, C) float32, codes or ``None``). ``rows`` is not modified. The
     pass runs in float32, as GPTQ's reference code does (twice as fast as float64).
@@ -267,7 +269,10 @@ def compress_rows(
             done += i2 - i1
             count = min(zeros, math.ceil(zeros * done / c - 1e-9)) - pruned
             diag = np.diagonal(u1, axis1=1, axis2=2)  # (G, b)
-            saliency = (w1.transpose(0, 2, 1) ** 2 / diag[:, None, :] ** 2).ravel()
+            saliency = w1.transpose(0, 2, 1) ** 2 / diag[:, None, :] ** 2
+            if importance is not None:
+                saliency *= importance[:, :, None]
+            saliency = saliency.ravel()
             order = np.argsort(saliency, kind="stable")  # ties: the lower (row, column) first
             kept = np.ones(saliency.size, bool)
             kept[order[:count]] = False

@@ -13,6 +13,10 @@ columns (``optimizers.columns``):
   pruned (exactly ``ceil(s·n)`` in the tensor, ties to the lower index), and their error moves
   the rest. 2:4 pruning picks its 2 of every 4 inputs by the same saliency; global pruning
   keeps its magnitude mask (one threshold across tensors) and only moves the rest.
+* **BatchNormalization**: a layer read by one multiplies each output channel by its own factor
+  ``γ / √(var + ε)``; an error in that channel reaches the next layer multiplied by it too, so
+  each row's error and saliency are weighted by its square (``LayerInputs.importance``), as if
+  the normalization were folded into the kernel first (Nagel et al. 2021; OBC folds it too).
 * **Bias correction** (Nagel et al. 2019): the mean output shift ``E[x]·(W − Ŵ)`` is added to
   the layer's bias, so each output channel keeps its float mean.
 * **Clipping**: each scale may also span less than its weights' range (``columns.SHRINKS``), chosen
@@ -93,9 +97,13 @@ def from_rows(rows: np.ndarray, shape: tuple[int, ...], stats: LayerInputs) -> n
 
 
 def reconstruction_error(w: np.ndarray, w_hat: np.ndarray, stats: LayerInputs) -> float:
-    """``‖XW − XŴ‖² / rows`` on the calibration data, from ``H`` alone."""
+    """``‖XW − XŴ‖² / rows`` on the calibration data, from ``H`` alone, each output row
+    weighted by its ``importance`` (what the next layer reads of it)."""
     d = as_rows(w, stats) - as_rows(w_hat, stats)
-    return float(np.sum((d @ stats.hessian) * d, dtype=np.float64))
+    per_row = np.sum((d @ stats.hessian) * d, axis=2, dtype=np.float64)
+    if stats.importance is not None:
+        per_row *= stats.importance
+    return float(per_row.sum())
 
 
 # --- one tensor ----------------------------------------------------------------------------
@@ -138,6 +146,7 @@ def compress_tensor(
             zeros,
             keep,
             None if grid is None else grid.permuted(order),
+            stats.importance,
         )
         kernel = from_rows(permute(values, back), w.shape, stats).astype(w.dtype)
         if grid is None or codes is None:
@@ -216,9 +225,9 @@ def refit(
 ) -> np.ndarray:
     """The shared values ``table`` (one row, or one per channel: row k of the G·R reads table
     row k mod its rows) that, with the weights' ``codes`` (G, R, C) fixed, minimise the layer's
-    output error ``tr((W − Ŵ) H (W − Ŵ)ᵀ)``: its normal equations solved by ``REFIT_STEPS``
-    conjugate-gradient steps from the current values (each step one product by ``H``). Zero
-    entries stay zero with ``keep_zero``; unused entries stay."""
+    output error ``tr((W − Ŵ) H (W − Ŵ)ᵀ)`` (rows weighted by their ``importance``): its normal
+    equations solved by ``REFIT_STEPS`` conjugate-gradient steps from the current values (each
+    step one product by ``H``). Zero entries stay zero with ``keep_zero``; unused entries stay."""
     g, r, _ = codes.shape
     width = table.shape[1]
     index = codes + width * (np.arange(g * r) % len(table)).reshape(g, r, 1)
@@ -228,14 +237,15 @@ def refit(
     if keep_zero:
         free &= table.ravel() != 0
     hessian = stats.hessian
+    weight = 1.0 if stats.importance is None else stats.importance[:, :, None]
 
     def normal(v: np.ndarray) -> np.ndarray:  # the table's share of (values @ H), per entry
-        y = v[index].astype(np.float32) @ hessian
+        y = (v[index].astype(np.float32) @ hessian) * weight
         return np.where(free, np.bincount(flat, y.ravel(), minlength=n), 0.0)
 
     x = np.where(free, table.ravel(), 0.0)
     x = np.where(np.isfinite(x), x, 0.0).astype(np.float64)
-    target = (rows.astype(np.float32) @ hessian).ravel()
+    target = ((rows.astype(np.float32) @ hessian) * weight).ravel()
     residual = np.where(free, np.bincount(flat, target, minlength=n), 0.0) - normal(x)
     direction = residual.copy()
     rr = residual @ residual

@@ -229,3 +229,52 @@ def test_attention_over_masked_inputs_is_not_replayed():
     x = np.random.default_rng(0).integers(0, 20, size=(40, 6)).astype(np.int32)
     stats = calibration.gather(model, refs, x)
     assert {r.layer for r in refs if r.index in stats} == {"head"}
+
+
+def test_a_batch_normalization_that_alone_reads_a_layer_weighs_its_rows():
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((6, 6, 3))
+    conv = keras.layers.Conv2D(4, 3, name="conv")(inputs)
+    normed = keras.layers.BatchNormalization(name="bn")(conv)
+    depthwise = keras.layers.DepthwiseConv2D(3, depth_multiplier=2, name="dw")(normed)
+    depthwise = keras.layers.BatchNormalization(name="bn_dw")(depthwise)
+    sep = keras.layers.SeparableConv2D(3, 1, name="sep")(depthwise)
+    sep = keras.layers.BatchNormalization(name="bn_sep")(sep)
+    flat = keras.layers.Flatten()(sep)
+    shared = keras.layers.Dense(5, name="shared")(flat)  # read by a normalization and a layer
+    relu = keras.layers.Dense(5, activation="relu", name="relu")(flat)  # normalized after ReLU
+    returned = keras.layers.Dense(5, name="returned")(flat)  # its output is the model's too
+    outputs = [
+        keras.layers.BatchNormalization()(shared),
+        keras.layers.Dense(2)(shared),
+        keras.layers.BatchNormalization()(keras.layers.ReLU()(relu)),
+        keras.layers.BatchNormalization()(returned),
+        returned,
+    ]
+    model = keras.Model(inputs, outputs)
+    rng = np.random.default_rng(0)
+    for name in ("bn", "bn_dw", "bn_sep"):
+        bn = model.get_layer(name)
+        gamma, beta, mean, var = bn.get_weights()
+        bn.set_weights(
+            [rng.uniform(0.5, 2, gamma.shape), beta, mean, rng.uniform(0.1, 4, var.shape)]
+        )
+    refs = eligible_tensors(model)
+    stats = calibration.gather(model, refs, rng.normal(size=(8, 6, 6, 3)).astype(np.float32))
+    by_path = {r.path: stats[r.index] for r in refs}
+
+    def factor(name: str) -> np.ndarray:
+        gamma, _, _, var = model.get_layer(name).get_weights()
+        return gamma / np.sqrt(var + model.get_layer(name).epsilon)
+
+    np.testing.assert_allclose(by_path["conv/kernel"].importance, factor("bn")[None] ** 2, 1e-5)
+    # Output channel c·2 + m of the depthwise layer is its group c's row m.
+    np.testing.assert_allclose(
+        by_path["dw/kernel"].importance, factor("bn_dw").reshape(4, 2) ** 2, 1e-5
+    )
+    np.testing.assert_allclose(
+        by_path["sep/pointwise_kernel"].importance, factor("bn_sep")[None] ** 2, 1e-5
+    )
+    assert by_path["sep/depthwise_kernel"].importance is None  # the pointwise half reads it
+    for name in ("shared", "relu", "returned"):
+        assert by_path[f"{name}/kernel"].importance is None, name

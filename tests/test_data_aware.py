@@ -550,3 +550,37 @@ def test_two_of_four_data_aware_runs_along_an_einsum_kernels_inputs():
     query = next(r for r in refs if r.layer == "query")
     kept = np.moveaxis(weights[query.index] != 0, 0, -1)
     assert np.all(kept.reshape(*kept.shape[:-1], -1, 4).sum(axis=-1) == 2)
+
+
+def test_rows_a_batch_normalization_amplifies_are_pruned_by_what_the_next_layer_reads():
+    import keras
+
+    from optimizers.calibration import gather
+    from optimizers.pipeline import eligible_tensors
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((16,))
+    model = keras.Model(
+        inputs, keras.layers.BatchNormalization()(keras.layers.Dense(4, name="d")(inputs))
+    )
+    rng = np.random.default_rng(0)
+    kernel = rng.normal(size=(16, 4)).astype(np.float32)
+    kernel[:, 0] *= 0.05  # a quiet channel the normalization multiplies by 20
+    var = np.array([1 / 400, 1, 1, 1], np.float32) - 1e-3
+    model.set_weights([kernel, np.zeros(4), np.ones(4), np.zeros(4), np.zeros(4), var])
+    refs = eligible_tensors(model)
+    x = rng.normal(size=(256, 16)).astype(np.float32)
+    stats = gather(model, refs, x)
+    assert stats[0].importance is not None
+    floats = keras.ops.convert_to_numpy(model(x))
+    config = OptimizationConfig(PruningConfig(0.5), data_aware=True)
+
+    def error(statistics) -> float:
+        weights, _ = data_aware.optimize(model.get_weights(), refs, config, statistics)
+        model.set_weights(weights)
+        found = float(np.mean((keras.ops.convert_to_numpy(model(x)) - floats) ** 2))
+        model.set_weights([kernel, np.zeros(4), np.ones(4), np.zeros(4), np.zeros(4), var])
+        return found
+
+    ignored = {0: replace(stats[0], importance=None)}
+    assert error(stats) < 0.5 * error(ignored)
