@@ -448,6 +448,17 @@ def test_the_calibration_switch_is_live_on_a_sample() -> None:
     assert "digits_cnn_test.npz" in captions
     assert accuracy() > plain + 10  # 2 bits: plain rounding loses ~40 points, data-aware ~2
     assert state.setting(at.session_state).config.data_aware
+    said = " ".join(md.value for md in at.markdown)
+    assert "passing each weight's rounding error on to the weights not yet rounded" in said
+    # What "What just happened" says pruning did follows the switch too.
+    at.slider(key=state.SPARSITY).set_value(50).run()
+    said = " ".join(md.value for md in at.markdown)
+    assert "weights its layer's outputs on the calibration data depend on least" in said
+    assert "smallest-magnitude" not in said
+    at.toggle(key=state.DATA_AWARE).set_value(False).run()
+    said = " ".join(md.value for md in at.markdown)
+    assert "50% smallest-magnitude weights of each tensor" in said
+    assert "calibration data" not in said
 
 
 # --- EinsumDense: the attention projections --------------------------------------------------

@@ -77,22 +77,31 @@ def _pruning(config: OptimizationConfig, changed: Sequence[TensorReport]) -> str
     n, total = zeros(pruned), sum(r.params for r in pruned)
     tensors = f"{len(pruned)} tensor{'' if len(pruned) == 1 else 's'}"
     counted = f"{n:,} of {total:,} weights in {tensors} are now exactly zero"
+    # With calibration data the weights kept move to make up for the others (SparseGPT).
+    least = "its layer's outputs on the calibration data depend on least"
+    made_up = ", and moved the weights kept to make up for them" if config.data_aware else ""
     if p.structure == "2:4":
+        which = "the 2 smallest of every 4 neighbouring input weights"
+        if config.data_aware:
+            which = f"the 2 of every 4 neighbouring input weights {least}"
         return (
-            f"2:4 pruning zeroed the 2 smallest of every 4 neighbouring input weights: {counted} "
-            f"({percent(n / total)}), a pattern sparse hardware can skip."
+            f"2:4 pruning zeroed {which}{made_up}: {counted} ({percent(n / total)}), a pattern "
+            "sparse hardware can skip."
         )
     if p.scope == "global":
         lo = min(pruned, key=lambda r: r.sparsity)
         hi = max(pruned, key=lambda r: r.sparsity)
         return (
-            f"Pruning used one magnitude threshold for all layers, so {counted} "
+            f"Pruning used one magnitude threshold for all layers{made_up}, so {counted} "
             f"({percent(n / total)}); per tensor this ranges from {percent(lo.sparsity, 0)} in "
             f"{lo.path} to {percent(hi.sparsity, 0)} in {hi.path}."
         )
+    which = f"the {percent(p.sparsity, 0)} smallest-magnitude weights of each tensor"
+    if config.data_aware:
+        which = f"the {percent(p.sparsity, 0)} of each tensor's weights {least}"
     return (
-        f"Pruning set the {percent(p.sparsity, 0)} smallest-magnitude weights of each tensor to "
-        f"zero: {counted}, which compression and sparse formats store almost for free."
+        f"Pruning set {which} to zero{made_up}: {counted}, which compression and sparse formats "
+        "store almost for free."
     )
 
 
@@ -110,8 +119,10 @@ def _clustering(config: OptimizationConfig, changed: Sequence[TensorReport]) -> 
     scope = "each tensor" if unit == "tensor" else "each output channel"
     zero = " (zero kept as one of them)" if c.preserve_sparsity and config.pruning else ""
     n = distinct(most)
+    fitted = ", fitted to the layer's outputs on the calibration data" if config.data_aware else ""
     return (
-        f"Clustering replaced the weights of {scope} by at most {c.clusters} shared values{zero}: "
+        f"Clustering replaced the weights of {scope} by at most {c.clusters} shared "
+        f"values{zero}{fitted}: "
         f"{most.path} now uses {n} distinct values per {unit}, so a weight can be stored "
         f"as a {index_bits(n)}-bit index into a table of {n} numbers."
     )
@@ -138,6 +149,11 @@ def _quantization(config: OptimizationConfig, changed: Sequence[TensorReport]) -
         f"Quantization rounded {rounded} to a {q.bits}-bit grid of {hi - lo + 1:,} evenly "
         f"spaced levels ({q.mode}, {scale})"
     )
+    if config.data_aware and c is None:
+        text += (
+            ", passing each weight's rounding error on to the weights not yet rounded, so the "
+            "layer's outputs on the calibration data stay close"
+        )
     worst = min_sqnr(quantized)
     if worst is None:
         return text + "; no weight had to move."
