@@ -26,8 +26,9 @@ columns (``optimizers.columns``):
   layer's outputs (``cluster_tensor``, ``refit``).
 
 Pruning and quantization run jointly (prune, then round the pruned weights, zeros stay zero).
-Each tensor keeps the data-aware result only when its error ``tr((W − Ŵ) H (W − Ŵ)ᵀ)`` is not
-larger than plain compression's, so it is never worse on the calibration data. Tensors without
+Each tensor keeps the data-aware result only when its error ``tr((W − Ŵ) H (W − Ŵ)ᵀ)`` (rows
+weighted by their importance) is not larger than plain compression's, so it is never worse on
+the calibration data. Tensors without
 statistics (``calibration`` says which layers have them) are compressed as without data.
 """
 
@@ -164,7 +165,9 @@ def compress_tensor(
     block = q.block_size if quantization.blocked(w.shape, channel_axes, q.block_size) else None
     channels = math.prod(w.shape[a] for a in channel_axes)
     full = row_grid(rows, q, block, channels=channels)
-    energy = np.diagonal(stats.hessian, axis1=1, axis2=2)
+    energy = np.diagonal(stats.hessian, axis1=1, axis2=2)[:, None, :]
+    if stats.importance is not None:  # one scale over several rows: each weighs its own
+        energy = energy * stats.importance[:, :, None]
     searched = row_grid(rows, q, block, energy, channels)
     found = [scored(full)]
     if not np.array_equal(searched.stored[0], full.stored[0]):
@@ -237,7 +240,11 @@ def refit(
     if keep_zero:
         free &= table.ravel() != 0
     hessian = stats.hessian
-    weight = 1.0 if stats.importance is None else stats.importance[:, :, None]
+    # Rows weigh by their importance where they share table rows; a row with its own values
+    # has the same best values whatever its weight, and weights only slow the steps there.
+    weight = 1.0
+    if stats.importance is not None and len(table) < g * r:
+        weight = stats.importance[:, :, None]
 
     def normal(v: np.ndarray) -> np.ndarray:  # the table's share of (values @ H), per entry
         y = (v[index].astype(np.float32) @ hessian) * weight

@@ -274,6 +274,21 @@ def test_refit_solves_the_normal_equations_of_the_shared_values():
     zero = np.array([[-0.5, 0.0, 0.7]], np.float32)
     kept = data_aware.refit(rows, codes, zero, stats, keep_zero=True)
     assert kept[0, 1] == 0 and not np.allclose(kept, zero)
+    # Rows of unequal importance (a BatchNormalization after the layer): the shared values solve
+    # the weighted equations, each row's terms times its weight.
+    weights = np.random.default_rng(1).uniform(1, 30, size=rows.shape[:2]).astype(np.float32)
+    weighted = replace(stats, importance=weights)
+    fitted = data_aware.refit(rows, codes, table, weighted, keep_zero=False)
+    scaled = [a * weights[0][:, None] for a in onehot]
+    gram = np.array([[np.sum((a @ h) * b) for b in scaled] for a in onehot])
+    rhs = np.array([np.sum((rows[0] @ h) * a) for a in scaled])
+    np.testing.assert_allclose(fitted[0], np.linalg.solve(gram, rhs), rtol=1e-4, atol=1e-5)
+    # Each row's own values (per channel) are its best whatever its weight: the same steps.
+    own = np.repeat(table, rows.shape[1], axis=0)
+    np.testing.assert_array_equal(
+        data_aware.refit(rows, codes, own, weighted, keep_zero=False),
+        data_aware.refit(rows, codes, own, stats, keep_zero=False),
+    )
 
 
 def test_data_aware_clustering_keeps_k_values_and_the_pruned_zeros():
