@@ -105,9 +105,9 @@ def row_grid(
     from the weights' range, as plain rounding takes them, or, given the inputs' ``energy``
     (G, 1 or R, C: the diagonal of ``H``, times each row's importance), from the share of that
     range (``SHRINKS``) that rounds them with the least ``Σ H_cc |w − q|^2.4`` (GPTQ's grid
-    search and its norm, weighted here by the inputs). (Blockwise scales taken from the updated weights as the pass reaches each
-    block, as GPTQ's reference code does, measured 2 dB worse in output SNR on the digits MLP
-    at 4 bits.)
+    search and its norm, weighted here by the inputs). (Blockwise scales taken from the
+    updated weights as the pass reaches each block, as GPTQ's reference code does, measured
+    2 dB worse in output SNR on the digits MLP at 4 bits.)
 
     Each row is a channel, or, given ``channels``, row k of the G·R shares channel
     k mod ``channels``'s scale, taken over all its rows: an EinsumDense kernel (c, heads, dim)

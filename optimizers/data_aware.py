@@ -28,8 +28,8 @@ columns (``optimizers.columns``):
 Pruning and quantization run jointly (prune, then round the pruned weights, zeros stay zero).
 Each tensor keeps the data-aware result only when its error ``tr((W − Ŵ) H (W − Ŵ)ᵀ)`` (rows
 weighted by their importance) is not larger than plain compression's, so it is never worse on
-the calibration data. Tensors without
-statistics (``calibration`` says which layers have them) are compressed as without data.
+the calibration data. Tensors without statistics (``calibration`` says which layers have them)
+are compressed as without data.
 """
 
 from __future__ import annotations
