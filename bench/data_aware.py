@@ -2,7 +2,7 @@
 
 ``python -m bench.data_aware`` prints, as Markdown, the rows of issue 19: for every bundled
 sample (calibrated on its training split, measured on its test set) accuracy and output SNR
-against float at 3 and 2 bits per channel, 50% sparsity, 4 bits per channel vs blockwise (32),
+against float at 3 and 2 bits per channel, 50% and 70% sparsity, 4 bits per channel vs blockwise (32),
 4 clusters and 50% + 4 clusters + int4, and the blockwise int4 file's accuracy and size; for
 MobileNetV2 1.0 224 and ResNet50 (``weights=None``, logits out, random images: 64 to calibrate,
 16 others to measure) output SNR at 4 bits per channel and 16 clusters. Seconds are wall-clock on this machine:
@@ -32,6 +32,7 @@ SAMPLE_SETTINGS = {
     "3 bits per channel": OptimizationConfig(quantization=QuantizationConfig(3)),
     "2 bits per channel": OptimizationConfig(quantization=QuantizationConfig(2)),
     "50% sparsity": OptimizationConfig(pruning=PruningConfig(0.5)),
+    "70% sparsity": OptimizationConfig(pruning=PruningConfig(0.7)),
     "4 bits per channel": OptimizationConfig(quantization=QuantizationConfig(4)),
     "4 bits blockwise (32)": OptimizationConfig(quantization=QuantizationConfig(4, block_size=32)),
     "4 clusters": OptimizationConfig(clustering=ClusteringConfig(4)),
