@@ -12,7 +12,7 @@ from test_export import FOLDED, build, inputs, keras_outputs
 import sample_models
 from optimizers import export, keras_io
 from optimizers.export import conversion
-from optimizers.export.reweight import float_tensors, kernel_placements, rewritten
+from optimizers.export.reweight import float_tensors, kernel_placements, orders, rewritten
 from optimizers.pipeline import OptimizationConfig, optimize_model
 from optimizers.pruning import PruningConfig
 from optimizers.quantization import QuantizationConfig
@@ -79,3 +79,44 @@ def test_every_kernel_of_a_sample_has_its_place(name):
     placements = kernel_placements(weights, data["tflite-float32"])
     kernels = {i for i, w in enumerate(weights) if w.ndim >= 2}
     assert kernels and set(placements) == kernels
+
+
+def layer_kinds(dims: int):
+    """A model of the convolutions of ``dims`` dimensions the converter lays out its own way."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    if dims == 2:
+        x = keras.Input((12, 12, 3))
+        y = keras.layers.Conv2D(6, 3)(x)
+        y = keras.layers.BatchNormalization()(y)  # folded into the kernel: scaled per channel
+        y = keras.layers.DepthwiseConv2D(3, depth_multiplier=2)(y)  # (h, w, in, 2): (1, h, w, 2in)
+        y = keras.layers.Conv2DTranspose(5, 3, strides=2)(y)  # (h, w, out, in): (out, h, w, in)
+        y = keras.layers.GlobalAveragePooling2D()(keras.layers.SeparableConv2D(7, 3)(y))
+    elif dims == 1:
+        x = keras.Input((20, 6))
+        y = keras.layers.Conv1D(8, 3)(x)  # converted as a 2-D convolution of height one
+        y = keras.layers.SeparableConv1D(12, 3, depth_multiplier=2)(y)
+        y = keras.layers.GlobalAveragePooling1D()(y)
+    else:
+        x = keras.Input((6, 6, 6, 2))
+        y = keras.layers.Flatten()(keras.layers.Conv3D(4, 3)(x))  # kept as Keras lays it out
+    return keras.Model(x, keras.layers.Dense(3)(y))
+
+
+def test_a_kernel_is_looked_for_only_where_a_reshape_keeps_its_values_in_order():
+    assert orders((3, 3, 16, 32), (32, 3, 3, 16)) == [(3, 0, 1, 2), (3, 1, 0, 2)]
+    assert orders((1, 1, 256, 64), (64, 1, 1, 256)) == [(3, 2, 0, 1)]  # ones move no value
+    assert (0, 1, 2, 3) in orders((3, 3, 8, 2), (1, 3, 3, 16))  # merged: a depthwise kernel
+
+
+@pytest.mark.parametrize("dims", [1, 2, 3])
+def test_every_kernel_of_every_convolution_kind_has_its_place(dims):
+    model = layer_kinds(dims)
+    weights = model.get_weights()
+    data = export.converted(model, export.input_signature(model), ("tflite-float32",))
+    placements = kernel_placements(weights, data["tflite-float32"])
+    assert set(placements) == {i for i, w in enumerate(weights) if w.ndim >= 2}
+    stored = float_tensors(data["tflite-float32"])
+    for i, p in placements.items():
+        np.testing.assert_allclose(p.values(weights[i]), stored[p.tensor], rtol=1e-5, atol=1e-7)
