@@ -8,7 +8,7 @@ as the bytes it takes, to a helper process and its bytes come back, with the err
 converter collected when it fails (the converter reads them to retry, ``install``); the app's
 threads run meanwhile, a crash of the converter ends the helper, not the app, and the memory the
 call holds is the helper's, given back when it ends. A helper serves one model's conversions
-(``ready``: started ahead, it imports TensorFlow while the model is traced and frozen here), at
+(``ready``: started ahead, it loads the converter while the model is traced and frozen here), at
 background priority, one graph at a time. Models under ``APART_FROM_PARAMETERS``, and the
 SavedModel path (its graph is a folder, not bytes), convert in this process.
 ``python -m optimizers.export.apart`` is the helper.
@@ -17,6 +17,8 @@ SavedModel path (its graph is a folder, not bytes), convert in this process.
 from __future__ import annotations
 
 import contextlib
+import importlib.machinery
+import importlib.util
 import os
 import struct
 import subprocess
@@ -24,12 +26,13 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import ModuleType
 from typing import IO
 
 from optimizers.workers import BACKGROUND_NICE
 
 # Smaller models convert in this process: their call holds the GIL for a fraction of a second,
-# less than starting the helper takes (3 s to import TensorFlow).
+# less than starting the helper takes (0.4 s to load the converter, ``converter_calls``).
 APART_FROM_PARAMETERS = 1_000_000
 _HEADER = struct.Struct("<Q")
 _LOCK = threading.Lock()  # one request at a time, and one helper
@@ -79,7 +82,7 @@ def _running() -> subprocess.Popen[bytes]:
 @contextlib.contextmanager
 def ready(parameters: int) -> Iterator[None]:
     """Meanwhile, the conversions of a model of ``parameters`` weights go to a helper (none
-    under ``APART_FROM_PARAMETERS``): started now, so that it imports TensorFlow while the model
+    under ``APART_FROM_PARAMETERS``): started now, so that it loads the converter while the model
     is traced and frozen, and ended afterwards, which gives its memory back (ResNet50's
     conversion: 1.63 GB at its peak)."""
     global _kept
@@ -178,26 +181,64 @@ def install() -> None:
     wrap_converter.wrapped_retrieve_collected_errors = collected_errors
 
 
+def converter_calls() -> tuple[Callable[..., bytes], Callable[[], list[bytes]]]:
+    """The helper's ``wrapped_convert`` and ``wrapped_retrieve_collected_errors``: the
+    converter's two native modules loaded from TensorFlow's folder alone, in 0.4 s, as
+    ``wrap_converter`` calls them; where this TensorFlow lays them out otherwise, through
+    ``wrap_converter``, which imports the whole ``tensorflow`` package first (4.5 s of a core,
+    which ResNet50's conversion waited for once its freezing became faster)."""
+    try:
+        api = native("compiler/mlir/lite/python/_pywrap_converter_api")
+        library = native("compiler/mlir/quantization/tensorflow/python/pywrap_function_lib")
+
+        def convert(model: bytes, flags: bytes, graph: bytes, debug: bytes | None) -> bytes:
+            return api.Convert(model, flags, graph, False, debug, library.PyFunctionLibrary())
+
+        return convert, api.RetrieveCollectedErrors
+    except (ImportError, OSError, AttributeError):
+        from tensorflow.compiler.mlir.lite.python import wrap_converter
+
+        return wrap_converter.wrapped_convert, wrap_converter.wrapped_retrieve_collected_errors
+
+
+def native(path: str) -> ModuleType:
+    """The extension module at ``path`` (no suffix) in TensorFlow's folder, loaded without
+    importing the ``tensorflow`` package; ``ImportError`` when it is not there."""
+    spec = importlib.util.find_spec("tensorflow")
+    if spec is None or spec.origin is None:
+        raise ImportError("TensorFlow is not installed")
+    stem = Path(spec.origin).parent / path
+    for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+        file = stem.with_name(stem.name + suffix)
+        if file.is_file():
+            loader = importlib.machinery.ExtensionFileLoader(stem.name, str(file))
+            module = importlib.util.module_from_spec(
+                importlib.util.spec_from_file_location(stem.name, file, loader=loader)
+            )
+            loader.exec_module(module)
+            return module
+    raise ImportError(f"no {stem.name} in {stem.parent}")
+
+
 def main() -> None:
     """The helper: answer requests from stdin until it closes."""
     requests, answers = sys.stdin.buffer, os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # whatever TensorFlow prints must not mix with the answers
     with contextlib.suppress(OSError):  # below the app's answers, as its conversions are
         os.setpriority(os.PRIO_PROCESS, 0, BACKGROUND_NICE)
-    from tensorflow.compiler.mlir.lite.python import wrap_converter
-
+    convert, retrieve_errors = converter_calls()
     while True:
         try:
             args = [read(requests) for _ in range(4)]
         except EOFError:
             return
         *flags, debug = args
-        wrap_converter.wrapped_retrieve_collected_errors()  # from this call on, as in process
+        retrieve_errors()  # from this call on, as in process
         try:
-            file = wrap_converter.wrapped_convert(*flags, debug[1:] if debug else None)
+            file = convert(*flags, debug[1:] if debug else None)
             write(answers, b"ok", file)
         except Exception as e:  # the converter's refusal, in its own words, and its errors
-            errors = [bytes(x) for x in wrap_converter.wrapped_retrieve_collected_errors()]
+            errors = [bytes(x) for x in retrieve_errors()]
             message = str(e).encode("utf-8", "replace")
             write(answers, b"no", message, str(len(errors)).encode(), *errors)
 
