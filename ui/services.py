@@ -404,7 +404,7 @@ CONVERSIONS = Conversions()
 # more memory. From this many parameters it is made only when asked.
 MADE_WHEN_ASKED_FROM = 10_000_000
 # From this many parameters converting a model ahead takes seconds of both cores (ResNet50:
-# 9.5 s) and waits for a pause in the answers; a smaller one converts in a fraction of one.
+# 6 s) and waits for a pause in the answers; a smaller one converts in a fraction of one.
 WAITS_FROM = 1_000_000
 
 
@@ -480,7 +480,7 @@ WARMED: set[Hashable] = set()  # the models whose converted file awaits their se
 
 def warm_exports(owner: str, model: KerasModel) -> None:
     """Ask the background to convert ``model`` once while its user explores, so that its
-    Download page's first file is a rewrite of that file (seconds, not a conversion: about 9 s
+    Download page's first file is a rewrite of that file (seconds, not a conversion: about 6 s
     on ResNet50). Once per model per process, on the conversion thread (``Conversions``); from
     ``WAITS_FROM`` parameters, when the Explore page has not answered for a moment
     (``background.answering``): a slider's answers come first, and one made while it runs is
