@@ -84,7 +84,7 @@ def ready(parameters: int) -> Iterator[None]:
     """Meanwhile, the conversions of a model of ``parameters`` weights go to a helper (none
     under ``APART_FROM_PARAMETERS``): started now, so that it loads the converter while the model
     is traced and frozen, and ended afterwards, which gives its memory back (ResNet50's
-    conversion: 1.63 GB at its peak)."""
+    conversion: 1.63 GB at its peak, measured when the helper imported all of TensorFlow)."""
     global _kept
     if parameters < APART_FROM_PARAMETERS:
         yield
@@ -102,8 +102,7 @@ def ready(parameters: int) -> Iterator[None]:
 
 
 def _stop() -> None:
-    """End the helper (call with ``_LOCK`` held), without waiting for it: TensorFlow takes about
-    a second to exit."""
+    """End the helper (call with ``_LOCK`` held), without waiting for it to exit."""
     global _helper
     if _helper is None:
         return
@@ -190,11 +189,13 @@ def converter_calls() -> tuple[Callable[..., bytes], Callable[[], list[bytes]]]:
     try:
         api = native("compiler/mlir/lite/python/_pywrap_converter_api")
         library = native("compiler/mlir/quantization/tensorflow/python/pywrap_function_lib")
+        native_convert, errors = api.Convert, api.RetrieveCollectedErrors
+        functions = library.PyFunctionLibrary
 
         def convert(model: bytes, flags: bytes, graph: bytes, debug: bytes | None) -> bytes:
-            return api.Convert(model, flags, graph, False, debug, library.PyFunctionLibrary())
+            return native_convert(model, flags, graph, False, debug, functions())
 
-        return convert, api.RetrieveCollectedErrors
+        return convert, errors
     except (ImportError, OSError, AttributeError):
         from tensorflow.compiler.mlir.lite.python import wrap_converter
 
