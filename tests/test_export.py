@@ -573,6 +573,25 @@ def test_the_converter_runs_apart_and_survives_its_crash(monkeypatch):
     )
 
 
+def test_a_file_that_computes_another_model_is_refused():
+    """The check of a float32 file against Keras (one random input) sees one weight of the
+    first convolution changed by 0.5."""
+    import keras
+
+    from optimizers.export import conversion
+
+    model = build("cnn")
+    signature = export.input_signature(model)
+    data = conversion.converted(model, signature, ("tflite-float32",))["tflite-float32"]
+    conversion.check_float_file(model, data, signature)  # its own file passes
+    weights = model.get_weights()
+    weights[0][1, 1, 0, 0] += 0.5
+    other = keras.models.clone_model(model)
+    other.set_weights(weights)
+    with pytest.raises(ValueError, match="does not compute what the Keras model computes"):
+        conversion.check_float_file(other, data, signature)
+
+
 def test_the_helper_loads_the_converter_without_tensorflow():
     """The helper loads the converter's native modules alone (0.4 s, where importing the
     ``tensorflow`` package first took 3–4.5 s that a large model's conversion waited for)."""

@@ -166,10 +166,13 @@ def reason(error: Exception) -> str:
 
 
 def check_float_file(model: keras.Model, data: bytes, signature: list[Any]) -> None:
-    """Raise ``ValueError`` unless the float32 file computes what the Keras model computes."""
+    """Raise ``ValueError`` unless the float32 file computes what the Keras model computes, on
+    one random input: it reaches every weight as four would, and TensorFlow keeps buffers the
+    size of its first eager call's batch for the rest of the process (ResNet50: 86 MB for one
+    input, 555 MB for four, and 0.25 s a call instead of 0.6 s)."""
     if len(signature) != 1:
         return
-    probe = probe_inputs(signature[0])
+    probe = probe_inputs(signature[0], count=1)
     reference = np.asarray(model(probe, training=False), np.float32)
     if not np.all(np.isfinite(reference)):
         return
@@ -384,9 +387,9 @@ def smallest_float32(model: keras.Model, signature: list[Any], dense: bytes) -> 
     return sparse if np.allclose(reference, outputs, rtol=1e-5, atol=tolerance) else dense
 
 
-def probe_inputs(spec: Any) -> np.ndarray:
-    """A few deterministic inputs of the signature's shape, to compare two files' outputs."""
-    shape = (4, *[d or 1 for d in spec.shape[1:]])
+def probe_inputs(spec: Any, count: int = 4) -> np.ndarray:
+    """``count`` deterministic inputs of the signature's shape, to compare two models' outputs."""
+    shape = (count, *[d or 1 for d in spec.shape[1:]])
     rng = np.random.default_rng(0)
     if spec.dtype.is_integer:
         return rng.integers(0, 2, shape).astype(spec.dtype.as_numpy_dtype)
