@@ -41,6 +41,7 @@ from optimizers.pipeline import (
     optimize_weights,
     read_once,
 )
+from optimizers.pruning import compiled_floats
 from optimizers.size import GzipBasis, Sizes, gzip_size, start_gzip_basis, weight_sizes
 from optimizers.workers import BACKGROUND, POOL
 
@@ -81,10 +82,13 @@ class Prepared:
         """Memory this holds beside the model: its copy of the weights, the clone's and the
         verifier's clone's as much again each (the latter counted before ``verify`` makes it: a
         cache measures an entry once, when it is put), and what is read once of each tensor
-        (its magnitudes sorted, and its repeats: at most as much again)."""
+        (its repeats: at most as much again; its magnitudes sorted, where pruning reads them)."""
         return (
             3 * sum(w.nbytes for w in self.weights)
-            + sum(2 * self.weights[i].nbytes for i in self.known)
+            + sum(
+                (1 if compiled_floats(w) else 2) * w.nbytes
+                for w in (self.weights[i] for i in self.known)
+            )
             + statistics_bytes(self.statistics or {})
         )
 

@@ -166,18 +166,36 @@ def repeats(w: np.ndarray, axes: tuple[int, ...]) -> Repeats | None:
     """``Repeats`` of ``w`` (channels along ``axes``); ``None`` when more than ``REPEATS_KEPT``
     of its weights repeat a value, where sorting each pruning is as cheap."""
     columns = as_channel_columns(w, axes)[0]
-    ordered = np.sort(columns, axis=None)
-    again = (ordered[1:] == ordered[:-1]) & (ordered[1:] != 0)
-    values = np.unique(ordered[1:][again])
-    if np.count_nonzero(again) + values.size > REPEATS_KEPT * w.size:
+    ordered, at = grouped(np.ascontiguousarray(columns).reshape(-1))
+    # Nonzero floats are equal where their bit patterns are (both zeros count as zero).
+    sign = np.array(1 << (8 * ordered.itemsize - 1), ordered.dtype)
+    again = (ordered[1:] == ordered[:-1]) & ((ordered[1:] & ~sign) != 0)
+    continues = np.zeros(ordered.size, bool)  # the same value as the weight before
+    continues[1:] = again
+    held = continues.copy()
+    held[:-1] |= again
+    if np.count_nonzero(held) > REPEATS_KEPT * w.size:
         return None
-    flat = columns.ravel()
-    at = np.minimum(np.searchsorted(values, flat), max(values.size - 1, 0))
-    held = np.flatnonzero(values[at] == flat) if values.size else np.zeros(0, np.intp)
-    value = at[held]
-    pairs, pair = np.unique(value * columns.shape[1] + held % columns.shape[1], return_inverse=True)
+    value = np.cumsum(~continues[held]) - 1  # each run of a value starts with a new number
+    positions = at[held]
+    by_position = np.argsort(positions, kind="stable")  # a pruning reads them in memory order
+    positions, value = positions[by_position], value[by_position]
+    pairs, pair = np.unique(
+        value * columns.shape[1] + positions % columns.shape[1], return_inverse=True
+    )
     small = np.int32 if w.size < 2**31 else np.int64
-    return Repeats(*(a.astype(small) for a in (held, value, pair, pairs % columns.shape[1])))
+    return Repeats(*(a.astype(small) for a in (positions, value, pair, pairs % columns.shape[1])))
+
+
+def grouped(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The bit patterns of 1-D ``values`` sorted, and where each stood: equal values side by
+    side. One sort of 64-bit keys (pattern, position) where they fit, a stable argsort else."""
+    bits = values.view(f"u{values.itemsize}")
+    if values.itemsize <= 4 and values.size < 2**32:
+        keys = np.sort((bits.astype(np.uint64) << 32) | np.arange(values.size, dtype=np.uint64))
+        return (keys >> 32).astype(bits.dtype), (keys & 0xFFFFFFFF).astype(np.intp)
+    at = np.argsort(bits, kind="stable")
+    return bits[at], at
 
 
 def pruned_statistics(w: np.ndarray, repeats: Repeats, axes: tuple[int, ...]) -> Statistics | None:

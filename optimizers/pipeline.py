@@ -26,7 +26,14 @@ from optimizers import quantization
 from optimizers.clustering import ClusteringConfig, cluster_codes
 from optimizers.input_rows import layer_layout
 from optimizers.levels import Coded, Repeats, Statistics, repeats, statistics
-from optimizers.pruning import PruningConfig, global_masks, keep_where, prune, sorted_magnitudes
+from optimizers.pruning import (
+    PruningConfig,
+    compiled_floats,
+    global_masks,
+    keep_where,
+    prune,
+    sorted_magnitudes,
+)
 from optimizers.quantization import QuantizationConfig, blocked, quantize, quantize_table
 from optimizers.tensors import as_channel_columns
 from optimizers.workers import POOL
@@ -293,16 +300,18 @@ def global_pruning_masks(
 
 class Known(NamedTuple):
     """What is read once from an original tensor, so that its settings are answered faster:
-    ``|w|`` sorted (pruning reads its thresholds) and where its values repeat (a pruned
-    tensor's report is counted, not sorted)."""
+    ``|w|`` sorted (pruning reads its thresholds; ``None`` where it counts them in compiled
+    passes as fast) and where its values repeat (a pruned tensor's report is counted, not
+    sorted)."""
 
-    magnitudes: np.ndarray
+    magnitudes: np.ndarray | None
     repeats: Repeats | None
 
 
 def read_once(w: np.ndarray, axes: tuple[int, ...]) -> Known:
-    """``Known`` of ``w`` (channels along ``axes``): two sorts."""
-    return Known(sorted_magnitudes(w), repeats(w, axes))
+    """``Known`` of ``w`` (channels along ``axes``): one sort, two where pruning reads the
+    magnitudes sorted."""
+    return Known(None if compiled_floats(w) else sorted_magnitudes(w), repeats(w, axes))
 
 
 def optimize_weights(

@@ -117,7 +117,7 @@ def assert_same_statistics(found: levels.Statistics, sorted_: levels.Statistics)
 @pytest.mark.parametrize("axes", [(-1,), (-2, -1), (-2,)])
 def test_a_pruned_tensors_statistics_follow_from_its_repeats(seed, axes):
     """Values drawn from a small pool repeat within and across channels (some originals are
-    zero already); any zeroing of them is counted as sorting counts it."""
+    zero already, +0.0 or -0.0); any zeroing of them is counted as sorting counts it."""
     rng = np.random.default_rng(seed)
     shape = (3, 3, 24, 32)
     w = rng.normal(size=shape).astype(np.float32)
@@ -125,6 +125,7 @@ def test_a_pruned_tensors_statistics_follow_from_its_repeats(seed, axes):
     repeated = rng.random(shape) < rng.uniform(0.0, 0.1)
     w[repeated] = rng.choice(pool, size=int(repeated.sum()))
     w[rng.random(shape) < 0.01] = 0.0
+    w[rng.random(shape) < 0.01] = -0.0  # a zero too, though its bit pattern differs
     known = levels.repeats(w, axes)
     assert known is not None
     for sparsity in (0.0, 0.3, 0.9, 0.99):
