@@ -7,9 +7,9 @@ an app can show the first at once and the second when it is done:
 
 1. ``optimize``: the optimized weights, the per-tensor report and every size figure that is
    exact and cheap (float32, packed, entropy, file bytes). Milliseconds for a sample, about
-   0.1 s for a MobileNet. Pruning reads its thresholds from the sorted magnitudes; a
-   clustered or quantized tensor's report is counted from its codes, a pruned one's from
-   where the original's values repeat (``levels``).
+   0.1 s for a MobileNet. Pruning counts its thresholds in compiled passes (a small tensor's
+   are read from its magnitudes sorted); a clustered or quantized tensor's report is counted
+   from its codes, a pruned one's from where the original's values repeat (``levels``).
 2. ``measure``: accuracy (or fidelity) from running the model on the data, with progress per
    batch, while the gzip figure (sampled, ``size.GzipBasis``) is measured in other threads.
 

@@ -114,8 +114,8 @@ class ByteCache(Generic[T]):
 
 
 # Budgets: two ResNet50s (100 MB of weights each: the model; prepared, its two clones, a copy of
-# the weights and their sorted magnitudes), four of their answers and a few files; a sample keeps
-# thousands of answers.
+# the weights and where their values repeat), four of their answers and a few files; a sample
+# keeps thousands of answers.
 MODELS = ByteCache["keras.Model"](
     256 * MB, lambda m: sum(int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize for v in m.weights)
 )

@@ -194,7 +194,7 @@ def model_digest(model: keras.Model) -> str:
     h = hashlib.sha256(model.to_json().encode())
     for w in model.get_weights():
         h.update(str((w.shape, w.dtype.str)).encode())
-        h.update(np.ascontiguousarray(w).tobytes())
+        h.update(np.ascontiguousarray(w).reshape(-1).view(np.uint8))  # its bytes, not a copy
     return h.hexdigest()
 
 
@@ -220,14 +220,16 @@ def converted(
     signature: list[Any],
     fmts: tuple[str, ...],
     samples: np.ndarray | None = None,
+    key: str | None = None,
 ) -> dict[str, bytes]:
-    """Converter outputs for ``fmts`` from one trace of the model; the float ones are memoized.
+    """Converter outputs for ``fmts`` from one trace of the model; the float ones are memoized
+    (by ``key``, the model's ``model_digest``: given when the caller has it).
 
     The dense float32 file is checked against Keras; while a conversion fails or disagrees,
     the next of ``conversion_attempts`` is tried (the first failure is the one reported). A
     sparse float32 conversion that fails gives ``b""``.
     """
-    key = model_digest(model)
+    key = key or model_digest(model)
     with _CACHE_LOCK:
         files = {f: _CACHE[(key, f)] for f in fmts if (key, f) in _CACHE}
         for f in files:
@@ -303,7 +305,7 @@ def base_file(base: keras.Model, signature: list[Any]) -> tuple[bytes, dict[int,
     """``base``'s checked float32 file and where its kernels lie in it, memoized: what every
     setting's file is rewritten from."""
     base_key = model_digest(base)
-    data = converted(base, signature, ("tflite-float32",))["tflite-float32"]
+    data = converted(base, signature, ("tflite-float32",), key=base_key)["tflite-float32"]
     with _CACHE_LOCK:
         placements = _PLACEMENTS.get(base_key)
     if placements is None:
