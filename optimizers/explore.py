@@ -7,9 +7,10 @@ an app can show the first at once and the second when it is done:
 
 1. ``optimize``: the optimized weights, the per-tensor report and every size figure that is
    exact and cheap (float32, packed, entropy, file bytes). Milliseconds for a sample, about
-   0.1 s for a MobileNet. Pruning counts its thresholds in compiled passes (a small tensor's
-   are read from its magnitudes sorted); a clustered or quantized tensor's report is counted
-   from its codes, a pruned one's from where the original's values repeat (``levels``).
+   0.1 s for a MobileNet. Pruning finds its thresholds (counted in compiled passes, or read
+   from magnitudes sorted ahead, ``pipeline.keeps_magnitudes``); a clustered or quantized
+   tensor's report is counted from its codes, a pruned one's from where the original's values
+   repeat (``levels``).
 2. ``measure``: accuracy (or fidelity) from running the model on the data, with progress per
    batch, while the gzip figure (sampled, ``size.GzipBasis``) is measured in other threads.
 
@@ -40,8 +41,8 @@ from optimizers.pipeline import (
     float_reports,
     optimize_weights,
     read_once,
+    read_once_bytes,
 )
-from optimizers.pruning import compiled_floats
 from optimizers.size import GzipBasis, Sizes, gzip_size, start_gzip_basis, weight_sizes
 from optimizers.workers import BACKGROUND, POOL
 
@@ -85,10 +86,7 @@ class Prepared:
         (its repeats: at most as much again; its magnitudes sorted, where pruning reads them)."""
         return (
             3 * sum(w.nbytes for w in self.weights)
-            + sum(
-                (1 if compiled_floats(w) else 2) * w.nbytes
-                for w in (self.weights[i] for i in self.known)
-            )
+            + sum(read_once_bytes(self.weights[i]) for i in self.known)
             + statistics_bytes(self.statistics or {})
         )
 

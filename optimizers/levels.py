@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from optimizers.pruning import bit_patterns, sign_cleared
 from optimizers.tensors import COMPILED_FROM, as_channel_columns
 
 LEVELS_KEPT = 4096  # a report keeps its tensor's values and counts when it has at most this many
@@ -163,13 +164,13 @@ REPEATS_KEPT = 1 / 4
 
 
 def repeats(w: np.ndarray, axes: tuple[int, ...]) -> Repeats | None:
-    """``Repeats`` of ``w`` (channels along ``axes``); ``None`` when more than ``REPEATS_KEPT``
-    of its weights repeat a value, where sorting each pruning is as cheap."""
+    """``Repeats`` of ``w`` (channels along ``axes``; finite floats, as pruning requires);
+    ``None`` when more than ``REPEATS_KEPT`` of its weights repeat a value, where sorting each
+    pruning is as cheap."""
     columns = as_channel_columns(w, axes)[0]
-    ordered, at = grouped(np.ascontiguousarray(columns).reshape(-1))
-    # Nonzero floats are equal where their bit patterns are (both zeros count as zero).
-    sign = np.array(1 << (8 * ordered.itemsize - 1), ordered.dtype)
-    again = (ordered[1:] == ordered[:-1]) & ((ordered[1:] & ~sign) != 0)
+    ordered, at = grouped(bit_patterns(columns))
+    # Finite nonzero floats are equal where their bit patterns are (both zeros count as zero).
+    again = (ordered[1:] == ordered[:-1]) & ((ordered[1:] & sign_cleared(ordered)) != 0)
     continues = np.zeros(ordered.size, bool)  # the same value as the weight before
     continues[1:] = again
     held = continues.copy()
@@ -178,22 +179,25 @@ def repeats(w: np.ndarray, axes: tuple[int, ...]) -> Repeats | None:
         return None
     value = np.cumsum(~continues[held]) - 1  # each run of a value starts with a new number
     positions = at[held]
-    by_position = np.argsort(positions, kind="stable")  # a pruning reads them in memory order
+    by_position = np.argsort(positions)  # a pruning reads them in memory order
     positions, value = positions[by_position], value[by_position]
-    pairs, pair = np.unique(
-        value * columns.shape[1] + positions % columns.shape[1], return_inverse=True
-    )
+    channel = positions % columns.shape[1]
+    pairs, pair = np.unique(value * columns.shape[1] + channel, return_inverse=True)
     small = np.int32 if w.size < 2**31 else np.int64
     return Repeats(*(a.astype(small) for a in (positions, value, pair, pairs % columns.shape[1])))
 
 
-def grouped(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The bit patterns of 1-D ``values`` sorted, and where each stood: equal values side by
-    side. One sort of 64-bit keys (pattern, position) where they fit, a stable argsort else."""
-    bits = values.view(f"u{values.itemsize}")
-    if values.itemsize <= 4 and values.size < 2**32:
-        keys = np.sort((bits.astype(np.uint64) << 32) | np.arange(values.size, dtype=np.uint64))
-        return (keys >> 32).astype(bits.dtype), (keys & 0xFFFFFFFF).astype(np.intp)
+def grouped(bits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """1-D bit patterns ``bits`` sorted, and where each stood: equal patterns side by side. One
+    sort of 64-bit keys (pattern, position) where they fit, a stable argsort otherwise."""
+    if bits.itemsize <= 4 and bits.size < 2**32:
+        keys = bits.astype(np.uint64)
+        keys <<= np.uint64(32)
+        keys |= np.arange(bits.size, dtype=np.uint64)
+        keys.sort()
+        at = (keys & np.uint64(0xFFFFFFFF)).astype(np.intp)
+        keys >>= np.uint64(32)
+        return keys.astype(bits.dtype), at
     at = np.argsort(bits, kind="stable")
     return bits[at], at
 

@@ -309,9 +309,21 @@ class Known(NamedTuple):
 
 
 def read_once(w: np.ndarray, axes: tuple[int, ...]) -> Known:
-    """``Known`` of ``w`` (channels along ``axes``): one sort, two where pruning reads the
-    magnitudes sorted."""
-    return Known(None if compiled_floats(w) else sorted_magnitudes(w), repeats(w, axes))
+    """``Known`` of ``w`` (channels along ``axes``): where its values repeat, and its magnitudes
+    sorted where pruning reads them (``keeps_magnitudes``)."""
+    return Known(sorted_magnitudes(w) if keeps_magnitudes(w) else None, repeats(w, axes))
+
+
+def keeps_magnitudes(w: np.ndarray) -> bool:
+    """Whether ``read_once`` keeps ``w``'s magnitudes sorted: pruning reads its thresholds from
+    them unless it counts them in compiled passes, as fast."""
+    return not compiled_floats(w)
+
+
+def read_once_bytes(w: np.ndarray) -> int:
+    """At most what ``read_once`` keeps of ``w``: its repeats (at most its size again) and
+    its magnitudes sorted, where kept."""
+    return (2 if keeps_magnitudes(w) else 1) * w.nbytes
 
 
 def optimize_weights(

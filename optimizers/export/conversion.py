@@ -223,13 +223,13 @@ def converted(
     key: str | None = None,
 ) -> dict[str, bytes]:
     """Converter outputs for ``fmts`` from one trace of the model; the float ones are memoized
-    (by ``key``, the model's ``model_digest``: given when the caller has it).
+    (by ``key``: ``model_digest(model)``, which a caller that has it may pass).
 
     The dense float32 file is checked against Keras; while a conversion fails or disagrees,
     the next of ``conversion_attempts`` is tried (the first failure is the one reported). A
     sparse float32 conversion that fails gives ``b""``.
     """
-    key = key or model_digest(model)
+    key = model_digest(model) if key is None else key
     with _CACHE_LOCK:
         files = {f: _CACHE[(key, f)] for f in fmts if (key, f) in _CACHE}
         for f in files:
@@ -297,7 +297,7 @@ def dense_float32(model: keras.Model, signature: list[Any], base: keras.Model | 
                 while len(_CACHE) > _CACHE_SIZE:
                     _CACHE.popitem(last=False)
     if found is None:
-        found = converted(model, signature, ("tflite-float32",))["tflite-float32"]
+        found = converted(model, signature, ("tflite-float32",), key=key)["tflite-float32"]
     return found
 
 
