@@ -341,13 +341,9 @@ def verify(prepared: Prepared, outcome: Outcome, fmt: str, gzip: bool = True) ->
     from optimizers import export
 
     prepared = outcome.source or prepared
-    with prepared.export_lock:  # the verifier's own clone: a slider's answer never waits for it
-        if not prepared.export_clones:  # ResNet50: 0.6-1.5 s, once per model, made while the
-            cloning = POOL.submit(evaluate.evaluation_clone, prepared.model)  # model converts
-            if fmt != "keras":
-                with contextlib.suppress(ValueError):  # the file's own export says why, below
-                    export.warm(prepared.model)
-            prepared.export_clones.append(cloning.result())
+    with prepared.export_lock:
+        with contextlib.suppress(ValueError):  # the file's own export says why, below
+            export_clone(prepared, convert=fmt != "keras")
         clone = prepared.export_clones[0]
         clone.set_weights(outcome.weights)
         data = export.export_bytes(clone, fmt, prepared.x, base=prepared.model)
@@ -371,12 +367,36 @@ def verify(prepared: Prepared, outcome: Outcome, fmt: str, gzip: bool = True) ->
     return Exported(fmt, data, gzip_bytes, outcome.accuracy, file_accuracy, agreement)
 
 
-def warm_exports(prepared: Prepared) -> None:
-    """Convert ``prepared``'s model now (``export.warm``), so that its first file to verify is
-    a rewrite of that file, not a conversion. Raises ``ValueError`` as ``verify`` would."""
+def export_clone(prepared: Prepared, convert: bool) -> keras.Model:
+    """The verifier's own clone of ``prepared``'s model (a slider's answer never waits for
+    it), made once per model; call with ``export_lock`` held. With ``convert``, the model is
+    converted too (``export.warm``) and the clone made while the converter's helper has the
+    graph (``export.alongside``): ResNet50's clone takes 1.0-1.7 s of the GIL, and beside the
+    tracing and freezing it slowed them as much. Raises ``ValueError`` when the model cannot
+    be converted (the clone is made all the same)."""
     from optimizers import export
 
-    export.warm(prepared.model)
+    if prepared.export_clones:
+        return prepared.export_clones[0]
+    model = prepared.model
+    try:
+        with export.alongside(model.count_params(), lambda: evaluate.evaluation_clone(model)) as c:
+            if convert:
+                export.warm(model)
+    finally:
+        prepared.export_clones.append(c.result())
+    return prepared.export_clones[0]
+
+
+def warm_exports(prepared: Prepared) -> None:
+    """Convert ``prepared``'s model now and make the verifier's clone (``export_clone``), so
+    that its first file to verify is a rewrite of that file, made at once. Raises
+    ``ValueError`` as ``verify`` would."""
+    from optimizers import export
+
+    with prepared.export_lock:
+        export_clone(prepared, convert=True)
+    export.warm(prepared.model)  # converted above, or now if the clone was made before
 
 
 def time_exports(prepared: Prepared, files: Mapping[str, Exported]) -> dict[str, Exported]:

@@ -9,6 +9,7 @@ to float rounding instead (the folding itself rounds).
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import replace
 from functools import cache
 from pathlib import Path
@@ -571,6 +572,36 @@ def test_the_converter_runs_apart_and_survives_its_crash(monkeypatch):
     np.testing.assert_allclose(
         export.run_tflite(data, x), model.predict(x, verbose=0), rtol=1e-5, atol=1e-6
     )
+
+
+def test_work_alongside_a_conversion_waits_for_the_helper_to_have_the_graph(monkeypatch):
+    """``alongside`` runs its work once a graph goes to the helper (the tracing and freezing
+    before that hold the GIL), when the block ends if none goes, and at once for a model that
+    converts in process; its error comes back from ``result()``."""
+    import threading
+
+    from optimizers.export import apart
+
+    apart.install()
+    monkeypatch.setattr(apart, "APART_FROM_PARAMETERS", 10)
+    with apart.alongside(1, lambda: threading.current_thread().name) as small:
+        assert small.result(timeout=60) == "alongside"  # converted in process: at once
+    with apart.alongside(10, lambda: "done") as waiting:
+        time.sleep(0.2)
+        assert not waiting.done()  # no graph went to the helper yet
+    assert waiting.result(timeout=60) == "done"  # the block ended
+    with apart.ready(10), apart.alongside(10, lambda: apart._helper) as handed:
+        with pytest.raises(RuntimeError):  # a graph the converter refuses, sent all the same
+            apart.wrapped_convert(b"", b"", b"not a graph", None)
+        assert handed.result(timeout=60) is not None  # it ran while the helper was there
+
+    def fails():
+        raise ValueError("no copy")
+
+    with apart.alongside(1, fails) as failing:
+        pass
+    with pytest.raises(ValueError, match="no copy"):
+        failing.result(timeout=60)
 
 
 def test_a_file_that_computes_another_model_is_refused():

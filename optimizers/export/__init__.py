@@ -52,6 +52,7 @@ from typing import TYPE_CHECKING, Literal, get_args
 import numpy as np
 
 from optimizers import keras_io
+from optimizers.export.apart import alongside
 from optimizers.export.conversion import (
     _CACHE,
     base_file,
@@ -88,6 +89,7 @@ if TYPE_CHECKING:
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow is imported lazily, after this
 
 __all__ = [
+    "alongside",
     "CONTAINER_BITS",
     "FORMATS",
     "FORMAT_LABELS",

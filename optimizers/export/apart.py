@@ -25,9 +25,10 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from pathlib import Path
 from types import ModuleType
-from typing import IO
+from typing import IO, TypeVar
 
 from optimizers.workers import BACKGROUND_NICE
 
@@ -39,6 +40,8 @@ _LOCK = threading.Lock()  # one request at a time, and one helper
 _helper: subprocess.Popen[bytes] | None = None
 _kept = 0  # ``ready`` blocks open: their conversions go to the helper
 _errors: list[bytes] = []  # what the converter collected in the helper on its last failure
+_handed_over: list[threading.Event] = []  # set when a graph goes to the helper (``alongside``)
+_HANDED_LOCK = threading.Lock()  # guards ``_handed_over``; ``_LOCK`` is held through a conversion
 # The converter's own calls, once ``install`` replaced them.
 _in_process: Callable[..., bytes] | None = None
 _in_process_errors: Callable[[], list[bytes]] | None = None
@@ -101,6 +104,39 @@ def ready(parameters: int) -> Iterator[None]:
                 _stop()
 
 
+T = TypeVar("T")
+
+
+@contextlib.contextmanager
+def alongside(parameters: int, work: Callable[[], T]) -> Iterator[Future[T]]:
+    """``work()`` run in a thread of its own while a model of ``parameters`` weights converts
+    in the block: once a graph goes to the helper, whose call leaves this process's GIL free,
+    or when the block ends if none does; at once for a model converted in process. Beside the
+    tracing and freezing before that call, which hold the GIL, a copy of ResNet50 (1.7 s) made
+    them a second slower. The future holds its result or its error."""
+    future: Future[T] = Future()
+    go = threading.Event()
+
+    def run() -> None:
+        go.wait()
+        try:
+            future.set_result(work())
+        except BaseException as e:  # the caller's to raise, from ``result()``
+            future.set_exception(e)
+
+    if parameters < APART_FROM_PARAMETERS:
+        go.set()
+    with _HANDED_LOCK:
+        _handed_over.append(go)
+    threading.Thread(target=run, daemon=True, name="alongside").start()
+    try:
+        yield future
+    finally:
+        go.set()
+        with _HANDED_LOCK:
+            _handed_over.remove(go)
+
+
 def _stop() -> None:
     """End the helper (call with ``_LOCK`` held), without waiting for it to exit."""
     global _helper
@@ -135,6 +171,9 @@ def wrapped_convert(
         try:
             debug = b"" if debug_info is None else b"+" + debug_info
             write(requests, model_flags, converter_flags, input_data, debug)
+            with _HANDED_LOCK:
+                for go in _handed_over:
+                    go.set()
             status, answer = read(answers), read(answers)
             if status != b"ok":
                 _errors = [read(answers) for _ in range(int(read(answers)))]

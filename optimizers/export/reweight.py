@@ -85,7 +85,7 @@ def fits(w: np.ndarray, stored: np.ndarray, perm: tuple[int, ...]) -> Placement 
         shape = [1] * stored.ndim
         shape[axis] = -1
         back = (moved * scale.reshape(shape)).astype(np.float32)
-        if np.allclose(back, stored, rtol=MATCH_RTOL, atol=bound):
+        if np.all(np.abs(back - stored) <= bound + MATCH_RTOL * np.abs(stored)):  # allclose
             return Placement(-1, (0, 0), perm, stored.shape, axis, scale)
     return None
 
@@ -138,8 +138,8 @@ def channel_scale(moved: np.ndarray, stored: np.ndarray, axis: int) -> np.ndarra
     """Per ``axis`` channel, the ratio ``stored / moved`` (median over the channel's nonzero
     values), or ``None`` when a channel has no nonzero value to read it from or its first values
     already disagree."""
-    a = np.moveaxis(moved, axis, 0).reshape(moved.shape[axis], -1).astype(np.float64)
-    b = np.moveaxis(stored, axis, 0).reshape(a.shape).astype(np.float64)
+    a = np.moveaxis(moved, axis, 0).reshape(moved.shape[axis], -1)
+    b = np.moveaxis(stored, axis, 0).reshape(a.shape)
     head_a, head_b = a[:, :PROBE], b[:, :PROBE]
     nonzero = head_a != 0
     if not nonzero.any(axis=1).all():
@@ -147,6 +147,7 @@ def channel_scale(moved: np.ndarray, stored: np.ndarray, axis: int) -> np.ndarra
         if not nonzero.any(axis=1).all():
             return None
         head_a, head_b = a, b
+    head_a, head_b = head_a.astype(np.float64), head_b.astype(np.float64)
     ratio = np.where(nonzero, head_b / np.where(nonzero, head_a, 1.0), np.nan)
     scale = np.nanmedian(ratio, axis=1)
     if not np.all(np.isfinite(scale)):
