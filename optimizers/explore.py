@@ -19,7 +19,6 @@ an app can show the first at once and the second when it is done:
 
 from __future__ import annotations
 
-import contextlib
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
@@ -68,8 +67,9 @@ class Prepared:
     # those that are ready (``ready_known``), and search and sort the others.
     known: dict[int, Future[Known]]
     lock: threading.Lock = field(default_factory=threading.Lock, compare=False)
-    # A second clone for the files (``verify``), made by the first; guarded by ``export_lock``,
-    # so a conversion never holds ``lock`` and a slider's answer never waits for one.
+    # A second clone for the files, made by the first or by the conversion ahead
+    # (``export_clone``); guarded by ``export_lock``, so a conversion never holds ``lock`` and
+    # a slider's answer never waits for one.
     export_clones: list[keras.Model] = field(default_factory=list, compare=False)
     export_lock: threading.Lock = field(default_factory=threading.Lock, compare=False)
     # Channel-pruned rewrites of this model, by (sparsity, skip); see ``channel_pruned``.
@@ -81,8 +81,8 @@ class Prepared:
     @property
     def nbytes(self) -> int:
         """Memory this holds beside the model: its copy of the weights, the clone's and the
-        verifier's clone's as much again each (the latter counted before ``verify`` makes it: a
-        cache measures an entry once, when it is put), and what is read once of each tensor
+        verifier's clone's as much again each (the latter counted before ``export_clone`` makes
+        it: a cache measures an entry once, when it is put), and what is read once of each tensor
         (its repeats: at most as much again; its magnitudes sorted, where pruning reads them)."""
         return (
             3 * sum(w.nbytes for w in self.weights)
@@ -342,7 +342,7 @@ def verify(prepared: Prepared, outcome: Outcome, fmt: str, gzip: bool = True) ->
 
     prepared = outcome.source or prepared
     with prepared.export_lock:
-        with contextlib.suppress(ValueError):  # the file's own export says why, below
+        if not prepared.export_clones:  # a refusal to convert: the file's own export says why
             export_clone(prepared, convert=fmt != "keras")
         clone = prepared.export_clones[0]
         clone.set_weights(outcome.weights)
@@ -367,36 +367,42 @@ def verify(prepared: Prepared, outcome: Outcome, fmt: str, gzip: bool = True) ->
     return Exported(fmt, data, gzip_bytes, outcome.accuracy, file_accuracy, agreement)
 
 
-def export_clone(prepared: Prepared, convert: bool) -> keras.Model:
-    """The verifier's own clone of ``prepared``'s model (a slider's answer never waits for
-    it), made once per model; call with ``export_lock`` held. With ``convert``, the model is
-    converted too (``export.warm``) and the clone made while the converter's helper has the
-    graph (``export.alongside``): ResNet50's clone takes 1.0-1.7 s of the GIL, and beside the
-    tracing and freezing it slowed them as much. Raises ``ValueError`` when the model cannot
-    be converted (the clone is made all the same)."""
+def export_clone(prepared: Prepared, convert: bool) -> ValueError | None:
+    """Make the verifier's own clone of ``prepared``'s model unless it is made (call with
+    ``export_lock`` held; a slider's answer never waits for it). With ``convert``, the model is
+    converted too (``export.warm``), the clone made while the converter's helper has the graph
+    (``export.alongside``): ResNet50's clone takes 1.0-1.7 s of the GIL, and beside the
+    tracing and freezing it slowed them as much. Returns why the model cannot be converted
+    (``None``: it can, or was not asked to)."""
     from optimizers import export
 
-    if prepared.export_clones:
-        return prepared.export_clones[0]
     model = prepared.model
-    try:
-        with export.alongside(model.count_params(), lambda: evaluate.evaluation_clone(model)) as c:
-            if convert:
-                export.warm(model)
-    finally:
-        prepared.export_clones.append(c.result())
-    return prepared.export_clones[0]
+
+    def converting() -> ValueError | None:
+        if not convert:
+            return None
+        try:
+            export.warm(model)
+        except ValueError as e:
+            return e
+        return None
+
+    if prepared.export_clones:
+        return converting()
+    with export.alongside(model.count_params(), lambda: evaluate.evaluation_clone(model)) as made:
+        refused = converting()
+    prepared.export_clones.append(made.result())
+    return refused
 
 
 def warm_exports(prepared: Prepared) -> None:
     """Convert ``prepared``'s model now and make the verifier's clone (``export_clone``), so
     that its first file to verify is a rewrite of that file, made at once. Raises
     ``ValueError`` as ``verify`` would."""
-    from optimizers import export
-
     with prepared.export_lock:
-        export_clone(prepared, convert=True)
-    export.warm(prepared.model)  # converted above, or now if the clone was made before
+        refused = export_clone(prepared, convert=True)
+    if refused is not None:
+        raise refused
 
 
 def time_exports(prepared: Prepared, files: Mapping[str, Exported]) -> dict[str, Exported]:

@@ -128,8 +128,8 @@ def alongside(parameters: int, work: Callable[[], T]) -> Iterator[Future[T]]:
         go.set()
     with _HANDED_LOCK:
         _handed_over.append(go)
-    threading.Thread(target=run, daemon=True, name="alongside").start()
     try:
+        threading.Thread(target=run, daemon=True, name="alongside").start()
         yield future
     finally:
         go.set()
