@@ -3,16 +3,18 @@ through the Model page's uploaders, then slider moves on the Explore page timed 
 press to the answer drawn: the first stage (the sparsity card shows the new value) and the
 whole answer (agreement and gzip cards measured); then the Download page, timed to its first
 file offered, every format offered and the report offered, with the server's peak resident
-memory. Run as ``python -m bench.browser [--pause S] [ROOT]`` (``ROOT``: an older checkout
-served instead, the baseline of the same run; ``S``: seconds on Explore after the last move, as
-a user reading the answer spends them, before opening Download) or ``python -m bench.browser
-samples [ROOT]`` (a sample's Download page); ``make bench`` runs it too. Needs Debian's
-chromium (``make chromium``).
+memory. Run as ``python -m bench.browser [--pause S] [--timeline FILE] [ROOT]`` (``ROOT``: an older
+checkout served instead, the baseline of the same run; ``S``: seconds on Explore after the last
+move, as a user reading the answer spends them, before opening Download; ``FILE``: the server's
+timeline, ``bench/timeline/sitecustomize.py``, whose calls from the click on Download to the
+first file offered are printed) or ``python -m bench.browser samples [ROOT]`` (a sample's
+Download page); ``make bench`` runs it too. Needs Debian's chromium (``make chromium``).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import tempfile
 import time
@@ -21,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.load import ANSWERED_JS, peak_mb
-from bench.serve import CHROMIUM, CHROMIUM_ARGS, server_pid, streamlit_app
+from bench.serve import CHROMIUM, CHROMIUM_ARGS, ROOT, server_pid, streamlit_app
 
 # Checked in the page every 20 ms, as ``ANSWERED_JS`` is: how many format buttons there are and
 # how many of them are enabled (a file offered). A format made only when asked has a "Make"
@@ -54,10 +56,13 @@ def browser_row(
     moves: int = 6,
     root: Path | None = None,
     pause: float = 0.0,
+    timeline: Path | None = None,
 ) -> dict:
     """The real-size upload's row; ``root`` serves another checkout of the app (an older
     commit, to compare in the same run); ``pause``: seconds the user reads Explore's last
-    answer before opening Download (a model is converted ahead once the sliders rest)."""
+    answer before opening Download (a model is converted ahead once the sliders rest);
+    ``timeline``: a file for the server's timeline (``timeline_env``), the Download click and
+    its first file offered marked in it."""
     import keras
     from playwright.sync_api import sync_playwright
 
@@ -70,7 +75,8 @@ def browser_row(
         data_path = folder / f"{arch.lower()}_data.npz"
         rng = np.random.default_rng(0)
         np.savez(data_path, x=rng.random((images, *model.input_shape[1:]), np.float32))
-        with streamlit_app(folder / "server.log", root=root) as url, sync_playwright() as p:
+        env = timeline_env(timeline)
+        with streamlit_app(folder / "server.log", env, root=root) as url, sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": 1440, "height": 1000})
             page.set_default_timeout(600_000)
@@ -96,7 +102,7 @@ def browser_row(
                 answered(page, f"{5 * step:.1f}%", measured=True)
                 full.append(time.perf_counter() - start)
             time.sleep(pause)
-            download = download_times(page, server_pid(url))
+            download = download_times(page, server_pid(url), timeline)
             errors = page.get_by_test_id("stException").count()
             peak = peak_mb(server_pid(url))
             browser.close()
@@ -114,7 +120,36 @@ def browser_row(
     }
 
 
-def download_times(page, server: int | None = None) -> dict:
+def timeline_env(timeline: Path | None) -> dict[str, str]:
+    """The server's environment for a timeline in ``timeline`` (none: nothing added)."""
+    if timeline is None:
+        return {}
+    folder = str(ROOT / "bench" / "timeline")  # its sitecustomize.py
+    paths = [folder, *filter(None, [os.environ.get("PYTHONPATH")])]
+    return {"PYTHONPATH": os.pathsep.join(paths), "BENCH_TIMELINE": str(timeline)}
+
+
+def mark(timeline: Path | None, what: str) -> None:
+    """Note ``what`` happens now in the server's timeline (the same clock, appended)."""
+    if timeline is not None:
+        with open(timeline, "a") as log:
+            log.write(f"{time.time():.3f} bench ! {what}\n")
+
+
+def first_file_steps(timeline: Path) -> str:
+    """The timeline's calls from the Download click to the first file offered, one line each:
+    seconds after the click, thread, call (and its seconds on exit)."""
+    lines = [line.split(" ", 2) for line in timeline.read_text().splitlines()]
+    start = next(float(t) for t, _, what in lines if what == "! click Download")
+    end = next(float(t) for t, _, what in lines if what == "! first file offered")
+    return "\n".join(
+        f"{float(t) - start:7.2f} {thread:24} {what}"
+        for t, thread, what in lines
+        if start <= float(t) <= end
+    )
+
+
+def download_times(page, server: int | None = None, timeline: Path | None = None) -> dict:
     """Seconds from opening the Download page to its first file offered (a download button
     enabled; also counted from the click reaching the page), to every format offered (every
     download button enabled: ResNet50 refuses none), and to the report offered (every file
@@ -125,9 +160,11 @@ def download_times(page, server: int | None = None) -> dict:
     # The page notes when the click reaches it: chromium takes it (and this script) only once
     # it is done drawing, right after Explore's answer a second or more later.
     page.evaluate(RECEIVED_JS)
+    mark(timeline, "click Download")
     page.get_by_role("link", name="Download").click()
     wait(page, f"() => ({OFFERED_JS})()[1] > 0 && (window.offeredAt = Date.now())", seconds=900)
     first = time.perf_counter() - start
+    mark(timeline, "first file offered")
     received = page.evaluate("() => (window.offeredAt - window.clickedAt) / 1000")
     every = f"() => {{ const [n, on] = ({OFFERED_JS})(); return n > 0 && on === n; }}"
     wait(page, every, seconds=900)  # ResNet50: no format refused
@@ -185,13 +222,17 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("what", nargs="*", metavar="[samples] [ROOT]")
     parser.add_argument("--pause", type=float, default=0.0, metavar="SECONDS")
+    parser.add_argument("--timeline", type=Path, metavar="FILE")
     args = parser.parse_args()
     samples = args.what[:1] == ["samples"]
     roots = args.what[samples:]
-    if len(roots) > 1 or (samples and args.pause):
-        parser.error("give [samples] [ROOT], and --pause for the ResNet50 row only")
+    if len(roots) > 1 or (samples and (args.pause or args.timeline)):
+        parser.error("give [samples] [ROOT], and --pause or --timeline for the ResNet50 row only")
     root = Path(roots[0]) if roots else None
     if samples:
         print(json.dumps(sample_download_row(root=root)))
     else:
-        print(json.dumps(browser_row(root=root, pause=args.pause)))
+        row = browser_row(root=root, pause=args.pause, timeline=args.timeline)
+        if args.timeline:
+            print(first_file_steps(args.timeline))
+        print(json.dumps(row))
