@@ -3,12 +3,13 @@ through the Model page's uploaders, then slider moves on the Explore page timed 
 press to the answer drawn: the first stage (the sparsity card shows the new value) and the
 whole answer (agreement and gzip cards measured); then the Download page, timed to its first
 file offered, every format offered and the report offered, with the server's peak resident
-memory. Run as ``python -m bench.browser [--pause S] [--timeline FILE] [ROOT]`` (``ROOT``: an older
-checkout served instead, the baseline of the same run; ``S``: seconds on Explore after the last
-move, as a user reading the answer spends them, before opening Download; ``FILE``: the server's
-timeline, ``bench/timeline/sitecustomize.py``, whose calls from the click on Download to the
-first file offered are printed) or ``python -m bench.browser samples [ROOT]`` (a sample's
-Download page); ``make bench`` runs it too. Needs Debian's chromium (``make chromium``).
+memory. Run as ``python -m bench.browser [--pause S] [--timeline FILE] [ROOT]`` (``ROOT``:
+an older checkout served instead, the baseline of the same run; ``S``: seconds on Explore after
+the last move, as a user reading the answer spends them, before opening Download; ``FILE``:
+the server's timeline, ``bench/timeline/sitecustomize.py``, whose calls from the click on
+Download to the first file offered are printed) or ``python -m bench.browser samples [ROOT]``
+(a sample's Download page); ``make bench`` runs it too. Needs Debian's chromium
+(``make chromium``).
 """
 
 from __future__ import annotations
@@ -121,9 +122,11 @@ def browser_row(
 
 
 def timeline_env(timeline: Path | None) -> dict[str, str]:
-    """The server's environment for a timeline in ``timeline`` (none: nothing added)."""
+    """The server's environment for a timeline in ``timeline``, emptied (none: nothing
+    added)."""
     if timeline is None:
         return {}
+    timeline.write_text("")  # this run's alone
     folder = str(ROOT / "bench" / "timeline")  # its sitecustomize.py
     paths = [folder, *filter(None, [os.environ.get("PYTHONPATH")])]
     return {"PYTHONPATH": os.pathsep.join(paths), "BENCH_TIMELINE": str(timeline)}
