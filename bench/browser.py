@@ -76,6 +76,8 @@ def browser_row(
         data_path = folder / f"{arch.lower()}_data.npz"
         rng = np.random.default_rng(0)
         np.savez(data_path, x=rng.random((images, *model.input_shape[1:]), np.float32))
+        if timeline is not None:
+            timeline.write_text("")  # this run's calls alone
         env = timeline_env(timeline)
         with streamlit_app(folder / "server.log", env, root=root) as url, sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
@@ -122,11 +124,9 @@ def browser_row(
 
 
 def timeline_env(timeline: Path | None) -> dict[str, str]:
-    """The server's environment for a timeline in ``timeline``, emptied (none: nothing
-    added)."""
+    """The server's environment for a timeline in ``timeline`` (none: nothing added)."""
     if timeline is None:
         return {}
-    timeline.write_text("")  # this run's alone
     folder = str(ROOT / "bench" / "timeline")  # its sitecustomize.py
     paths = [folder, *filter(None, [os.environ.get("PYTHONPATH")])]
     return {"PYTHONPATH": os.pathsep.join(paths), "BENCH_TIMELINE": str(timeline)}
