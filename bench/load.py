@@ -9,8 +9,9 @@ N pages' drawing is not counted as the server's. Reports first render, both answ
 p50/p95 and the server's peak resident memory.
 
 Run: ``python -m bench.load [--sessions 10 20] [--moves 6] [--root OLD_CHECKOUT]``, or
-``python -m bench.load --cost`` for what one move costs chromium and the server in CPU; ``--root``
-also serves another checkout of the app (an older commit) in the same run, for a baseline.
+``python -m bench.load --cost`` for what one move costs chromium and the server in CPU, and
+the messages it sends the page; ``--root`` also serves another checkout of the app (an older
+commit) in the same run, for a baseline.
 """
 
 from __future__ import annotations
@@ -144,27 +145,38 @@ def chromium_pids() -> list[int]:
 
 async def move_cost(url: str, server: int, moves: int) -> dict:
     """One session alone: per slider move, seconds of CPU that chromium (every process) and the
-    server spend, from the key press to 1 s after the answer is drawn."""
+    server spend, from the key press to 1 s after the answer is drawn, and the messages the
+    server sends the page (each one a redraw of its elements)."""
     from playwright.async_api import async_playwright
 
     async with async_playwright() as p:
         browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page, slider, _ = await explore_page(browser, url)
+        received = []
+        cdp = await page.context.new_cdp_session(page)
+        cdp.on("Network.webSocketFrameReceived", lambda frame: received.append(frame))
+        await cdp.send("Network.enable")
         costs = []
         for step in range(1, moves + 1):
             await slider.focus()
             before = cpu_seconds(chromium_pids()), cpu_seconds([server])
+            received.clear()
             await slider.press("ArrowRight")
             await answered(page, f"{5 * step:.1f}%")
             await asyncio.sleep(1)
             costs.append(
-                (cpu_seconds(chromium_pids()) - before[0], cpu_seconds([server]) - before[1])
+                (
+                    cpu_seconds(chromium_pids()) - before[0],
+                    cpu_seconds([server]) - before[1],
+                    len(received),
+                )
             )
         await browser.close()
     return {
         "moves": moves,
-        "chromium_cpu_per_move_s": statistics.median(c for c, _ in costs),
-        "server_cpu_per_move_s": statistics.median(s for _, s in costs),
+        "chromium_cpu_per_move_s": statistics.median(c for c, _, _ in costs),
+        "server_cpu_per_move_s": statistics.median(s for _, s, _ in costs),
+        "messages_per_move": statistics.median(m for _, _, m in costs),
     }
 
 
@@ -201,8 +213,11 @@ def main() -> None:
     )
     args = parser.parse_args()
     if args.cost:
-        with tempfile.TemporaryDirectory() as tmp, streamlit_app(Path(tmp) / "server.log") as url:
-            print(json.dumps(asyncio.run(move_cost(url, server_pid(url), args.moves))))
+        for root in [None, args.root] if args.root else [None]:
+            with tempfile.TemporaryDirectory() as tmp:
+                with streamlit_app(Path(tmp) / "server.log", root=root) as url:
+                    cost = asyncio.run(move_cost(url, server_pid(url), args.moves))
+            print(json.dumps({"app": str(root or "this checkout")} | cost))
         return
     for root in [None, args.root] if args.root else [None]:
         for row in load_rows(args.sessions, args.moves, root):

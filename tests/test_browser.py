@@ -251,6 +251,33 @@ def press(page: Page, index: int, times: int) -> None:
         handle.press("ArrowRight")
 
 
+# Notes, from now on in the page, every card that shows "measuring…" and every progress bar drawn.
+WATCH_STAGES_JS = """() => {
+    window.stages = [];
+    new MutationObserver(() => {
+        const cards = [...document.querySelectorAll('[data-testid="stMetricValue"]')];
+        if (cards.some(c => c.innerText === "measuring…")) window.stages.push("measuring");
+        if (document.querySelector('[data-testid="stProgress"]')) window.stages.push("progress");
+    }).observe(document.body, {childList: true, subtree: true, characterData: true});
+}"""
+
+
+def test_a_sample_answers_a_move_in_one_stage(app_url: str, browser: Browser) -> None:
+    """A model measured in milliseconds is answered whole, once: no card flashes "measuring…"
+    and no progress bar flashes between a move and its answer."""
+    page = browser.new_context(viewport={"width": 1440, "height": 1000}).new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(f"{app_url}/explore?sample=digits_cnn")
+    measured_cards(page)
+    page.evaluate(WATCH_STAGES_JS)
+    press(page, 0, 2)
+    expect(metric_value(page, "Sparsity")).to_have_text("10.0%")
+    cards = measured_cards(page)
+    assert cards["Test accuracy"].endswith("%")
+    assert page.evaluate("() => window.stages") == []
+    page.context.close()
+
+
 def test_a_link_reproduces_the_view_and_the_report_opens_offline(
     app_url: str, browser: Browser, tmp_path: Path
 ) -> None:

@@ -182,6 +182,18 @@ def test_byte_cache_makes_a_key_once_for_callers_at_the_same_time():
     assert cache.get_or_make("other", lambda: "second try") == "second try"
 
 
+def test_a_model_measured_in_milliseconds_is_answered_in_one_stage(monkeypatch):
+    from ui import services
+
+    monkeypatch.setattr(services, "_MEASURE_SECONDS", {})
+    model = services.open_sample("digits_cnn")
+    assert not services.measures_quickly(model)  # not measured yet: two stages
+    services.measured(model, OptimizationConfig(pruning=PruningConfig(0.55)))  # not cached before
+    assert services.measures_quickly(model)  # milliseconds (0.2 s is the bound)
+    monkeypatch.setattr(services, "QUICK_MEASURE_S", 0.0)
+    assert not services.measures_quickly(model)
+
+
 def test_answers_are_cached_once_measured_and_bounded_by_bytes(monkeypatch):
     from ui import services
 

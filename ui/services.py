@@ -27,6 +27,7 @@ import hashlib
 import json
 import logging
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
@@ -353,6 +354,10 @@ def optimized(model: KerasModel, config: OptimizationConfig) -> explore.Outcome:
     return OUTCOMES.get_or_make(key, lambda: explore.optimize(prepared, config))
 
 
+QUICK_MEASURE_S = 0.2  # a measurement this quick comes with the first stage: one answer drawn
+_MEASURE_SECONDS: dict[Hashable, float] = {}  # model key: its last measurement's seconds
+
+
 def measured(
     model: KerasModel, config: OptimizationConfig, on_batch: explore.Progress | None = None
 ) -> explore.Outcome:
@@ -361,7 +366,17 @@ def measured(
     if outcome.measured:
         return outcome
     key = outcome_key(model, config)
-    return OUTCOMES.put(key, explore.measure(model.prepared, outcome, on_batch))
+    start = time.perf_counter()
+    outcome = OUTCOMES.put(key, explore.measure(model.prepared, outcome, on_batch))
+    _MEASURE_SECONDS[model.key] = time.perf_counter() - start
+    return outcome
+
+
+def measures_quickly(model: KerasModel) -> bool:
+    """Whether ``model``'s last measurement took under ``QUICK_MEASURE_S`` (the samples' do):
+    its answer is then drawn once, whole, rather than in two stages a few milliseconds apart,
+    which a browser pays for twice. Not yet measured, or slower: two stages."""
+    return _MEASURE_SECONDS.get(model.key, QUICK_MEASURE_S) < QUICK_MEASURE_S
 
 
 def baseline(model: KerasModel, on_batch: explore.Progress | None = None) -> explore.Outcome:

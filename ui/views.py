@@ -259,10 +259,10 @@ def measure(
     model: services.KerasModel, config: OptimizationConfig, slot: DeltaGenerator
 ) -> Outcome:
     """The measured outcome of ``config``, with a progress bar in ``slot`` while it is being
-    measured (each step lets a newer slider move take over)."""
+    measured (each step lets a newer slider move take over), unless it measures quickly."""
     outcome = services.optimized(model, config)
-    if outcome.measured:
-        return outcome
+    if outcome.measured or services.measures_quickly(model):
+        return services.measured(model, config)
     bar = slot.progress(0.0, text="Measuring the download size…")
 
     def on_batch(done: int, total: int) -> None:

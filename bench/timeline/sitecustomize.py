@@ -3,8 +3,9 @@
 Put on the server's ``PYTHONPATH`` with ``BENCH_TIMELINE`` naming a file, this logs the entry
 and exit of the library's long calls in the Streamlit server (not in the converter's helper),
 one line each: ``time.time()``, the thread, ``>`` or ``<`` and the call, and on exit its
-seconds. It wraps each function where the app looks it up, once those modules are imported.
-It stands alone (no import from ``bench``): the server may be an older checkout's.
+seconds and the server's resident memory then. It wraps each function where the app looks it
+up, once those modules are imported. It stands alone (no import from ``bench``): the server
+may be an older checkout's.
 """
 
 import importlib
@@ -31,6 +32,12 @@ CALLS = (  # module, function: where the app's code looks each one up
 )
 
 
+def rss_mb() -> int:
+    """This process's resident memory now, in MB."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 2**20
+
+
 def start(path: str) -> None:
     log = open(path, "a", buffering=1)  # open for the server's life
     lock = threading.Lock()
@@ -47,7 +54,7 @@ def start(path: str) -> None:
             try:
                 return function(*args, **kwargs)
             finally:
-                write(f"< {name} {time.time() - begun:.3f}")
+                write(f"< {name} {time.time() - begun:.3f} {rss_mb()} MB")
 
         return call
 
