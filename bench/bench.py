@@ -26,7 +26,7 @@ import numpy as np  # noqa: E402
 
 from bench.live import live_rows  # noqa: E402
 from bench.live import markdown as live_markdown  # noqa: E402
-from optimizers import explore  # noqa: E402
+from optimizers import delivery, explore  # noqa: E402
 from optimizers.clustering import ClusteringConfig, cluster  # noqa: E402
 from optimizers.pipeline import (  # noqa: E402
     OptimizationConfig,
@@ -203,7 +203,7 @@ def fresh_export(prepared: explore.Prepared, outcome: explore.Outcome, fmt: str)
     from optimizers import export
 
     export._CACHE.clear()
-    return explore.export_file(prepared, outcome, fmt)
+    return delivery.export_file(prepared, outcome, fmt)
 
 
 def export_times(repeats: int, samples: list, archs: tuple[str, ...]) -> list[dict]:
@@ -235,7 +235,7 @@ def export_times(repeats: int, samples: list, archs: tuple[str, ...]) -> list[di
                 rows.append({**row, "error": str(error)})
                 continue
             float32 = e.size_bytes if fmt == "tflite-float32" else float32
-            row.update(explore.exported_to_dict(e))
+            row.update(delivery.exported_to_dict(e))
             row["x_smaller_than_float32"] = float32 / e.size_bytes if float32 else None
             rows.append(row)
     return rows

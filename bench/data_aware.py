@@ -22,7 +22,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np  # noqa: E402
 
 import sample_models  # noqa: E402
-from optimizers import explore, keras_io  # noqa: E402
+from optimizers import delivery, explore, keras_io  # noqa: E402
 from optimizers.clustering import ClusteringConfig  # noqa: E402
 from optimizers.pipeline import OptimizationConfig  # noqa: E402
 from optimizers.pruning import PruningConfig  # noqa: E402
@@ -96,11 +96,11 @@ def blockwise_files(name: str, prepared: explore.Prepared):
     """Table rows: 4 bits blockwise (32), plain and data-aware, preview accuracy against the
     accuracy of its int4 file, and that file's size against the per-channel int4 file's."""
     per_channel = OptimizationConfig(quantization=QuantizationConfig(4))
-    channel_file = explore.verify(prepared, explore.run(prepared, per_channel), "tflite-int4")
+    channel_file = delivery.verify(prepared, explore.run(prepared, per_channel), "tflite-int4")
     blocks = SAMPLE_SETTINGS["4 bits blockwise (32)"]
     for aware in (False, True):
         outcome = explore.run(prepared, replace(blocks, data_aware=aware))
-        e = explore.verify(prepared, outcome, "tflite-int4")
+        e = delivery.verify(prepared, outcome, "tflite-int4")
         yield (
             f"| {name} | {'data-aware' if aware else 'plain'} | {percent(e.preview_accuracy)} "
             f"| {percent(e.file_accuracy)} | {e.size_bytes / 1000:.1f} "

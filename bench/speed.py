@@ -18,7 +18,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np  # noqa: E402
 
 import sample_models  # noqa: E402
-from optimizers import explore, keras_io, latency  # noqa: E402
+from optimizers import delivery, explore, keras_io, latency  # noqa: E402
 from optimizers.export.quiet import quiet  # noqa: E402
 from optimizers.export.running import to_input  # noqa: E402
 from optimizers.pipeline import OptimizationConfig  # noqa: E402
@@ -95,7 +95,7 @@ def models(quick: bool):
     yield "residual digits", explore.prepare(model, x, y)
 
 
-def speedup(e: explore.Exported) -> float:
+def speedup(e: delivery.Exported) -> float:
     """How many times faster ``e`` ran than the original float32 file, timed in the same run."""
     assert e.latency is not None and e.baseline_latency is not None
     return latency.speedup(e.latency, e.baseline_latency)
@@ -121,7 +121,7 @@ def main() -> None:
                 print(f"| {name} | {setting} | refused: {error} | | | | | | | |")
                 continue
             for fmt in FORMATS[setting]:
-                e = explore.export_file(prepared, outcome, fmt)
+                e = delivery.export_file(prepared, outcome, fmt)
                 t, b = e.latency, e.baseline_latency
                 found[(setting, fmt)] = e
 

@@ -307,17 +307,17 @@ def apply_command(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def export_command(args: argparse.Namespace) -> dict[str, Any]:
-    from optimizers import explore
+    from optimizers import delivery, explore
 
     config = config_from_args(args)
     output = check_output(args.output, FORMAT_SUFFIXES[args.format])
     prepared = prepared_model(args, config)
-    exported = explore.export_file(prepared, explore.run(prepared, config), args.format)
+    exported = delivery.export_file(prepared, explore.run(prepared, config), args.format)
     output.write_bytes(exported.data)
     return {
         "model": Path(args.model).name,
         "config": config_to_dict(config),
-        **explore.exported_to_dict(exported),
+        **delivery.exported_to_dict(exported),
         "calibration": explore.calibration_words(prepared),
         "output": str(output),
     }

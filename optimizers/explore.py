@@ -15,6 +15,7 @@ an app can show the first at once and the second when it is done:
    batch, while the gzip figure (sampled, ``size.GzipBasis``) is measured in other threads.
 
 ``run`` does both; the app and the CLI call the same functions, so they show the same figures.
+A setting's files, written, verified on the data and timed, are ``delivery``'s.
 """
 
 from __future__ import annotations
@@ -28,9 +29,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from optimizers import channels, evaluate, keras_io, latency
+from optimizers import channels, evaluate, keras_io
 from optimizers.calibration import CALIBRATION_SAMPLES, LayerInputs, gather, statistics_bytes
-from optimizers.latency import Latency
 from optimizers.pipeline import (
     Known,
     OptimizationConfig,
@@ -42,8 +42,8 @@ from optimizers.pipeline import (
     read_once,
     read_once_bytes,
 )
-from optimizers.size import GzipBasis, Sizes, gzip_size, start_gzip_basis, weight_sizes
-from optimizers.workers import BACKGROUND, POOL
+from optimizers.size import GzipBasis, Sizes, start_gzip_basis, weight_sizes
+from optimizers.workers import BACKGROUND
 
 if TYPE_CHECKING:
     import keras
@@ -68,8 +68,8 @@ class Prepared:
     known: dict[int, Future[Known]]
     lock: threading.Lock = field(default_factory=threading.Lock, compare=False)
     # A second clone for the files, made by the first or by the conversion ahead
-    # (``export_clone``); guarded by ``export_lock``, so a conversion never holds ``lock`` and
-    # a slider's answer never waits for one.
+    # (``delivery.export_clone``); guarded by ``export_lock``, so a conversion never holds
+    # ``lock`` and a slider's answer never waits for one.
     export_clones: list[keras.Model] = field(default_factory=list, compare=False)
     export_lock: threading.Lock = field(default_factory=threading.Lock, compare=False)
     # Channel-pruned rewrites of this model, by (sparsity, skip); see ``channel_pruned``.
@@ -81,9 +81,10 @@ class Prepared:
     @property
     def nbytes(self) -> int:
         """Memory this holds beside the model: its copy of the weights, the clone's and the
-        verifier's clone's as much again each (the latter counted before ``export_clone`` makes
-        it: a cache measures an entry once, when it is put), and what is read once of each tensor
-        (its repeats: at most as much again; its magnitudes sorted, where pruning reads them)."""
+        verifier's clone's as much again each (the latter counted before
+        ``delivery.export_clone`` makes it: a cache measures an entry once, when it is put), and
+        what is read once of each tensor (its repeats: at most as much again; its magnitudes
+        sorted, where pruning reads them)."""
         return (
             3 * sum(w.nbytes for w in self.weights)
             + sum(read_once_bytes(self.weights[i]) for i in self.known)
@@ -296,149 +297,6 @@ def optimized_model_bytes(prepared: Prepared, weights: Sequence[np.ndarray]) -> 
     with prepared.lock:
         prepared.clone.set_weights(list(weights))
         return keras_io.save_model_bytes(prepared.clone)
-
-
-MAX_DEPARTURE = 0.005  # file accuracy this far from the preview's (0.5 points) is reported
-
-
-@dataclass(frozen=True)
-class Exported:
-    """A downloadable file, checked by running it on the evaluation data."""
-
-    fmt: str
-    data: bytes
-    gzip_bytes: int | None  # None until measured: gzip -9 of a 100 MB file takes up to 16 s
-    preview_accuracy: float | None  # the optimized model as the preview computes it
-    file_accuracy: float | None  # the file itself, run by Keras or the LiteRT interpreter
-    agreement: float | None  # fraction of samples where the file predicts what the preview does
-    latency: Latency | None = None  # batch-1 time of a LiteRT file on this CPU
-    baseline_latency: Latency | None = None  # the original float32 file, timed in the same run
-
-    @property
-    def size_bytes(self) -> int:
-        return len(self.data)
-
-    @property
-    def departs(self) -> bool:
-        """The file's accuracy is more than ``MAX_DEPARTURE`` away from the preview's."""
-        if self.file_accuracy is None or self.preview_accuracy is None:
-            return False
-        return abs(self.file_accuracy - self.preview_accuracy) > MAX_DEPARTURE
-
-
-def export_file(prepared: Prepared, outcome: Outcome, fmt: str) -> Exported:
-    """The file of ``outcome``'s weights in format ``fmt``, verified and timed (``verify``,
-    then ``time_exports``). Raises ``ValueError`` (one sentence) when the model cannot be
-    written in ``fmt``."""
-    return time_exports(prepared, {fmt: verify(prepared, outcome, fmt)})[fmt]
-
-
-def verify(prepared: Prepared, outcome: Outcome, fmt: str, gzip: bool = True) -> Exported:
-    """The file of ``outcome``'s weights in format ``fmt``, run on the data to verify it (not
-    yet timed; its gzip size left to ``time_exports`` unless ``gzip``). The evaluation inputs
-    also calibrate a full-integer file. Raises ``ValueError`` (one sentence) when the model
-    cannot be written in ``fmt``."""
-    from optimizers import export
-
-    prepared = outcome.source or prepared
-    with prepared.export_lock:
-        if not prepared.export_clones:  # a refusal to convert: the file's own export says why
-            export_clone(prepared, convert=fmt != "keras")
-        clone = prepared.export_clones[0]
-        clone.set_weights(outcome.weights)
-        data = export.export_bytes(clone, fmt, prepared.x, base=prepared.model)
-        compressed = POOL.submit(gzip_size, data) if gzip else None  # zlib frees the GIL
-        file_accuracy = agreement = None
-        if prepared.x is not None:
-            if fmt == "keras":
-                outputs = evaluate.predict(
-                    keras_io.load_model_bytes(data, "model.keras"), prepared.x
-                )
-            else:
-                outputs = export.run_tflite(data, prepared.x)
-            preview = outcome.outputs
-            if preview is None:  # not measured
-                preview = evaluate.predict(clone, prepared.x)
-            agreement = evaluate.fidelity(preview, outputs).agreement
-            if prepared.y is not None:
-                file_accuracy = evaluate.accuracy(outputs, prepared.y)
-    gzip_bytes = None if compressed is None else compressed.result()
-    export.give_back_memory()
-    return Exported(fmt, data, gzip_bytes, outcome.accuracy, file_accuracy, agreement)
-
-
-def export_clone(prepared: Prepared, convert: bool) -> ValueError | None:
-    """Make the verifier's own clone of ``prepared``'s model unless it is made (call with
-    ``export_lock`` held; a slider's answer never waits for it). With ``convert``, the model is
-    converted too (``export.warm``), the clone made while the converter's helper has the graph
-    (``export.alongside``): ResNet50's clone takes 1.0-1.7 s of the GIL, and beside the
-    tracing and freezing it slowed them as much. Returns why the model cannot be converted
-    (``None``: it can, or was not asked to)."""
-    from optimizers import export
-
-    model = prepared.model
-
-    def converting() -> ValueError | None:
-        if not convert:
-            return None
-        try:
-            export.warm(model)
-        except ValueError as e:
-            return e
-        return None
-
-    if prepared.export_clones:
-        return converting()
-    with export.alongside(model.count_params(), lambda: evaluate.evaluation_clone(model)) as made:
-        refused = converting()
-    prepared.export_clones.append(made.result())
-    return refused
-
-
-def warm_exports(prepared: Prepared) -> None:
-    """Convert ``prepared``'s model now and make the verifier's clone (``export_clone``), so
-    that its first file to verify is a rewrite of that file, made at once. Raises
-    ``ValueError`` as ``verify`` would."""
-    with prepared.export_lock:
-        refused = export_clone(prepared, convert=True)
-    if refused is not None:
-        raise refused
-
-
-def time_exports(prepared: Prepared, files: Mapping[str, Exported]) -> dict[str, Exported]:
-    """``files`` with their gzip sizes measured (where ``verify`` left them out, on every core
-    at once) and the LiteRT ones timed, all together with the original model's float32 file
-    in one run, taking turns (``latency.time_files``), so load on the machine falls on every
-    file and the baseline alike."""
-    from optimizers import export
-
-    missing = [f for f, e in files.items() if e.gzip_bytes is None]
-    sizes = dict(zip(missing, POOL.map(gzip_size, [files[f].data for f in missing]), strict=True))
-    files = {f: replace(e, gzip_bytes=sizes.get(f, e.gzip_bytes)) for f, e in files.items()}
-    timed = [fmt for fmt, e in files.items() if fmt != "keras"]
-    if not timed:
-        return files
-    baseline = export.export_bytes(prepared.model, "tflite-float32")
-    *times, base = latency.time_files([files[fmt].data for fmt in timed] + [baseline])
-    found = dict(zip(timed, times, strict=True))
-    return {
-        fmt: replace(e, latency=found[fmt], baseline_latency=base) if fmt in found else e
-        for fmt, e in files.items()
-    }
-
-
-def exported_to_dict(exported: Exported) -> dict[str, Any]:
-    """JSON-able figures of an export (not its bytes)."""
-    return {
-        "format": exported.fmt,
-        "preview_accuracy": exported.preview_accuracy,
-        "file_accuracy": exported.file_accuracy,
-        "agreement_with_preview": exported.agreement,
-        "size_bytes": exported.size_bytes,
-        "gzip_bytes": exported.gzip_bytes,
-        "departs_from_preview": exported.departs,
-        **latency.latency_to_dict(exported.latency, exported.baseline_latency),
-    }
 
 
 def outcome_to_dict(outcome: Outcome) -> dict[str, Any]:

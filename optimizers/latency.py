@@ -8,9 +8,9 @@ them alike and their ratios hold even when the milliseconds do not. It reports t
 quartiles and 90th percentile of one thread, the median of all cores, and the largest
 activation tensor of the file (the interpreter does not expose its arena).
 
-``explore.time_exports`` times a setting's files with their baseline (the original model's
-float32 file) that way, all in one run. ``speed_verdict`` says whether the file is faster, slower or the same speed:
-"same speed" when the two one-thread interquartile ranges overlap (the difference is within the
+``delivery.time_exports`` times a setting's files with their baseline (the original model's
+float32 file) that way, all in one run. ``speed_verdict`` says whether the file is faster,
+slower or the same speed: "same speed" when the two one-thread interquartile ranges overlap (the difference is within the
 spread of the runs) or the medians differ by less than ``SAME_WITHIN``.
 
 Timings are of this machine's processor (``processor_name``); phones differ, and other load on

@@ -16,7 +16,7 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from optimizers import cli, explore, finetune, keras_io, sweep  # noqa: E402
+from optimizers import cli, delivery, explore, finetune, keras_io, sweep  # noqa: E402
 from optimizers.clustering import ClusteringConfig  # noqa: E402
 from optimizers.export import FORMATS  # noqa: E402
 from optimizers.keras_io import InputError  # noqa: E402
@@ -151,10 +151,10 @@ def test_apply_finetune_sweep_and_every_export(built, name):
     for fmt in FORMATS:
         if (name, fmt) in REFUSED:
             with pytest.raises(ValueError) as refused:
-                explore.verify(prepared, outcome, fmt)
+                delivery.verify(prepared, outcome, fmt)
             assert REFUSED[name, fmt] in one_sentence(str(refused.value))
             continue
-        exported = explore.verify(prepared, outcome, fmt)
+        exported = delivery.verify(prepared, outcome, fmt)
         assert exported.agreement is not None and exported.data, fmt
         if fmt in ("keras", "tflite-float32"):  # the very weights of the preview
             assert exported.agreement >= 0.99, (fmt, exported.agreement)

@@ -13,7 +13,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras  # noqa: E402
 
-from optimizers import channels, explore, export  # noqa: E402
+from optimizers import channels, delivery, explore, export  # noqa: E402
 from optimizers.pipeline import OptimizationConfig  # noqa: E402
 from optimizers.pruning import PruningConfig  # noqa: E402
 from optimizers.quantization import QuantizationConfig  # noqa: E402
@@ -191,7 +191,7 @@ def test_explore_answers_with_the_smaller_model_and_its_file_agrees():
     params = sum(r.params for r in outcome.reports)
     assert params == first.source.model.count_params() < prepared.model.count_params()
     assert outcome.sizes.file < explore.run(prepared, OptimizationConfig()).sizes.file
-    exported = explore.export_file(prepared, outcome, "tflite-float32")
+    exported = delivery.export_file(prepared, outcome, "tflite-float32")
     assert exported.file_accuracy == outcome.accuracy
     assert exported.latency is not None and exported.baseline_latency is not None
     smaller = channels.prune_channels(prepared.model, 0.5)

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 import sample_models
-from optimizers import explore, export, keras_io
+from optimizers import delivery, explore, export, keras_io
 from optimizers.pipeline import OptimizationConfig
 from optimizers.quantization import QuantizationConfig
 
@@ -40,11 +40,11 @@ def prepared(name: str) -> explore.Prepared:
 @cache
 def exported(
     name: str, fmt: str, bits: int | None = None, block: int | None = None
-) -> explore.Exported:
+) -> delivery.Exported:
     p = prepared(name)
     q = QuantizationConfig(bits, block_size=block) if bits else None
     config = OptimizationConfig(quantization=q)
-    return explore.export_file(p, explore.run(p, config), fmt)
+    return delivery.export_file(p, explore.run(p, config), fmt)
 
 
 @pytest.mark.parametrize("name", SAMPLES)
@@ -114,7 +114,7 @@ def test_keras_applications_network_exports_in_every_format() -> None:
     outcome = explore.run(p, OptimizationConfig(quantization=QuantizationConfig(4)))
     sizes = {}
     for fmt in export.FORMATS:
-        e = explore.export_file(p, outcome, fmt)
+        e = delivery.export_file(p, outcome, fmt)
         assert e.agreement is not None and e.file_accuracy is None  # no labels: agreement
         sizes[fmt] = e.size_bytes
         if fmt in ("keras", "tflite-float32", "tflite-int4"):  # the 4-bit weights, exactly

@@ -10,7 +10,7 @@ import os
 import numpy as np
 import pytest
 
-from optimizers import explore, export, latency
+from optimizers import delivery, explore, export, latency
 from optimizers.pipeline import OptimizationConfig
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -69,10 +69,10 @@ def test_exported_files_carry_latency_and_the_baseline():
     y = np.arange(40) % 10
     prepared = explore.prepare(mlp(), x, y)
     outcome = explore.run(prepared, OptimizationConfig())
-    exported = explore.export_file(prepared, outcome, "tflite-int4")
+    exported = delivery.export_file(prepared, outcome, "tflite-int4")
     assert exported.latency is not None and exported.baseline_latency is not None
     assert exported.latency.runs == exported.baseline_latency.runs  # timed in the same run
-    tflite = explore.exported_to_dict(exported)
+    tflite = delivery.exported_to_dict(exported)
     for key in (
         "latency_ms",
         "latency_q1_ms",
@@ -92,7 +92,7 @@ def test_exported_files_carry_latency_and_the_baseline():
     assert tflite["speed_verdict"] in ("faster", "slower", "same speed")
     assert tflite["latency_runs"] >= latency.MIN_RUNS
     json.dumps(tflite)  # numbers and words only
-    keras_file = explore.exported_to_dict(explore.export_file(prepared, outcome, "keras"))
+    keras_file = delivery.exported_to_dict(delivery.export_file(prepared, outcome, "keras"))
     for key in ("latency_ms", "baseline_latency_ms", "speedup", "speed_verdict"):
         assert keras_file[key] is None, key
 

@@ -17,7 +17,7 @@ from streamlit.testing.v1 import AppTest
 
 import sample_models
 from bench.serve import CHROMIUM, CHROMIUM_ARGS
-from optimizers import explore
+from optimizers import delivery
 from optimizers.clustering import ClusteringConfig
 from optimizers.pipeline import OptimizationConfig, describe
 from optimizers.pruning import PruningConfig
@@ -57,8 +57,8 @@ def build(model, result, exports, **changes) -> str:
 def made() -> tuple[services.KerasModel, services.Comparison, dict, str]:
     model = services.open_sample(SAMPLE.name)
     result = services.compare(model, CONFIG)
-    made = {fmt: explore.verify(model.prepared, result.outcome, fmt) for fmt in FORMATS}
-    exports = explore.time_exports(model.prepared, made)  # timed, as the Download page has them
+    made = {fmt: delivery.verify(model.prepared, result.outcome, fmt) for fmt in FORMATS}
+    exports = delivery.time_exports(model.prepared, made)  # timed, as the Download page has them
     exports["tflite-int8"] = "this model cannot be written in this format"
     return model, result, exports, build(model, result, exports)
 
@@ -270,7 +270,7 @@ def test_files_on_their_way_say_what_they_wait_for(made) -> None:
     its check, a made one waiting to be timed says so in its timed columns, never a blank."""
     _, _, exports, _ = made
     ready, later = "tflite-int4", "tflite-float32"
-    assert isinstance(exports[ready], explore.Exported) and later in exports
+    assert isinstance(exports[ready], delivery.Exported) and later in exports
     waiting = {ready: "measuring gzip and speed…", later: "converting and verifying…"}
     rows = downloads.export_rows({ready: exports[ready]}, waiting).set_index("format")
     made_row, later_row = rows.loc[downloads.FORMAT_NAMES[ready]], rows.loc["LiteRT float32"]

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from optimizers import latency
-from optimizers.explore import Exported
+from optimizers.delivery import Exported
 from optimizers.latency import Latency
 from ui import explain
 

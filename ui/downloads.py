@@ -13,7 +13,7 @@ import pandas as pd
 import streamlit as st
 
 from optimizers import latency
-from optimizers.explore import Exported
+from optimizers.delivery import Exported
 from optimizers.export import FORMAT_LABELS, FORMAT_NAMES, FORMAT_SUFFIXES, FORMATS, natural_format
 from optimizers.pipeline import OptimizationConfig
 from ui import explain, services
@@ -26,7 +26,7 @@ def export_rows(
     """One row per format (``exports`` ready, then those ``waiting``, with what they wait for),
     as text to read ("—" where there is nothing): size and gzip size, size and speed next to
     the originals in words, preview and file accuracy, and whether the file does what the
-    preview promised. ``explore.exported_to_dict`` has the numbers."""
+    preview promised. ``delivery.exported_to_dict`` has the numbers."""
     waiting = waiting or {}
     formats = list(dict.fromkeys([*exports, *waiting]))
     made = {f: e for f, e in exports.items() if isinstance(e, Exported)}

@@ -10,7 +10,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from optimizers import latency
-from optimizers.explore import Exported, Outcome
+from optimizers.delivery import Exported
+from optimizers.explore import Outcome
 from optimizers.export import CONTAINER_BITS, FORMAT_NAMES, FORMAT_SUFFIXES, natural_format
 from optimizers.pipeline import OptimizationConfig, TensorReport, describe
 from optimizers.quantization import QuantizationConfig, code_range

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from optimizers.explore import Exported
+from optimizers.delivery import Exported
 from ui import downloads, explain, figures, services, views
 from ui.setting import Setting
 

@@ -38,7 +38,17 @@ import numpy as np
 import streamlit as st
 
 import sample_models
-from optimizers import calibration, datasets, explore, finetune, keras_io, recommend, study, sweep
+from optimizers import (
+    calibration,
+    datasets,
+    delivery,
+    explore,
+    finetune,
+    keras_io,
+    recommend,
+    study,
+    sweep,
+)
 from optimizers.keras_io import InputError
 from optimizers.pipeline import OptimizationConfig, Techniques, config_to_dict
 from optimizers.size import gzip_size
@@ -399,12 +409,12 @@ class Files:
     cannot be made; ``timed`` once the LiteRT ones are timed too. A setting's files are one
     cache entry, so that a large model's files never push each other out while they are made."""
 
-    made: dict[str, explore.Exported | str]
+    made: dict[str, delivery.Exported | str]
     timed: bool = False
 
     @property
     def nbytes(self) -> int:
-        return sum(e.size_bytes for e in self.made.values() if isinstance(e, explore.Exported))
+        return sum(e.size_bytes for e in self.made.values() if isinstance(e, delivery.Exported))
 
 
 # Two ResNet50 settings' seven files (about 320 MB each), or thousands of a sample's.
@@ -433,7 +443,7 @@ def made_when_asked(model: KerasModel, fmt: str) -> bool:
     return fmt == "tflite-int8" and parameters(model) >= MADE_WHEN_ASKED_FROM
 
 
-def _refusal(fmt: str, make: Callable[[], explore.Exported]) -> explore.Exported | str:
+def _refusal(fmt: str, make: Callable[[], delivery.Exported]) -> delivery.Exported | str:
     try:
         return make()
     except ValueError as e:  # this model cannot be written in this format: say why, once
@@ -445,7 +455,7 @@ def _refusal(fmt: str, make: Callable[[], explore.Exported]) -> explore.Exported
 
 def exports(
     owner: str, model: KerasModel, config: OptimizationConfig, formats: Sequence[str]
-) -> tuple[dict[str, explore.Exported | str], dict[str, str]]:
+) -> tuple[dict[str, delivery.Exported | str], dict[str, str]]:
     """Every file of ``formats`` that is ready (verified, then timed too), or why it cannot be
     made; and what the others wait for ("queued", "converting and verifying…", "measuring gzip
     and speed…").
@@ -463,7 +473,7 @@ def exports(
             made = (FILES.get(key) or Files({})).made
             if fmt not in made:  # not made since it was asked for
                 verified = _refusal(
-                    fmt, lambda: explore.verify(model.prepared, outcome, fmt, gzip=False)
+                    fmt, lambda: delivery.verify(model.prepared, outcome, fmt, gzip=False)
                 )
                 FILES.put(key, Files({**made, fmt: verified}))
 
@@ -473,9 +483,9 @@ def exports(
         def time_all() -> None:
             if (FILES.get(key) or found).timed:  # timed since it was asked for
                 return
-            made = {f: e for f, e in files.items() if isinstance(e, explore.Exported)}
+            made = {f: e for f, e in files.items() if isinstance(e, delivery.Exported)}
             try:
-                done = explore.time_exports(model.prepared, made)
+                done = delivery.time_exports(model.prepared, made)
             except Exception:  # a bug: the files stay offered, untimed, and it is not retried
                 log.exception("timing the files failed")
                 done = made
@@ -486,7 +496,7 @@ def exports(
     waiting = {key[2]: status for key, status in statuses.items() if len(key) == 3}
     if not waiting:
         status = next(iter(statuses.values())).replace("queued", "to be measured")
-        waiting = {f: status for f, e in files.items() if isinstance(e, explore.Exported)}
+        waiting = {f: status for f, e in files.items() if isinstance(e, delivery.Exported)}
     return files, waiting
 
 
@@ -505,7 +515,7 @@ def warm_exports(owner: str, model: KerasModel) -> None:
 
     def make() -> None:
         try:
-            explore.warm_exports(model.prepared)
+            delivery.warm_exports(model.prepared)
         except ValueError as e:  # the Download page says why, format by format
             log.info("converting %s ahead failed: %s", model.name, e)
         finally:

@@ -17,6 +17,8 @@ import time
 CALLS = (  # module, function: where the app's code looks each one up
     ("optimizers.explore", "optimize"),
     ("optimizers.explore", "measure"),
+    ("optimizers.delivery", "verify"),  # in ``optimizers.explore`` before 2026-12-07
+    ("optimizers.delivery", "time_exports"),
     ("optimizers.explore", "verify"),
     ("optimizers.explore", "time_exports"),
     ("optimizers.evaluate", "predict"),
