@@ -10,8 +10,9 @@ activation tensor of the file (the interpreter does not expose its arena).
 
 ``delivery.time_exports`` times a setting's files with their baseline (the original model's
 float32 file) that way, all in one run. ``speed_verdict`` says whether the file is faster,
-slower or the same speed: "same speed" when the two one-thread interquartile ranges overlap (the difference is within the
-spread of the runs) or the medians differ by less than ``SAME_WITHIN``.
+slower or the same speed: "same speed" when the two one-thread interquartile ranges overlap
+(the difference is within the spread of the runs) or the medians differ by less than
+``SAME_WITHIN``.
 
 Timings are of this machine's processor (``processor_name``); phones differ, and other load on
 the machine inflates them, which is why the median (not the mean) is reported.

@@ -185,13 +185,22 @@ def test_byte_cache_makes_a_key_once_for_callers_at_the_same_time():
 def test_a_model_measured_in_milliseconds_is_answered_in_one_stage(monkeypatch):
     from ui import services
 
-    monkeypatch.setattr(services, "_MEASURE_SECONDS", {})
+    fresh = services.ByteCache[explore.Outcome](services.OUTCOMES.budget, lambda o: o.nbytes)
+    monkeypatch.setattr(services, "OUTCOMES", fresh)  # nothing measured by another test
+    monkeypatch.setattr(services, "MEASURE_SECONDS", services.ByteCache[float](64, lambda _: 1))
     model = services.open_sample("digits_cnn")
-    assert not services.measures_quickly(model)  # not measured yet: two stages
-    services.measured(model, OptimizationConfig(pruning=PruningConfig(0.55)))  # not cached before
-    assert services.measures_quickly(model)  # milliseconds (0.2 s is the bound)
+    first = services.optimized(model, OptimizationConfig(pruning=PruningConfig(0.55)))
+    assert not services.measures_quickly(model, first)  # never measured: two stages
+    services.measured(model, OptimizationConfig(pruning=PruningConfig(0.55)))
+    second = services.optimized(model, OptimizationConfig(pruning=PruningConfig(0.6)))
+    assert not second.measured and services.measures_quickly(model, second)  # milliseconds
+    mlp = services.open_sample("digits_mlp")
+    services.measured(mlp, OptimizationConfig(pruning=PruningConfig(0.55)))
+    smaller = services.optimized(mlp, OptimizationConfig(pruning=PruningConfig(0.5, "channels")))
+    assert smaller.source is not None  # a channel-pruned copy, never measured: two stages
+    assert not services.measures_quickly(mlp, smaller)
     monkeypatch.setattr(services, "QUICK_MEASURE_S", 0.0)
-    assert not services.measures_quickly(model)
+    assert not services.measures_quickly(model, second)
 
 
 def test_answers_are_cached_once_measured_and_bounded_by_bytes(monkeypatch):

@@ -365,7 +365,12 @@ def optimized(model: KerasModel, config: OptimizationConfig) -> explore.Outcome:
 
 
 QUICK_MEASURE_S = 0.2  # a measurement this quick comes with the first stage: one answer drawn
-_MEASURE_SECONDS: dict[Hashable, float] = {}  # model key: its last measurement's seconds
+MEASURE_SECONDS = ByteCache[float](64, lambda _: 1)  # the last measurement's seconds: 64 models
+
+
+def measured_on(model: KerasModel, outcome: explore.Outcome) -> Hashable:
+    """Which model ``outcome`` is measured on: ``model``, or its channel-pruned copy."""
+    return model.key if outcome.source is None else (model.key, id(outcome.source))
 
 
 def measured(
@@ -375,18 +380,21 @@ def measured(
     outcome = optimized(model, config)
     if outcome.measured:
         return outcome
-    key = outcome_key(model, config)
     start = time.perf_counter()
-    outcome = OUTCOMES.put(key, explore.measure(model.prepared, outcome, on_batch))
-    _MEASURE_SECONDS[model.key] = time.perf_counter() - start
-    return outcome
+    found = OUTCOMES.put(
+        outcome_key(model, config), explore.measure(model.prepared, outcome, on_batch)
+    )
+    MEASURE_SECONDS.put(measured_on(model, outcome), time.perf_counter() - start)
+    return found
 
 
-def measures_quickly(model: KerasModel) -> bool:
-    """Whether ``model``'s last measurement took under ``QUICK_MEASURE_S`` (the samples' do):
-    its answer is then drawn once, whole, rather than in two stages a few milliseconds apart,
-    which a browser pays for twice. Not yet measured, or slower: two stages."""
-    return _MEASURE_SECONDS.get(model.key, QUICK_MEASURE_S) < QUICK_MEASURE_S
+def measures_quickly(model: KerasModel, outcome: explore.Outcome) -> bool:
+    """Whether the model ``outcome`` is measured on took under ``QUICK_MEASURE_S`` the last time
+    (the samples take milliseconds): its answer is then drawn once, whole, rather than in two
+    stages a few milliseconds apart, which a browser draws twice. Never measured (a new
+    channel-pruned copy too), or slower: two stages, with progress and a newer move's stop."""
+    seconds = MEASURE_SECONDS.get(measured_on(model, outcome))
+    return seconds is not None and seconds < QUICK_MEASURE_S
 
 
 def baseline(model: KerasModel, on_batch: explore.Progress | None = None) -> explore.Outcome:

@@ -261,7 +261,7 @@ def measure(
     """The measured outcome of ``config``, with a progress bar in ``slot`` while it is being
     measured (each step lets a newer slider move take over), unless it measures quickly."""
     outcome = services.optimized(model, config)
-    if outcome.measured or services.measures_quickly(model):
+    if outcome.measured or services.measures_quickly(model, outcome):
         return services.measured(model, config)
     bar = slot.progress(0.0, text="Measuring the download size…")
 
