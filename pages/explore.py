@@ -70,7 +70,7 @@ def answer(model: services.KerasModel) -> None:
     baseline = views.measure(model.origin or model, services.NO_CONFIG, progress)
     outcome = services.optimized(model, config)
     if services.measures_quickly(model, outcome):  # one answer drawn, not two moments apart
-        outcome = views.measure(model, config, progress)
+        outcome = services.measured(model, config)
     a = None if pinned is None else views.measure(model, pinned.config, progress)
     cards = st.empty()
     with cards.container():
