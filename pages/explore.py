@@ -4,7 +4,7 @@ The controls and everything they change form one fragment, so a slider move reru
 part of the page. Its answer comes in two stages: at once what is exact and cheap (the weights'
 histogram, sizes, sparsity, the per-tensor table), then accuracy and the gzip figure with a
 progress bar; a model measured in milliseconds (the samples) is answered once, whole
-(``services.measures_quickly``). A newer move stops an older measurement at its next batch. A
+(``services.first_answer``). A newer move stops an older measurement at its next batch. A
 setting pinned as A is shown beside the sliders' (B).
 """
 
@@ -68,9 +68,7 @@ def answer(model: services.KerasModel) -> None:
 
     progress = st.empty()
     baseline = views.measure(model.origin or model, services.NO_CONFIG, progress)
-    outcome = services.optimized(model, config)
-    if services.measures_quickly(model, outcome):  # one answer drawn, not two moments apart
-        outcome = services.measured(model, config)
+    outcome = services.first_answer(model, config)  # whole at once when measured quickly
     a = None if pinned is None else views.measure(model, pinned.config, progress)
     cards = st.empty()
     with cards.container():

@@ -194,6 +194,7 @@ def test_a_model_measured_in_milliseconds_is_answered_in_one_stage(monkeypatch):
     services.measured(model, OptimizationConfig(pruning=PruningConfig(0.55)))
     second = services.optimized(model, OptimizationConfig(pruning=PruningConfig(0.6)))
     assert not second.measured and services.measures_quickly(model, second)  # milliseconds
+    assert services.first_answer(model, OptimizationConfig(pruning=PruningConfig(0.6))).measured
     mlp = services.open_sample("digits_mlp")
     services.measured(mlp, OptimizationConfig(pruning=PruningConfig(0.55)))
     smaller = services.optimized(mlp, OptimizationConfig(pruning=PruningConfig(0.5, "channels")))

@@ -397,6 +397,13 @@ def measures_quickly(model: KerasModel, outcome: explore.Outcome) -> bool:
     return seconds is not None and seconds < QUICK_MEASURE_S
 
 
+def first_answer(model: KerasModel, config: OptimizationConfig) -> explore.Outcome:
+    """What a page draws first for ``config``: stage one, or the whole answer when ``model``
+    measures quickly (``measures_quickly``) or was measured before."""
+    outcome = optimized(model, config)
+    return measured(model, config) if measures_quickly(model, outcome) else outcome
+
+
 def baseline(model: KerasModel, on_batch: explore.Progress | None = None) -> explore.Outcome:
     """The figures every delta is measured against (cached): the untouched model's, or for a
     fine-tuned model the original float model's it was fine-tuned from."""

@@ -260,9 +260,9 @@ def measure(
 ) -> Outcome:
     """The measured outcome of ``config``, with a progress bar in ``slot`` while it is being
     measured (each step lets a newer slider move take over), unless it measures quickly."""
-    outcome = services.optimized(model, config)
-    if outcome.measured or services.measures_quickly(model, outcome):
-        return services.measured(model, config)
+    outcome = services.first_answer(model, config)
+    if outcome.measured:
+        return outcome
     bar = slot.progress(0.0, text="Measuring the download size…")
 
     def on_batch(done: int, total: int) -> None:
