@@ -19,7 +19,7 @@ from optimizers import evaluate, keras_io, latency
 from optimizers.explore import Outcome, Prepared
 from optimizers.latency import Latency
 from optimizers.size import gzip_size
-from optimizers.workers import POOL
+from optimizers.workers import POOL, give_back_memory
 
 MAX_DEPARTURE = 0.005  # file accuracy this far from the preview's (0.5 points) is reported
 
@@ -86,7 +86,7 @@ def verify(prepared: Prepared, outcome: Outcome, fmt: str, gzip: bool = True) ->
             if prepared.y is not None:
                 file_accuracy = evaluate.accuracy(outputs, prepared.y)
     gzip_bytes = None if compressed is None else compressed.result()
-    export.give_back_memory()
+    give_back_memory()
     return Exported(fmt, data, gzip_bytes, outcome.accuracy, file_accuracy, agreement)
 
 

@@ -59,7 +59,6 @@ from optimizers.export.conversion import (
     calibration_samples,
     converted,
     dense_float32,
-    give_back_memory,
     input_signature,
     smallest_float32,
 )
@@ -82,6 +81,7 @@ from optimizers.export.recipes import (
 )
 from optimizers.export.running import run_tflite
 from optimizers.quantization import BLOCK_BITS, QuantizationConfig
+from optimizers.workers import give_back_memory
 
 if TYPE_CHECKING:
     import keras

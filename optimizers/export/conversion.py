@@ -8,7 +8,6 @@ memoized, so asking for several formats of one model converts it once.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import functools
 import hashlib
 import re
@@ -196,23 +195,6 @@ def model_digest(model: keras.Model) -> str:
         h.update(str((w.shape, w.dtype.str)).encode())
         h.update(np.ascontiguousarray(w).reshape(-1).view(np.uint8))  # its bytes, not a copy
     return h.hexdigest()
-
-
-@functools.cache
-def malloc_trim() -> Callable[[int], int] | None:
-    """glibc's ``malloc_trim``, or ``None`` where the C library has none."""
-    try:
-        return ctypes.CDLL("libc.so.6").malloc_trim
-    except (OSError, AttributeError):
-        return None
-
-
-def give_back_memory() -> None:
-    """Hand the heap freed by a conversion or a file's check back to the system: converting
-    ResNet50 frees 2.5 GB that glibc would otherwise keep for this process."""
-    trim = malloc_trim()
-    if trim is not None:
-        trim(0)
 
 
 def converted(
