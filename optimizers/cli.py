@@ -439,6 +439,8 @@ def print_sweep(result: dict[str, Any]) -> None:
     for d in result["points"]:
         mark = (" pareto" if d["pareto"] else "") + (" per-layer" if d["per_layer"] else "")
         print(f"{setting(d)} {quality(d)} {d['packed_bytes']:>9,} {d['gzip_bytes']:>9,}{mark}")
+    if not all(d["gzip_exact"] for d in result["points"]):
+        print("gzip of the optimized settings estimated: the .keras file is over 2 MB")
     print("sensitivity (quality with only this layer optimized), most fragile first")
     for row in result["sensitivity"]:
         levels = ", ".join(f"{v['setting']} {v['quality']:.1%}" for v in row["levels"])
@@ -481,7 +483,10 @@ def print_summary(result: dict[str, Any]) -> None:
         ("entropy_bytes", "entropy"),
     ]:
         ratio = base[key] / opt[key] if opt[key] else float("nan")
-        print(f"{label:<10} {base[key]:>10,} -> {opt[key]:>10,} bytes  ({ratio:.2f}x smaller)")
+        about = "" if key != "gzip_bytes" or opt["gzip_exact"] else ", estimated: file over 2 MB"
+        print(
+            f"{label:<10} {base[key]:>10,} -> {opt[key]:>10,} bytes  ({ratio:.2f}x smaller{about})"
+        )
     print(f"{'tensor':<40} {'sparsity':>8} {'values':>7} {'bits':>5}")
     for layer in opt["layers"]:
         bits = layer["bits"] or "-"

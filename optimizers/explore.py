@@ -257,7 +257,11 @@ def measure(prepared: Prepared, outcome: Outcome, on_batch: Progress | None = No
         if prepared.y is not None:
             accuracy = evaluate.accuracy(outputs, prepared.y)
         fid = evaluate.fidelity(prepared.reference_outputs, outputs)
-    sizes = replace(outcome.sizes, gzip=gzip())
+    basis = prepared.gzip
+    exact = basis.file is not None or all(
+        outcome.weights[i] is prepared.weights[i] for i in basis.indices
+    )
+    sizes = replace(outcome.sizes, gzip=gzip(), gzip_exact=exact)
     return replace(
         outcome, accuracy=accuracy, fidelity=fid, sizes=sizes, measured=True, outputs=outputs
     )
@@ -309,6 +313,7 @@ def outcome_to_dict(outcome: Outcome) -> dict[str, Any]:
         "output_snr_db": None if fid is None else fid.snr_db,
         "size_bytes": s.file,
         "gzip_bytes": s.gzip,
+        "gzip_exact": s.gzip_exact,
         "float32_bytes": s.float32,
         "packed_bytes": s.packed,
         "entropy_bytes": s.entropy,

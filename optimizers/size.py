@@ -45,6 +45,9 @@ class Sizes:
     entropy: int
     file: int | None = None
     gzip: int | None = None
+    gzip_exact: bool = (
+        True  # False: ``gzip`` is ``GzipBasis``'s sampled estimate (a file over 2 MB)
+    )
 
 
 def gzip_size(data: bytes) -> int:

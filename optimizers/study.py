@@ -513,6 +513,7 @@ def point_attrs(p: Point) -> dict[str, Any]:
         "agreement": p.agreement,
         "snr_db": p.snr_db,
         "gzip_bytes": p.gzip_bytes,
+        "gzip_exact": p.gzip_exact,
         "entropy_bytes": p.entropy_bytes,
         "recipe": config_to_dict(p.config),
     }
@@ -529,6 +530,7 @@ def trial_point(t: FrozenTrial) -> Point:
         int(t.values[1]),
         a["gzip_bytes"],
         a["entropy_bytes"],
+        gzip_exact=a.get("gzip_exact", True),  # trials kept before it was recorded
     )
 
 

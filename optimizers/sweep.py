@@ -134,6 +134,7 @@ class Point:
     gzip_bytes: int
     entropy_bytes: int
     pareto: bool = False
+    gzip_exact: bool = True  # False: ``gzip_bytes`` is an estimate (``size.Sizes``)
 
     @property
     def quality(self) -> float:
@@ -158,6 +159,7 @@ def point(outcome: explore.Outcome, config: OptimizationConfig) -> Point:
         outcome.sizes.packed,
         outcome.sizes.gzip,
         outcome.sizes.entropy,
+        gzip_exact=outcome.sizes.gzip_exact,
     )
 
 
@@ -230,6 +232,7 @@ def point_to_dict(p: Point) -> dict[str, Any]:
         "output_snr_db": p.snr_db,
         "packed_bytes": p.packed_bytes,
         "gzip_bytes": p.gzip_bytes,
+        "gzip_exact": p.gzip_exact,
         "entropy_bytes": p.entropy_bytes,
     }
 

@@ -82,6 +82,43 @@ def test_untouched_model_measures_its_real_gzip_size(prepared):
     assert baseline.sizes.gzip == gzip_size(data)  # saves are reproducible: the same file
 
 
+def test_an_estimated_gzip_figure_is_marked_wherever_it_is_shown(prepared, capsys):
+    """A file over 2 MB has its setting's gzip figure estimated from a sample: the answer says
+    so (``gzip_exact``), and the card, the sentence, the headline, the trade-off's hover and
+    the CLI mark it "≈"; the untouched model's figure and every figure of a sample are exact."""
+    import keras
+
+    from optimizers import cli, sweep
+    from ui import explain, tradeoff, views
+
+    keras.utils.set_random_seed(0)
+    big = keras.Sequential([keras.Input((1024,)), keras.layers.Dense(1024), keras.layers.Dense(8)])
+    rng = np.random.default_rng(0)
+    large = explore.prepare(
+        big, rng.normal(size=(64, 1024)).astype(np.float32), rng.integers(0, 8, 64)
+    )
+    assert large.file_bytes > 2 * 1024 * 1024 and large.gzip.file is None
+    baseline = explore.run(large, OptimizationConfig())
+    outcome = explore.run(large, SETTING)
+    assert baseline.sizes.gzip_exact and not outcome.sizes.gzip_exact
+    size = explain.download_size(outcome.sizes)
+    assert size == "≈" + explain.format_bytes(outcome.sizes.gzip)
+    assert explain.download_size(baseline.sizes) == explain.format_bytes(baseline.sizes.gzip)
+    cards = {c.label: c.value for c in views.cards(outcome, baseline)}
+    assert cards[views.DOWNLOAD] == size and cards[views.SMALLER].startswith("≈")
+    assert explain.headline(outcome, baseline).startswith("≈")
+    assert f"to {size};" in explain.sentences(SETTING, outcome, baseline)[-1]
+    assert f"gzip {size}<br>" in tradeoff.hover(sweep.point(outcome, SETTING))
+    summary = {"baseline": explore.outcome_to_dict(baseline)}
+    summary |= {"optimized": explore.outcome_to_dict(outcome), "model": "big"}
+    cli.print_summary(summary | {"calibration": None, "output": None})
+    assert "smaller, estimated: file over 2 MB)" in capsys.readouterr().out
+    small = explore.run(prepared, SETTING)
+    assert small.sizes.gzip_exact
+    assert not explain.download_size(small.sizes).startswith("≈")
+    assert "≈" not in explain.headline(small, explore.run(prepared, OptimizationConfig()))
+
+
 def test_an_abandoned_measurement_leaves_nothing_behind(prepared):
     """A newer slider move stops an older measurement by raising from its progress callback:
     the exception comes out, the evaluation clone is free again and the next answer is right."""

@@ -15,7 +15,7 @@ from optimizers.explore import Outcome
 from optimizers.export import CONTAINER_BITS, FORMAT_NAMES, FORMAT_SUFFIXES, natural_format
 from optimizers.pipeline import OptimizationConfig, TensorReport, describe
 from optimizers.quantization import QuantizationConfig, code_range
-from optimizers.size import index_bits
+from optimizers.size import Sizes, index_bits
 
 KB = 1000
 BUDGET_POINTS = 1.0  # accuracy points a recommended file may lose against the float model
@@ -174,7 +174,7 @@ def _result(outcome: Outcome, baseline: Outcome) -> str:
     if smaller is not None:
         text += f" ({smaller:.1f}× smaller)"
     if s.gzip is not None and b.gzip is not None:
-        text += f", and the gzipped .keras file goes from {format_bytes(b.gzip)} to {format_bytes(s.gzip)}"
+        text += f", and the gzipped .keras file goes from {download_size(b)} to {download_size(s)}"
     now, before = quality(outcome), quality(baseline)
     if now is None or before is None:
         return text + "."
@@ -401,8 +401,20 @@ DOWNLOAD_DEFINITION = (
     "download transfers. Here the .keras file as the app saves it; zeros and repeated values "
     "compress well. Exact for a file up to 2 MB; for a larger one the changed kernels are "
     "compressed on a spread sample for each setting (measured within 2% of compressing the "
-    "whole file)."
+    "whole file), and the figure is marked ≈."
 )
+
+
+def approx(*exact: bool) -> str:
+    """``"≈"`` unless every gzip figure a number is made of is ``exact`` (``Sizes.gzip_exact``),
+    else ``""``: what a download size, and a ratio made with it, is written after."""
+    return "" if all(exact) else "≈"
+
+
+def download_size(sizes: Sizes) -> str:
+    """The download size (``DOWNLOAD_DEFINITION``) in words: "4.64 MB", or "≈4.64 MB" when
+    it is the sampled estimate."""
+    return approx(sizes.gzip_exact) + format_bytes(sizes.gzip)
 
 
 def download_ratio(outcome: Outcome, baseline: Outcome) -> float | None:
@@ -420,11 +432,14 @@ def headline(outcome: Outcome, baseline: Outcome) -> str:
     if smaller is None:
         size = "Download size unknown"
     elif round(smaller, 1) == 1:
-        size = f"Same download size ({format_bytes(outcome.sizes.gzip)})"
-    elif smaller > 1:
-        size = f"{smaller:.1f}× smaller download"
+        size = f"Same download size ({download_size(outcome.sizes)})"
     else:
-        size = f"{1 / smaller:.1f}× larger download"
+        about = approx(outcome.sizes.gzip_exact, baseline.sizes.gzip_exact)
+        size = (
+            f"{about}{smaller:.1f}× smaller download"
+            if smaller > 1
+            else f"{about}{1 / smaller:.1f}× larger download"
+        )
     now, before = quality(outcome), quality(baseline)
     if now is None or before is None:
         return f"{size}, accuracy not measured (no evaluation data)"

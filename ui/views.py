@@ -127,13 +127,17 @@ def cards(outcome: Outcome, baseline: Outcome) -> list[Card]:
         quality_card(outcome, baseline),
         Card(
             DOWNLOAD,
-            format_bytes(s.gzip) if outcome.measured else MEASURING,
+            explain.download_size(s) if outcome.measured else MEASURING,
             _size_delta(s.gzip, b.gzip),
             explain.DOWNLOAD_DEFINITION,
         ),
         Card(
             SMALLER,
-            f"{smaller:.1f}×" if smaller else MEASURING if not outcome.measured else "—",
+            f"{explain.approx(s.gzip_exact, b.gzip_exact)}{smaller:.1f}×"
+            if smaller
+            else MEASURING
+            if not outcome.measured
+            else "—",
             None,
             "The headline figure: the original model's download size ÷ this one's (both the "
             ".keras file, gzip -9).",
