@@ -257,10 +257,9 @@ def measure(prepared: Prepared, outcome: Outcome, on_batch: Progress | None = No
         if prepared.y is not None:
             accuracy = evaluate.accuracy(outputs, prepared.y)
         fid = evaluate.fidelity(prepared.reference_outputs, outputs)
+    changed = {i for i, w in enumerate(outcome.weights) if w is not prepared.weights[i]}
     basis = prepared.gzip
-    exact = basis.file is not None or all(
-        outcome.weights[i] is prepared.weights[i] for i in basis.indices
-    )
+    exact = changed <= set(basis.indices) and (basis.file is not None or not changed)
     sizes = replace(outcome.sizes, gzip=gzip(), gzip_exact=exact)
     return replace(
         outcome, accuracy=accuracy, fidelity=fid, sizes=sizes, measured=True, outputs=outputs

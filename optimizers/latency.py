@@ -91,10 +91,9 @@ def time_files(
     if any(bytes(data[4:8]) != TFLITE_IDENTIFIER for data in files):
         raise ValueError("the data is not a LiteRT (.tflite) model")
     one = invocation_times(files, 1, min_runs, seconds)
-    give_back_memory()  # a set's interpreters, freed: ResNet50's six files hold 0.6 GB
     n = cores()
     many = invocation_times(files, n, min_runs, seconds) if n > 1 else one
-    give_back_memory()
+    give_back_memory()  # the interpreters' heap, freed (ResNet50's six files: 0.25 GB kept)
     return [
         Latency(
             median_ms=float(np.median(a)) * 1e3,

@@ -45,9 +45,7 @@ class Sizes:
     entropy: int
     file: int | None = None
     gzip: int | None = None
-    gzip_exact: bool = (
-        True  # False: ``gzip`` is ``GzipBasis``'s sampled estimate (a file over 2 MB)
-    )
+    gzip_exact: bool = True  # False: ``gzip`` is an estimate (``GzipBasis``)
 
 
 def gzip_size(data: bytes) -> int:
@@ -178,10 +176,12 @@ def rewrite(file: bytes, layout: Layout, tensors: Sequence[np.ndarray]) -> bytes
 class GzipBasis:
     """What the gzip figure of a model's settings is measured against.
 
-    Only the eligible tensors' bytes change with the settings, and a saved ``.keras`` file
-    holds them verbatim at fixed places (``Layout``). So a file of up to
-    ``EXACT_FILE_BYTES`` is rewritten with a setting's tensors in place and compressed whole:
-    the real gzip -9 size of the file the setting saves, to the byte. A larger file is slow to
+    Only the tensors' bytes change with the settings (the eligible ones; data-aware settings
+    also biases), and a saved ``.keras`` file holds them verbatim at fixed places
+    (``Layout``). So a file of up to ``EXACT_FILE_BYTES`` is rewritten with a setting's
+    tensors in place (every tensor, where each can be told apart in the file, else the
+    eligible ones) and compressed whole: the real gzip -9 size of the file the setting saves,
+    to the byte. A larger file is slow to
     compress (seconds for a MobileNet, whose quantized weights are deflate's worst case): its
     file is compressed for real once, and a setting re-measures only the eligible tensors'
     share on spread samples (``start_gzip_shares``); the figure is ``fixed`` plus that share,
@@ -189,9 +189,9 @@ class GzipBasis:
     """
 
     file: bytes | None  # the saved file, when it is small enough to compress per setting
-    layout: Layout | None  # where the eligible tensors stand in ``file``
-    fixed: float  # gzip bytes of everything in the file but the eligible tensors' data
-    indices: tuple[int, ...]  # the eligible tensors, by position in the model's weights
+    layout: Layout | None  # where the tensors of ``indices`` stand in ``file``
+    fixed: float  # gzip bytes of everything in the file but the tensors of ``indices``
+    indices: tuple[int, ...]  # the tensors rewritten or sampled, by position in the weights
 
     def start(self, weights: Sequence[np.ndarray]) -> Callable[[], int]:
         """Start measuring the gzip figure of ``weights``; returns the function that waits."""
@@ -205,16 +205,32 @@ class GzipBasis:
         return self.start(weights)()
 
 
+def placement(
+    file: bytes, weights: Sequence[np.ndarray], indices: Sequence[int]
+) -> tuple[tuple[int, ...], Layout] | None:
+    """Where every tensor stands in ``file`` when each can be told apart there, else those of
+    ``indices``: which tensors, and their ``Layout``; ``None`` when neither can be found."""
+    for placed in (tuple(range(len(weights))), tuple(indices)):
+        layout = file_layout(file, [weights[i] for i in placed])
+        if layout is not None:
+            return placed, layout
+    return None
+
+
 def start_gzip_basis(
     file: bytes, weights: Sequence[np.ndarray], indices: Sequence[int]
 ) -> Callable[[], GzipBasis]:
     """Start measuring the basis of a model saved as ``file`` with ``weights``, of which
-    ``indices`` change with the settings; returns the function that waits for it."""
+    ``indices`` change with the settings; returns the function that waits for it. A small
+    file places every tensor where it can (data-aware settings change biases too), else those
+    of ``indices``; a tensor outside the basis's ``indices`` that changes makes its figure an
+    estimate."""
     whole = POOL.submit(gzip_size, file)
-    tensors = [weights[i] for i in indices]
-    if len(file) <= EXACT_FILE_BYTES and (layout := file_layout(file, tensors)):
-        return lambda: GzipBasis(file, layout, whole.result(), tuple(indices))
-    shares = start_gzip_shares(tensors)
+    found = placement(file, weights, indices) if len(file) <= EXACT_FILE_BYTES else None
+    if found is not None:
+        placed, layout = found
+        return lambda: GzipBasis(file, layout, whole.result(), placed)
+    shares = start_gzip_shares([weights[i] for i in indices])
     return lambda: GzipBasis(None, None, whole.result() - sum(shares()), tuple(indices))
 
 

@@ -530,7 +530,7 @@ def trial_point(t: FrozenTrial) -> Point:
         int(t.values[1]),
         a["gzip_bytes"],
         a["entropy_bytes"],
-        gzip_exact=a.get("gzip_exact", True),  # trials kept before it was recorded
+        gzip_exact=a.get("gzip_exact", False),  # kept before it was recorded: not known
     )
 
 

@@ -322,6 +322,21 @@ def test_grids_round_trip_through_the_study_with_data_awareness() -> None:
     assert who.calibrated("c" * 64).data_sha256 not in (who.data_sha256, "c" * 64)
 
 
+def test_a_points_gzip_estimate_round_trips_through_a_trial() -> None:
+    """Whether a point's gzip figure is an estimate is kept with its trial; a trial kept before
+    that was recorded counts as an estimate (its model's file size is not in it)."""
+    from optimizers.pipeline import OptimizationConfig
+
+    for exact in (True, False):
+        p = sweep.Point(OptimizationConfig(), 0.9, 1.0, None, 100, 50, 40, gzip_exact=exact)
+        attrs = study.point_attrs(p)
+        trial = optuna.trial.create_trial(values=[0.9, 100], user_attrs=attrs)
+        assert study.trial_point(trial) == p
+    attrs.pop("gzip_exact")
+    old = study.trial_point(optuna.trial.create_trial(values=[0.9, 100], user_attrs=attrs))
+    assert not old.gzip_exact
+
+
 def test_levels_run_gentle_to_harsh() -> None:
     assert study.levels(sweep.Grid((0.9, 0.0, 0.5), (4, None, 16), (4, None, 8))) == (
         [0.0, 0.5, 0.9],

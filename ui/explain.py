@@ -15,7 +15,7 @@ from optimizers.explore import Outcome
 from optimizers.export import CONTAINER_BITS, FORMAT_NAMES, FORMAT_SUFFIXES, natural_format
 from optimizers.pipeline import OptimizationConfig, TensorReport, describe
 from optimizers.quantization import QuantizationConfig, code_range
-from optimizers.size import Sizes, index_bits
+from optimizers.size import index_bits
 
 KB = 1000
 BUDGET_POINTS = 1.0  # accuracy points a recommended file may lose against the float model
@@ -174,7 +174,10 @@ def _result(outcome: Outcome, baseline: Outcome) -> str:
     if smaller is not None:
         text += f" ({smaller:.1f}× smaller)"
     if s.gzip is not None and b.gzip is not None:
-        text += f", and the gzipped .keras file goes from {download_size(b)} to {download_size(s)}"
+        text += (
+            f", and the gzipped .keras file goes from {download_size(b.gzip, b.gzip_exact)} to "
+            f"{download_size(s.gzip, s.gzip_exact)}"
+        )
     now, before = quality(outcome), quality(baseline)
     if now is None or before is None:
         return text + "."
@@ -399,22 +402,22 @@ def departure_reason(fmt: str, config: OptimizationConfig) -> str:
 DOWNLOAD_DEFINITION = (
     "Download size: the model file compressed with gzip -9, roughly what an app store or a web "
     "download transfers. Here the .keras file as the app saves it; zeros and repeated values "
-    "compress well. Exact for a file up to 2 MB; for a larger one the changed kernels are "
-    "compressed on a spread sample for each setting (measured within 2% of compressing the "
-    "whole file), and the figure is marked ≈."
+    "compress well. Exact for a file up to 2 MB; for a larger one (or one whose tensors cannot "
+    "be told apart in the file) the changed kernels are compressed on a spread sample for each "
+    "setting (measured within 2% of compressing the whole file), and the figure is marked ≈."
 )
 
 
-def approx(*exact: bool) -> str:
-    """``"≈"`` unless every gzip figure a number is made of is ``exact`` (``Sizes.gzip_exact``),
-    else ``""``: what a download size, and a ratio made with it, is written after."""
-    return "" if all(exact) else "≈"
+def download_size(gzip: int | None, exact: bool) -> str:
+    """A download size (``DOWNLOAD_DEFINITION``) in words: "4.64 MB", or "≈4.64 MB" when it is
+    not ``exact`` (``Sizes.gzip_exact``)."""
+    return ("" if exact else "≈") + format_bytes(gzip)
 
 
-def download_size(sizes: Sizes) -> str:
-    """The download size (``DOWNLOAD_DEFINITION``) in words: "4.64 MB", or "≈4.64 MB" when
-    it is the sampled estimate."""
-    return approx(sizes.gzip_exact) + format_bytes(sizes.gzip)
+def approx(outcome: Outcome, baseline: Outcome) -> str:
+    """ "≈" when either download size is an estimate (``Sizes.gzip_exact``), else "": what
+    ``download_ratio`` is written after."""
+    return "" if outcome.sizes.gzip_exact and baseline.sizes.gzip_exact else "≈"
 
 
 def download_ratio(outcome: Outcome, baseline: Outcome) -> float | None:
@@ -432,9 +435,9 @@ def headline(outcome: Outcome, baseline: Outcome) -> str:
     if smaller is None:
         size = "Download size unknown"
     elif round(smaller, 1) == 1:
-        size = f"Same download size ({download_size(outcome.sizes)})"
+        size = f"Same download size ({download_size(outcome.sizes.gzip, outcome.sizes.gzip_exact)})"
     else:
-        about = approx(outcome.sizes.gzip_exact, baseline.sizes.gzip_exact)
+        about = approx(outcome, baseline)
         size = (
             f"{about}{smaller:.1f}× smaller download"
             if smaller > 1

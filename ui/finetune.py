@@ -215,9 +215,16 @@ def comparison(model: services.KerasModel, config: OptimizationConfig, job: Job)
         }
     )
     how = "Stopped after" if result.stopped else "Trained for"
+    estimated = (
+        ""
+        if all(o.sizes.gzip_exact for _, o in rows)
+        else (
+            " The optimized rows' gzip bytes are estimated from a sample of the file (≈ on the cards)."
+        )
+    )
     st.caption(
         f"{how} {result.epochs_run} full epochs in {result.seconds:.1f} s; "
-        f"kept epoch {result.best_epoch}, the best on the held-out split."
+        f"kept epoch {result.best_epoch}, the best on the held-out split.{estimated}"
     )
     st.dataframe(
         table,

@@ -16,7 +16,7 @@ from optimizers.pipeline import OptimizationConfig, Techniques, describe
 from optimizers.recommend import LayerSensitivity
 from optimizers.sweep import Grid, Point, Sweep
 from ui import settings, state
-from ui.explain import approx, format_bytes
+from ui.explain import download_size, format_bytes
 from ui.figures import MARK_COLOR, OPTIMIZED_COLOR, ORIGINAL_COLOR, REFERENCE_COLOR, legible
 from ui.setting import config_words, recipe_words
 
@@ -48,7 +48,7 @@ def hover(p: Point) -> str:
     words = config_words(p.config) + (f"; {recipe_words(p.config)}" if p.per_layer else "")
     return (
         f"{words}<br>{100 * p.quality:.2f}%<br>packed {format_bytes(p.packed_bytes)}"
-        f"<br>gzip {approx(p.gzip_exact)}{format_bytes(p.gzip_bytes)}"
+        f"<br>gzip {download_size(p.gzip_bytes, p.gzip_exact)}"
         f"<br>entropy {format_bytes(p.entropy_bytes)}"
     )
 

@@ -127,13 +127,13 @@ def cards(outcome: Outcome, baseline: Outcome) -> list[Card]:
         quality_card(outcome, baseline),
         Card(
             DOWNLOAD,
-            explain.download_size(s) if outcome.measured else MEASURING,
+            explain.download_size(s.gzip, s.gzip_exact) if outcome.measured else MEASURING,
             _size_delta(s.gzip, b.gzip),
             explain.DOWNLOAD_DEFINITION,
         ),
         Card(
             SMALLER,
-            f"{explain.approx(s.gzip_exact, b.gzip_exact)}{smaller:.1f}×"
+            f"{explain.approx(outcome, baseline)}{smaller:.1f}×"
             if smaller
             else MEASURING
             if not outcome.measured
