@@ -170,6 +170,10 @@ def test_an_upload_takes_training_data_and_refuses_a_bad_file_in_one_sentence() 
     upload(at, state.MODEL_FILE, "mine.keras", bc.model_path.read_bytes())
     upload(at, state.DATA_FILE, "test.npz", bc.data_path.read_bytes())
     at.switch_page(EXPLORE).run()
+    # Asked for before any setting: the calibration switch's caption sends the user here.
+    assert any("Move a slider first" in i.value for i in at.info)
+    assert at.file_uploader(key=state.FT_DATA_FILE) is not None
+    assert at.toggle(key=state.DATA_AWARE).disabled
     change(at, "select_slider", state.BITS, 4)
     assert at.button(key="finetune_start").disabled  # no training data yet
     model = at.session_state[state.MODEL]
@@ -183,6 +187,8 @@ def test_an_upload_takes_training_data_and_refuses_a_bad_file_in_one_sentence() 
 
     upload(at, state.FT_DATA_FILE, "train.npz", bc.train_path.read_bytes())
     assert not at.error and not at.button(key="finetune_start").disabled
+    assert not at.toggle(key=state.DATA_AWARE).disabled  # at once: it calibrates too
+    assert "give its training data under Fine-tune" not in captions(at)
     assert f"Training on train.npz: {len(x):,} samples." in captions(at)
 
     objects = np.empty(3, dtype=object)

@@ -187,10 +187,12 @@ def training_data(
         elif train is None or train.digest != key:
             try:
                 train = services.training_data(model, uploaded.name, raw, pixels)
-                session[state.FT_TRAIN] = (model.key, train)
             except InputError as e:
                 session[state.FT_REFUSED] = (key, str(e))
                 st.error(str(e), icon=":material/error:")
+            else:
+                session[state.FT_TRAIN] = (model.key, train)
+                st.rerun()  # the calibration switch, drawn above, can now use it
     if train is not None:
         st.caption(f"Training on {train.name}: {len(train.x):,} samples.")
     return train
@@ -282,6 +284,8 @@ def draw(model: services.KerasModel, config: OptimizationConfig) -> None:
             icon=":material/info:",
         )
         return
+    # Asked for before any setting: the same data calibrates *Use calibration data* above.
+    train = training_data(session, model)
     if not config.active:
         st.info("Move a slider first: fine-tuning trains toward a setting.", icon=":material/info:")
         return
@@ -290,7 +294,6 @@ def draw(model: services.KerasModel, config: OptimizationConfig) -> None:
     except ValueError as e:
         st.info(f"This setting cannot be fine-tuned: {e}.", icon=":material/info:")
         return
-    train = training_data(session, model)
     epochs_col, rate_col, button_col = st.columns([1, 1, 1], vertical_alignment="bottom")
     epochs_col.number_input(
         "Epochs",
