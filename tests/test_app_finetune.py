@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 from streamlit.testing.v1 import AppTest
 
 import sample_models
@@ -160,6 +161,26 @@ def upload(at: AppTest, key: str, name: str, data: bytes) -> AppTest:
     at.file_uploader(key=key).set_value((name, data, "application/octet-stream")).run()
     assert not at.exception, at.exception
     return at
+
+
+def test_an_upload_without_labels_is_told_what_calibration_needs_first() -> None:
+    """Fine-tune asks for labels before training data, so the calibration switch's caption
+    says so too, instead of sending the user to a section with no place for the data."""
+    bc = sample_models.get("breast_cancer_mlp")
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.run()
+    change(at, "segmented_control", state.SOURCE, state.UPLOAD_SOURCE)
+    upload(at, state.MODEL_FILE, "mine.keras", bc.model_path.read_bytes())
+    upload(at, state.DATA_FILE, "inputs.npz", npz(x=np.load(bc.data_path)["x"]))
+    at.switch_page(EXPLORE).run()
+    assert at.toggle(key=state.DATA_AWARE).disabled
+    assert (
+        "To calibrate an uploaded model, add labelled evaluation data on the Model page, then "
+        "give its training data under Fine-tune." in captions(at)
+    )
+    assert any("add evaluation data with labels" in i.value for i in at.info)
+    with pytest.raises(KeyError):
+        at.file_uploader(key=state.FT_DATA_FILE)
 
 
 def test_an_upload_takes_training_data_and_refuses_a_bad_file_in_one_sentence() -> None:

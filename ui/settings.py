@@ -187,7 +187,10 @@ def draw_calibration(model: services.KerasModel) -> None:
         "outputs, and each output keeps its mean (bias correction). No training.",
     )
     if train is None:
-        st.caption("To calibrate an uploaded model, give its training data under Fine-tune.")
+        first = "" if model.has_labels else "add labelled evaluation data on the Model page, then "
+        st.caption(
+            f"To calibrate an uploaded model, {first}give its training data under Fine-tune."
+        )
         return
     if not state.get(session, state.DATA_AWARE):
         return
