@@ -181,11 +181,11 @@ class GzipBasis:
     (``Layout``). So a file of up to ``EXACT_FILE_BYTES`` is rewritten with a setting's
     tensors in place (every tensor, where each can be told apart in the file, else the
     eligible ones) and compressed whole: the real gzip -9 size of the file the setting saves,
-    to the byte. A larger file is slow to
-    compress (seconds for a MobileNet, whose quantized weights are deflate's worst case): its
-    file is compressed for real once, and a setting re-measures only the eligible tensors'
-    share on spread samples (``start_gzip_shares``); the figure is ``fixed`` plus that share,
-    measured within 2% of the real one (``make bench``), and exact for the untouched model.
+    to the byte. A larger file is slow to compress (seconds for a MobileNet, whose quantized
+    weights are deflate's worst case): its file is compressed for real once, and a setting
+    re-measures only the eligible tensors' share on spread samples (``start_gzip_shares``);
+    the figure is ``fixed`` plus that share, measured within 2% of the real one (``make
+    bench``), and exact for the untouched model.
     """
 
     file: bytes | None  # the saved file, when it is small enough to compress per setting

@@ -415,8 +415,8 @@ def download_size(gzip: int | None, exact: bool) -> str:
 
 
 def approx(outcome: Outcome, baseline: Outcome) -> str:
-    """ "≈" when either download size is an estimate (``Sizes.gzip_exact``), else "": what
-    ``download_ratio`` is written after."""
+    """``"≈"`` when either download size is an estimate (``Sizes.gzip_exact``), else ``""``:
+    what ``download_ratio`` is written after."""
     return "" if outcome.sizes.gzip_exact and baseline.sizes.gzip_exact else "≈"
 
 

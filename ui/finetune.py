@@ -217,13 +217,9 @@ def comparison(model: services.KerasModel, config: OptimizationConfig, job: Job)
         }
     )
     how = "Stopped after" if result.stopped else "Trained for"
-    estimated = (
-        ""
-        if all(o.sizes.gzip_exact for _, o in rows)
-        else (
-            " The optimized rows' gzip bytes are estimated from a sample of the file (≈ on the cards)."
-        )
-    )
+    estimated = " The optimized rows' gzip bytes are estimated from a sample (≈ on the cards)."
+    if all(o.sizes.gzip_exact for _, o in rows):
+        estimated = ""
     st.caption(
         f"{how} {result.epochs_run} full epochs in {result.seconds:.1f} s; "
         f"kept epoch {result.best_epoch}, the best on the held-out split.{estimated}"
