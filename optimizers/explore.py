@@ -257,9 +257,7 @@ def measure(prepared: Prepared, outcome: Outcome, on_batch: Progress | None = No
         if prepared.y is not None:
             accuracy = evaluate.accuracy(outputs, prepared.y)
         fid = evaluate.fidelity(prepared.reference_outputs, outputs)
-    changed = {i for i, w in enumerate(outcome.weights) if w is not prepared.weights[i]}
-    basis = prepared.gzip
-    exact = changed <= set(basis.indices) and (basis.file is not None or not changed)
+    exact = prepared.gzip.exact(outcome.weights, prepared.weights)
     sizes = replace(outcome.sizes, gzip=gzip(), gzip_exact=exact)
     return replace(
         outcome, accuracy=accuracy, fidelity=fid, sizes=sizes, measured=True, outputs=outputs

@@ -204,6 +204,13 @@ class GzipBasis:
     def gzip(self, weights: Sequence[np.ndarray]) -> int:
         return self.start(weights)()
 
+    def exact(self, weights: Sequence[np.ndarray], original: Sequence[np.ndarray]) -> bool:
+        """Whether the figure of ``weights`` is the real gzip -9 size, not an estimate: every
+        tensor that differs from ``original`` (by identity: the pipeline shares untouched ones)
+        is one this basis writes into the file, or none differs."""
+        changed = {i for i, w in enumerate(weights) if w is not original[i]}
+        return changed <= set(self.indices) and (self.file is not None or not changed)
+
 
 def placement(
     file: bytes, weights: Sequence[np.ndarray], indices: Sequence[int]
@@ -223,8 +230,7 @@ def start_gzip_basis(
     """Start measuring the basis of a model saved as ``file`` with ``weights``, of which
     ``indices`` change with the settings; returns the function that waits for it. A small
     file places every tensor where it can (data-aware settings change biases too), else those
-    of ``indices``; a tensor outside the basis's ``indices`` that changes makes its figure an
-    estimate."""
+    of ``indices`` (``GzipBasis.exact`` says which figures are then estimates)."""
     whole = POOL.submit(gzip_size, file)
     found = placement(file, weights, indices) if len(file) <= EXACT_FILE_BYTES else None
     if found is not None:
