@@ -203,24 +203,31 @@ def load_rows(session_counts: list[int], moves: int, root: Path | None = None) -
     return rows
 
 
+def cost_row(moves: int, root: Path | None) -> dict:
+    """``move_cost`` of one session on its own server (``root``: another checkout's)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        with streamlit_app(Path(tmp) / "server.log", root=root) as url:
+            return asyncio.run(move_cost(url, server_pid(url), moves))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sessions", type=int, nargs="+", default=[10, 20])
     parser.add_argument("--moves", type=int, default=6)
     parser.add_argument("--root", type=Path, help="also serve this checkout, as the baseline")
     parser.add_argument(
-        "--cost", action="store_true", help="only the CPU one move costs chromium and the server"
+        "--cost",
+        action="store_true",
+        help="only what one move costs chromium and the server in CPU, and its messages",
     )
     args = parser.parse_args()
-    if args.cost:
-        for root in [None, args.root] if args.root else [None]:
-            with tempfile.TemporaryDirectory() as tmp:
-                with streamlit_app(Path(tmp) / "server.log", root=root) as url:
-                    cost = asyncio.run(move_cost(url, server_pid(url), args.moves))
-            print(json.dumps({"app": str(root or "this checkout")} | cost))
-        return
     for root in [None, args.root] if args.root else [None]:
-        for row in load_rows(args.sessions, args.moves, root):
+        rows = (
+            [cost_row(args.moves, root)]
+            if args.cost
+            else load_rows(args.sessions, args.moves, root)
+        )
+        for row in rows:
             print(json.dumps({"app": str(root or "this checkout")} | row))
 
 
