@@ -3,7 +3,8 @@
 ``verify`` writes ``explore``'s answer to a setting as a file (``export.export_bytes``, from a
 clone of the model of its own, ``export_clone``) and runs that file on the evaluation data: its
 accuracy beside the preview's, and how often the two agree. ``time_exports`` then measures the
-files' gzip sizes and times the LiteRT ones with the original model's float32 file, in one run
+files' gzip sizes (or takes those ``gzip_meanwhile`` measured while the next files were made)
+and times the LiteRT ones with the original model's float32 file, in one run
 (``latency.time_files``). ``warm_exports`` converts a model ahead, so that its first file is a
 rewrite of that conversion. The app's Download page and the CLI's ``export`` call these, so a
 file's figures are the same in both.
@@ -12,6 +13,7 @@ file's figures are the same in both.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -19,7 +21,7 @@ from optimizers import evaluate, keras_io, latency
 from optimizers.explore import Outcome, Prepared
 from optimizers.latency import Latency
 from optimizers.size import gzip_size
-from optimizers.workers import POOL, give_back_memory
+from optimizers.workers import POOL, SPARE, give_back_memory
 
 MAX_DEPARTURE = 0.005  # file accuracy this far from the preview's (0.5 points) is reported
 
@@ -128,15 +130,37 @@ def warm_exports(prepared: Prepared) -> None:
         raise refused
 
 
-def time_exports(prepared: Prepared, files: Mapping[str, Exported]) -> dict[str, Exported]:
-    """``files`` with their gzip sizes measured (where ``verify`` left them out, on every core
-    at once) and the LiteRT ones timed, all together with the original model's float32 file
-    in one run, taking turns (``latency.time_files``), so load on the machine falls on every
-    file and the baseline alike."""
+def gzip_meanwhile(exported: Exported) -> Future[int]:
+    """The gzip size of ``exported``'s file, measured for ``time_exports`` on the spare thread
+    (``workers.SPARE``), on the core the next files' conversion and run leave free: ResNet50's
+    seven files took 14 s of both cores when measured after the last one."""
+    return SPARE.submit(gzip_size, exported.data)
+
+
+def time_exports(
+    prepared: Prepared,
+    files: Mapping[str, Exported],
+    measuring: Mapping[str, Future[int]] | None = None,
+) -> dict[str, Exported]:
+    """``files`` with their gzip sizes measured (where ``verify`` left them out: those that
+    ``measuring`` has by format, ``gzip_meanwhile``'s, are waited for unless they have not
+    started; the others on every core at once) and the LiteRT ones timed, all together with the
+    original model's float32 file in one run, taking turns (``latency.time_files``), so load on
+    the machine falls on every file and the baseline alike."""
     from optimizers import export
 
-    missing = [f for f, e in files.items() if e.gzip_bytes is None]
-    sizes = dict(zip(missing, POOL.map(gzip_size, [files[f].data for f in missing]), strict=True))
+    # Those not started are dropped at once: waited for one by one, each would start meanwhile.
+    started = {
+        f: future
+        for f, future in (measuring or {}).items()
+        if f in files and files[f].gzip_bytes is None and not future.cancel()
+    }
+    measured = {
+        f: POOL.submit(gzip_size, e.data)
+        for f, e in files.items()
+        if e.gzip_bytes is None and f not in started
+    }
+    sizes = {f: future.result() for f, future in (measured | started).items()}
     files = {f: replace(e, gzip_bytes=sizes.get(f, e.gzip_bytes)) for f, e in files.items()}
     timed = [fmt for fmt, e in files.items() if fmt != "keras"]
     if not timed:

@@ -15,9 +15,12 @@ from streamlit.testing.v1 import AppTest
 
 import sample_models
 from optimizers import keras_io
+from optimizers.export import FORMAT_NAMES
 from optimizers.pipeline import OptimizationConfig, config_from_dict
 from optimizers.pruning import PruningConfig
+from optimizers.size import gzip_size
 from ui import downloads, services, state
+from ui.explain import format_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = str(ROOT / "app.py")
@@ -407,6 +410,16 @@ def test_download_page_offers_every_format_verified() -> None:
     # int2 cannot hold the 4-bit preview: the page says so instead of offering it silently.
     assert table.loc["LiteRT int2", "check"].startswith("departs from the preview")
     assert any("LiteRT int2" in w.value and "4-bit" in w.value for w in at.warning)
+    # Each file's gzip figure (measured while the next files were made) is its own file's.
+    timed = [files for files, _ in services.FILES._items.values() if files.timed]
+    shown = [f for f in timed if all(  # this page's files: the same sizes as its table
+        table.loc[FORMAT_NAMES[e.fmt], "size"] == format_bytes(e.size_bytes)
+        for e in f.made.values()
+    )]  # fmt: skip
+    assert shown, table
+    for e in shown[-1].made.values():
+        assert e.gzip_bytes == gzip_size(e.data), e.fmt
+        assert table.loc[FORMAT_NAMES[e.fmt], "download (gzip)"] == format_bytes(e.gzip_bytes)
 
 
 def test_a_slow_format_of_a_large_model_is_made_when_asked(monkeypatch) -> None:

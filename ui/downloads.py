@@ -87,7 +87,8 @@ EXPORT_HELP = {  # column of ``export_rows`` -> what it means, shown when hoveri
     "µs is a millionth of a second, ms a thousandth.",
     "vs original": "This file's time next to the original model's float32 LiteRT file, timed in "
     "the same run, taking turns; 'same speed' when the difference is within the runs' noise.",
-    "all cores": "Median time of one sample with one thread per core.",
+    "all cores": f"Median time of one sample with one thread per core (at least "
+    f"{latency.MIN_RUNS // 2} runs).",
     "activations": "The file's largest tensor computed at run time (dequantized weights too); "
     "the interpreter needs at least this much memory besides the file.",
     "check": "Does the file do what the preview promised?",

@@ -30,7 +30,8 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Sequence
-from dataclasses import dataclass
+from concurrent.futures import Future
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Generic, TypeVar
 
@@ -426,6 +427,7 @@ class Files:
 
     made: dict[str, delivery.Exported | str]
     timed: bool = False
+    gzips: dict[str, Future[int]] = field(default_factory=dict)  # ``delivery.gzip_meanwhile``
 
     @property
     def nbytes(self) -> int:
@@ -485,22 +487,26 @@ def exports(
     for position, fmt in enumerate(f for f in formats if f not in files):
 
         def make(fmt: str = fmt) -> None:  # the one worker thread writes FILES: no race
-            made = (FILES.get(key) or Files({})).made
-            if fmt not in made:  # not made since it was asked for
+            before = FILES.get(key) or Files({})
+            if fmt not in before.made:  # not made since it was asked for
                 verified = _refusal(
                     fmt, lambda: delivery.verify(model.prepared, outcome, fmt, gzip=False)
                 )
-                FILES.put(key, Files({**made, fmt: verified}))
+                gzips = dict(before.gzips)
+                if isinstance(verified, delivery.Exported):
+                    gzips[fmt] = delivery.gzip_meanwhile(verified)
+                FILES.put(key, Files({**before.made, fmt: verified}, gzips=gzips))
 
         wanted[(*key, fmt)] = Job(make, (0, position), "converting and verifying…", {})
     if not wanted:  # every file verified: time them together with the original
 
         def time_all() -> None:
-            if (FILES.get(key) or found).timed:  # timed since it was asked for
+            now = FILES.get(key) or found
+            if now.timed:  # timed since it was asked for
                 return
             made = {f: e for f, e in files.items() if isinstance(e, delivery.Exported)}
             try:
-                done = delivery.time_exports(model.prepared, made)
+                done = delivery.time_exports(model.prepared, made, now.gzips)
             except Exception:  # a bug: the files stay offered, untimed, and it is not retried
                 log.exception("timing the files failed")
                 done = made
