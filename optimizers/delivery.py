@@ -24,6 +24,9 @@ from optimizers.size import gzip_size
 from optimizers.workers import POOL, SPARE, give_back_memory
 
 MAX_DEPARTURE = 0.005  # file accuracy this far from the preview's (0.5 points) is reported
+# Seconds the timing waits for a gzip size still being measured on the spare thread (ResNet50's
+# slowest file alone takes 7.5 s); past them the machine is busy, and it is measured again.
+MEANWHILE_WAIT = 10.0
 
 
 @dataclass(frozen=True)
@@ -130,37 +133,49 @@ def warm_exports(prepared: Prepared) -> None:
         raise refused
 
 
-def gzip_meanwhile(exported: Exported) -> Future[int]:
+@dataclass(frozen=True)
+class Gzipping:
+    """A file's gzip size being measured on the spare thread (``gzip_meanwhile``)."""
+
+    data: bytes
+    future: Future[int]
+
+
+def gzip_meanwhile(exported: Exported) -> Gzipping:
     """The gzip size of ``exported``'s file, measured for ``time_exports`` on the spare thread
     (``workers.SPARE``), on the core the next files' conversion and run leave free: ResNet50's
     seven files took 14 s of both cores when measured after the last one."""
-    return SPARE.submit(gzip_size, exported.data)
+    return Gzipping(exported.data, SPARE.submit(gzip_size, exported.data))
 
 
 def time_exports(
     prepared: Prepared,
     files: Mapping[str, Exported],
-    measuring: Mapping[str, Future[int]] | None = None,
+    meanwhile: Mapping[str, Gzipping] | None = None,
 ) -> dict[str, Exported]:
-    """``files`` with their gzip sizes measured (where ``verify`` left them out: those that
-    ``measuring`` has by format, ``gzip_meanwhile``'s, are waited for unless they have not
-    started; the others on every core at once) and the LiteRT ones timed, all together with the
-    original model's float32 file in one run, taking turns (``latency.time_files``), so load on
-    the machine falls on every file and the baseline alike."""
+    """``files`` with their gzip sizes measured where ``verify`` left them out (those of
+    ``meanwhile``, ``gzip_meanwhile``'s by format, taken or waited for, those not started
+    dropped; the others on every core at once), and the LiteRT ones timed, all together with
+    the original model's float32 file in one run, taking turns (``latency.time_files``), so
+    load on the machine falls on every file and the baseline alike."""
     from optimizers import export
 
     # Those not started are dropped at once: waited for one by one, each would start meanwhile.
     started = {
-        f: future
-        for f, future in (measuring or {}).items()
-        if f in files and files[f].gzip_bytes is None and not future.cancel()
+        f: g.future
+        for f, g in (meanwhile or {}).items()
+        if not g.future.cancel()
+        and f in files
+        and files[f].data is g.data
+        and files[f].gzip_bytes is None
     }
-    measured = {
-        f: POOL.submit(gzip_size, e.data)
-        for f, e in files.items()
-        if e.gzip_bytes is None and f not in started
-    }
-    sizes = {f: future.result() for f, future in (measured | started).items()}
+    missing = [f for f, e in files.items() if e.gzip_bytes is None and f not in started]
+    sizes = dict(zip(missing, POOL.map(gzip_size, [files[f].data for f in missing]), strict=True))
+    for f, future in started.items():
+        try:
+            sizes[f] = future.result(timeout=MEANWHILE_WAIT)
+        except TimeoutError:  # a busy machine starves the spare thread: measured here instead
+            sizes[f] = gzip_size(files[f].data)
     files = {f: replace(e, gzip_bytes=sizes.get(f, e.gzip_bytes)) for f, e in files.items()}
     timed = [fmt for fmt, e in files.items() if fmt != "keras"]
     if not timed:

@@ -3,8 +3,9 @@
 ``time_files(files)`` runs each file with LiteRT's interpreter (XNNPack, as LiteRT enables it by
 default) at batch 1 on a fixed random input: a few warm-up invocations, then at least
 ``MIN_RUNS`` timed ones each and at least ``SECONDS`` of them with one thread (the time compared),
-then half as many with every core (only its median is reported). The files take turns, one invocation each, so that other load on the machine slows
-them alike and their ratios hold even when the milliseconds do not. It reports the median,
+then ``all_core_runs`` with every core (only their median is reported). The files take turns,
+one invocation each, so that other load on the machine slows them alike and their ratios hold
+even when the milliseconds do not. It reports the median,
 quartiles and 90th percentile of one thread, the median of all cores, and the largest
 activation tensor of the file (the interpreter does not expose its arena).
 
@@ -92,8 +93,7 @@ def time_files(
         raise ValueError("the data is not a LiteRT (.tflite) model")
     one = invocation_times(files, 1, min_runs, seconds)
     n = cores()
-    # Half the runs for a median alone: ResNet50's two-thread set took 11 s of 28 s.
-    many = invocation_times(files, n, max(1, min_runs // 2), seconds) if n > 1 else one
+    many = invocation_times(files, n, all_core_runs(min_runs), seconds) if n > 1 else one
     give_back_memory()  # the interpreters' heap, freed (ResNet50's six files: 0.25 GB kept)
     return [
         Latency(
@@ -108,6 +108,12 @@ def time_files(
         )
         for data, a, b in zip(files, one, many, strict=True)
     ]
+
+
+def all_core_runs(min_runs: int) -> int:
+    """Timed runs with every core, given ``min_runs`` with one thread: half as many, as only
+    their median is shown (on ResNet50 that set took 11 s of the timing's 28 s with as many)."""
+    return max(1, min_runs // 2)
 
 
 def speedup(timed: Latency, baseline: Latency) -> float:

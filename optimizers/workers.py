@@ -8,7 +8,7 @@ own, below the answers' threads (``below_answers``), so that it never queues ahe
 answer's jobs in ``POOL`` nor takes a core from them. ``SPARE`` runs, on one thread at the lowest
 priority, work that may use only a core nothing else wants: the gzip sizes of the files already
 made while the next ones are converted and run (``delivery.gzip_meanwhile``); at ``BACKGROUND``'s
-priority it took a share of those and ResNet50's last file came 2-3 s later.
+priority it took a share of those, and every format of ResNet50 came 2-3 s later.
 """
 
 from __future__ import annotations

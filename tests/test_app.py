@@ -14,7 +14,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 import sample_models
-from optimizers import keras_io
+from optimizers import delivery, keras_io
 from optimizers.export import FORMAT_NAMES
 from optimizers.pipeline import OptimizationConfig, config_from_dict
 from optimizers.pruning import PruningConfig
@@ -358,7 +358,20 @@ def test_recipe_and_model_file_round_trip(tmp_path: Path) -> None:
     assert out.exists()
 
 
-def test_download_page_offers_every_format_verified() -> None:
+def test_download_page_offers_every_format_verified(monkeypatch) -> None:
+    # Nothing made before (another test's files), and each file's gzip size measured meanwhile.
+    files_before = services.FILES
+    monkeypatch.setattr(
+        services, "FILES", services.ByteCache(files_before.budget, files_before.size)
+    )
+    meanwhile = {}
+
+    def gzip_meanwhile(exported):
+        meanwhile[exported.fmt] = gzipping = gzip_meanwhile_before(exported)
+        return gzipping
+
+    gzip_meanwhile_before = delivery.gzip_meanwhile
+    monkeypatch.setattr(delivery, "gzip_meanwhile", gzip_meanwhile)
     at = start(EXPLORE)
     change(at, "slider", state.SPARSITY, 60)
     change(at, "select_slider", state.BITS, 4)
@@ -410,16 +423,12 @@ def test_download_page_offers_every_format_verified() -> None:
     # int2 cannot hold the 4-bit preview: the page says so instead of offering it silently.
     assert table.loc["LiteRT int2", "check"].startswith("departs from the preview")
     assert any("LiteRT int2" in w.value and "4-bit" in w.value for w in at.warning)
-    # Each file's gzip figure (measured while the next files were made) is its own file's.
-    timed = [files for files, _ in services.FILES._items.values() if files.timed]
-    shown = [f for f in timed if all(  # this page's files: the same sizes as its table
-        table.loc[FORMAT_NAMES[e.fmt], "size"] == format_bytes(e.size_bytes)
-        for e in f.made.values()
-    )]  # fmt: skip
-    assert shown, table
-    for e in shown[-1].made.values():
-        assert e.gzip_bytes == gzip_size(e.data), e.fmt
-        assert table.loc[FORMAT_NAMES[e.fmt], "download (gzip)"] == format_bytes(e.gzip_bytes)
+    # Each file's gzip size was measured while the next ones were made, and is its own.
+    [files] = [f for f, _ in services.FILES._items.values() if f.timed]
+    assert set(meanwhile) == set(files.made) and not services.GZIPPING  # all taken
+    for fmt, e in files.made.items():
+        assert e.data is meanwhile[fmt].data and e.gzip_bytes == gzip_size(e.data), fmt
+        assert table.loc[FORMAT_NAMES[fmt], "download (gzip)"] == format_bytes(e.gzip_bytes)
 
 
 def test_a_slow_format_of_a_large_model_is_made_when_asked(monkeypatch) -> None:

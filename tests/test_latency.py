@@ -115,7 +115,7 @@ def test_exported_files_carry_latency_and_the_baseline():
         assert keras_file[key] is None, key
 
 
-def test_gzip_sizes_measured_meanwhile_are_taken_and_those_not_started_are_measured():
+def test_gzip_sizes_measured_meanwhile_are_taken_and_the_others_measured(monkeypatch):
     from concurrent.futures import Future
 
     from optimizers.size import gzip_size
@@ -123,16 +123,32 @@ def test_gzip_sizes_measured_meanwhile_are_taken_and_those_not_started_are_measu
     x = np.random.default_rng(0).random((40, 64), np.float32)
     prepared = explore.prepare(mlp(), x, np.arange(40) % 10)
     outcome = explore.run(prepared, OptimizationConfig())
-    files = {f: delivery.verify(prepared, outcome, f, gzip=False) for f in ("tflite-int4", "keras")}
+    formats = ("tflite-int4", "tflite-float32", "tflite-float16", "keras")
+    files = {f: delivery.verify(prepared, outcome, f, gzip=False) for f in formats}
     assert all(e.gzip_bytes is None for e in files.values())
     meanwhile = delivery.gzip_meanwhile(files["tflite-int4"])
-    assert meanwhile.result() == gzip_size(files["tflite-int4"].data)
-    done, waiting = Future(), Future()
-    done.set_result(12_345)  # not a real size: it shows the figure is taken, not measured again
-    timed = delivery.time_exports(prepared, files, {"tflite-int4": done, "keras": waiting})
+    assert meanwhile.future.result(timeout=60) == gzip_size(files["tflite-int4"].data)
+
+    def gzipping(data: bytes, size: int | None, running: bool = False) -> delivery.Gzipping:
+        future: Future[int] = Future()
+        if size is not None:
+            future.set_result(size)
+        elif running:
+            future.set_running_or_notify_cancel()  # and never done: a starved spare thread
+        return delivery.Gzipping(data, future)
+
+    monkeypatch.setattr(delivery, "MEANWHILE_WAIT", 0.1)
+    measured = gzipping(files["tflite-int4"].data, 12_345)  # not a real size: taken, not redone
+    waiting = gzipping(files["tflite-float32"].data, None)  # not started: dropped
+    starved = gzipping(files["tflite-float16"].data, None, running=True)
+    stale = gzipping(bytes(bytearray(files["keras"].data)), 6_789)  # another copy's
+    by_format = {"tflite-int4": measured, "tflite-float32": waiting, "tflite-float16": starved}
+    timed = delivery.time_exports(prepared, files, by_format | {"keras": stale})
     assert timed["tflite-int4"].gzip_bytes == 12_345
-    assert waiting.cancelled()  # not started: measured here instead
-    assert timed["keras"].gzip_bytes == gzip_size(files["keras"].data)
+    assert waiting.future.cancelled()
+    for f in ("tflite-float32", "tflite-float16", "keras"):
+        assert timed[f].gzip_bytes == gzip_size(files[f].data), f
+    assert timed["keras"].gzip_bytes != 6_789
     assert timed["tflite-int4"].latency is not None
 
 

@@ -87,8 +87,8 @@ EXPORT_HELP = {  # column of ``export_rows`` -> what it means, shown when hoveri
     "µs is a millionth of a second, ms a thousandth.",
     "vs original": "This file's time next to the original model's float32 LiteRT file, timed in "
     "the same run, taking turns; 'same speed' when the difference is within the runs' noise.",
-    "all cores": f"Median time of one sample with one thread per core (at least "
-    f"{latency.MIN_RUNS // 2} runs).",
+    "all cores": "Median time of one sample with one thread per core (at least "
+    f"{latency.all_core_runs(latency.MIN_RUNS)} runs).",
     "activations": "The file's largest tensor computed at run time (dequantized weights too); "
     "the interpreter needs at least this much memory besides the file.",
     "check": "Does the file do what the preview promised?",
@@ -112,7 +112,8 @@ def latency_note() -> None:
     st.caption(
         f"Speed: each LiteRT file run by LiteRT's interpreter (XNNPack) at batch 1 on this "
         f"server's processor ({latency.processor_name()}), median of at least "
-        f"{latency.MIN_RUNS} runs after warm-up, taking turns with the original model's float32 "
+        f"{latency.MIN_RUNS} runs with one thread ({latency.all_core_runs(latency.MIN_RUNS)} "
+        "with every core) after warm-up, taking turns with the original model's float32 "
         "file in the same run so that other load on the server slows both alike. “Same speed”: "
         "the middle halves of the two files' run times overlap, or their medians differ by less "
         f"than {latency.SAME_WITHIN:.0%}. Phones and other processors differ, so compare the "

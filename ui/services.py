@@ -30,8 +30,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Sequence
-from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Generic, TypeVar
 
@@ -427,7 +426,6 @@ class Files:
 
     made: dict[str, delivery.Exported | str]
     timed: bool = False
-    gzips: dict[str, Future[int]] = field(default_factory=dict)  # ``delivery.gzip_meanwhile``
 
     @property
     def nbytes(self) -> int:
@@ -439,6 +437,22 @@ FILES = ByteCache[Files](768 * MB, lambda f: f.nbytes)
 
 
 CONVERSIONS = Conversions()
+# The gzip sizes of one setting's files being measured while its next files are made, by
+# format (``_gzip_meanwhile``). Only the conversion thread (``CONVERSIONS``) uses it.
+GZIPPING: dict[Hashable, dict[str, delivery.Gzipping]] = {}
+
+
+def _gzip_meanwhile(key: Hashable, exported: delivery.Exported) -> None:
+    """Start measuring ``exported``'s gzip size for its setting's timing (``key``), and drop
+    what waits to measure another setting's files (left behind: their bytes leave memory) or an
+    earlier copy of this one."""
+    for other in [k for k in GZIPPING if k != key]:
+        for gzipping in GZIPPING.pop(other).values():
+            gzipping.future.cancel()
+    mine = GZIPPING.setdefault(key, {})
+    if exported.fmt in mine:
+        mine[exported.fmt].future.cancel()
+    mine[exported.fmt] = delivery.gzip_meanwhile(exported)
 
 
 # Full-integer int8 is a conversion of its own, with calibration, where each other format is a
@@ -487,26 +501,24 @@ def exports(
     for position, fmt in enumerate(f for f in formats if f not in files):
 
         def make(fmt: str = fmt) -> None:  # the one worker thread writes FILES: no race
-            before = FILES.get(key) or Files({})
-            if fmt not in before.made:  # not made since it was asked for
+            made = (FILES.get(key) or Files({})).made
+            if fmt not in made:  # not made since it was asked for
                 verified = _refusal(
                     fmt, lambda: delivery.verify(model.prepared, outcome, fmt, gzip=False)
                 )
-                gzips = dict(before.gzips)
                 if isinstance(verified, delivery.Exported):
-                    gzips[fmt] = delivery.gzip_meanwhile(verified)
-                FILES.put(key, Files({**before.made, fmt: verified}, gzips=gzips))
+                    _gzip_meanwhile(key, verified)
+                FILES.put(key, Files({**made, fmt: verified}))
 
         wanted[(*key, fmt)] = Job(make, (0, position), "converting and verifying…", {})
     if not wanted:  # every file verified: time them together with the original
 
         def time_all() -> None:
-            now = FILES.get(key) or found
-            if now.timed:  # timed since it was asked for
+            if (FILES.get(key) or found).timed:  # timed since it was asked for
                 return
             made = {f: e for f, e in files.items() if isinstance(e, delivery.Exported)}
             try:
-                done = delivery.time_exports(model.prepared, made, now.gzips)
+                done = delivery.time_exports(model.prepared, made, GZIPPING.pop(key, {}))
             except Exception:  # a bug: the files stay offered, untimed, and it is not retried
                 log.exception("timing the files failed")
                 done = made
