@@ -2,10 +2,10 @@
 
 ``time_files(files)`` runs each file with LiteRT's interpreter (XNNPack, as LiteRT enables it by
 default) at batch 1 on a fixed random input: a few warm-up invocations, then at least
-``MIN_RUNS`` timed ones each and at least ``SECONDS`` of them with one thread (the time compared),
-then ``all_core_runs`` with every core (only their median is reported). The files take turns,
-one invocation each, so that other load on the machine slows them alike and their ratios hold
-even when the milliseconds do not. It reports the median,
+``MIN_RUNS`` timed ones each and at least ``SECONDS`` of them with one thread (the time
+compared), then ``all_core_runs`` and ``SECONDS`` with every core (only their median is
+reported). The files take turns, one invocation each, so that other load on the machine slows
+them alike and their ratios hold even when the milliseconds do not. It reports the median,
 quartiles and 90th percentile of one thread, the median of all cores, and the largest
 activation tensor of the file (the interpreter does not expose its arena).
 

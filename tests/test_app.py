@@ -365,12 +365,12 @@ def test_download_page_offers_every_format_verified(monkeypatch) -> None:
         services, "FILES", services.ByteCache(files_before.budget, files_before.size)
     )
     meanwhile = {}
+    gzip_meanwhile_before = delivery.gzip_meanwhile
 
     def gzip_meanwhile(exported):
         meanwhile[exported.fmt] = gzipping = gzip_meanwhile_before(exported)
         return gzipping
 
-    gzip_meanwhile_before = delivery.gzip_meanwhile
     monkeypatch.setattr(delivery, "gzip_meanwhile", gzip_meanwhile)
     at = start(EXPLORE)
     change(at, "slider", state.SPARSITY, 60)

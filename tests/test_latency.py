@@ -116,6 +116,7 @@ def test_exported_files_carry_latency_and_the_baseline():
 
 
 def test_gzip_sizes_measured_meanwhile_are_taken_and_the_others_measured(monkeypatch):
+    import threading
     from concurrent.futures import Future
 
     from optimizers.size import gzip_size
@@ -123,32 +124,39 @@ def test_gzip_sizes_measured_meanwhile_are_taken_and_the_others_measured(monkeyp
     x = np.random.default_rng(0).random((40, 64), np.float32)
     prepared = explore.prepare(mlp(), x, np.arange(40) % 10)
     outcome = explore.run(prepared, OptimizationConfig())
-    formats = ("tflite-int4", "tflite-float32", "tflite-float16", "keras")
+    formats = ("tflite-int4", "tflite-int8-dynamic", "tflite-float32", "tflite-float16", "keras")
     files = {f: delivery.verify(prepared, outcome, f, gzip=False) for f in formats}
     assert all(e.gzip_bytes is None for e in files.values())
-    meanwhile = delivery.gzip_meanwhile(files["tflite-int4"])
-    assert meanwhile.future.result(timeout=60) == gzip_size(files["tflite-int4"].data)
+    real = delivery.gzip_meanwhile(files["tflite-int4"])
+    assert real.future.result(timeout=60) == gzip_size(files["tflite-int4"].data)
 
-    def gzipping(data: bytes, size: int | None, running: bool = False) -> delivery.Gzipping:
+    def gzipping(data: bytes, size: int | None = None, after: float | None = None):
+        """Measured as ``size``; or running, done ``after`` seconds (never: ``None``)."""
         future: Future[int] = Future()
-        if size is not None:
+        if size is not None and after is None:
             future.set_result(size)
-        elif running:
-            future.set_running_or_notify_cancel()  # and never done: a starved spare thread
+        elif after is not None:
+            future.set_running_or_notify_cancel()
+            timer = threading.Timer(after, future.set_result, [size])
+            timer.daemon = True
+            timer.start()
         return delivery.Gzipping(data, future)
 
-    monkeypatch.setattr(delivery, "MEANWHILE_WAIT", 0.1)
-    measured = gzipping(files["tflite-int4"].data, 12_345)  # not a real size: taken, not redone
-    waiting = gzipping(files["tflite-float32"].data, None)  # not started: dropped
-    starved = gzipping(files["tflite-float16"].data, None, running=True)
+    monkeypatch.setattr(delivery, "MEANWHILE_WAIT", 1.0)
+    # Sizes that are not the real ones show which are taken and which are measured again.
+    measured = gzipping(files["tflite-int4"].data, 12_345)
+    finishing = gzipping(files["tflite-int8-dynamic"].data, 23_456, after=0.1)  # waited for
+    waiting = delivery.Gzipping(files["tflite-float32"].data, Future())  # not started: dropped
+    starved = gzipping(files["tflite-float16"].data, 34_567, after=5)  # past the wait
     stale = gzipping(bytes(bytearray(files["keras"].data)), 6_789)  # another copy's
-    by_format = {"tflite-int4": measured, "tflite-float32": waiting, "tflite-float16": starved}
-    timed = delivery.time_exports(prepared, files, by_format | {"keras": stale})
+    meanwhile = {"tflite-int4": measured, "tflite-int8-dynamic": finishing, "keras": stale}
+    meanwhile |= {"tflite-float32": waiting, "tflite-float16": starved}
+    timed = delivery.time_exports(prepared, files, meanwhile)
     assert timed["tflite-int4"].gzip_bytes == 12_345
+    assert timed["tflite-int8-dynamic"].gzip_bytes == 23_456
     assert waiting.future.cancelled()
     for f in ("tflite-float32", "tflite-float16", "keras"):
         assert timed[f].gzip_bytes == gzip_size(files[f].data), f
-    assert timed["keras"].gzip_bytes != 6_789
     assert timed["tflite-int4"].latency is not None
 
 

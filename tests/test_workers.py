@@ -26,10 +26,12 @@ def test_background_and_spare_threads_run_below_the_answers():
 
 @pytest.mark.skipif(sys.platform != "linux", reason="threads are niced one by one on Linux only")
 def test_a_thread_already_below_is_not_raised():
+    low = max(15, niceness())  # only a privileged process may raise a thread again
+
     def lowered() -> int:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 15)
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), low)
         workers.below_answers(workers.BACKGROUND_NICE)
         return niceness()
 
     with ThreadPoolExecutor(1) as pool:
-        assert pool.submit(lowered).result() == 15
+        assert pool.submit(lowered).result() == low

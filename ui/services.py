@@ -442,14 +442,19 @@ CONVERSIONS = Conversions()
 GZIPPING: dict[Hashable, dict[str, delivery.Gzipping]] = {}
 
 
-def _gzip_meanwhile(key: Hashable, exported: delivery.Exported) -> None:
-    """Start measuring ``exported``'s gzip size for its setting's timing (``key``), and drop
-    what waits to measure another setting's files (left behind: their bytes leave memory) or an
-    earlier copy of this one."""
+def _measuring(key: Hashable) -> dict[str, delivery.Gzipping]:
+    """The gzip sizes of setting ``key``'s files being measured meanwhile; those of every other
+    setting that have not started are dropped (left behind, their files need not stay)."""
     for other in [k for k in GZIPPING if k != key]:
         for gzipping in GZIPPING.pop(other).values():
             gzipping.future.cancel()
-    mine = GZIPPING.setdefault(key, {})
+    return GZIPPING.setdefault(key, {})
+
+
+def _gzip_meanwhile(key: Hashable, exported: delivery.Exported) -> None:
+    """Start measuring ``exported``'s gzip size for its setting's timing (``key``), instead of
+    an earlier copy's."""
+    mine = _measuring(key)
     if exported.fmt in mine:
         mine[exported.fmt].future.cancel()
     mine[exported.fmt] = delivery.gzip_meanwhile(exported)
@@ -506,9 +511,9 @@ def exports(
                 verified = _refusal(
                     fmt, lambda: delivery.verify(model.prepared, outcome, fmt, gzip=False)
                 )
+                FILES.put(key, Files({**made, fmt: verified}))
                 if isinstance(verified, delivery.Exported):
                     _gzip_meanwhile(key, verified)
-                FILES.put(key, Files({**made, fmt: verified}))
 
         wanted[(*key, fmt)] = Job(make, (0, position), "converting and verifying…", {})
     if not wanted:  # every file verified: time them together with the original
@@ -518,10 +523,11 @@ def exports(
                 return
             made = {f: e for f, e in files.items() if isinstance(e, delivery.Exported)}
             try:
-                done = delivery.time_exports(model.prepared, made, GZIPPING.pop(key, {}))
+                done = delivery.time_exports(model.prepared, made, _measuring(key))
             except Exception:  # a bug: the files stay offered, untimed, and it is not retried
                 log.exception("timing the files failed")
                 done = made
+            GZIPPING.pop(key, None)  # taken
             FILES.put(key, Files({f: done.get(f, e) for f, e in files.items()}, timed=True))
 
         wanted[key] = Job(time_all, (1, 0), "measuring gzip and speed…", {})
