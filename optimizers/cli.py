@@ -417,6 +417,10 @@ def sweep_command(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+# How a gzip figure that is not ``gzip_exact`` (``size.Sizes``) is marked wherever it is printed.
+ESTIMATED = "estimated from a sample"
+
+
 def print_sweep(result: dict[str, Any]) -> None:
     def quality(d: dict[str, Any]) -> str:
         value = d["agreement"] if d["accuracy"] is None else d["accuracy"]
@@ -440,7 +444,7 @@ def print_sweep(result: dict[str, Any]) -> None:
         mark = (" pareto" if d["pareto"] else "") + (" per-layer" if d["per_layer"] else "")
         print(f"{setting(d)} {quality(d)} {d['packed_bytes']:>9,} {d['gzip_bytes']:>9,}{mark}")
     if not all(d["gzip_exact"] for d in result["points"]):
-        print("gzip figures of the optimized settings are estimated from a sample of the file")
+        print(f"gzip figures of the optimized settings are {ESTIMATED} of the file")
     print("sensitivity (quality with only this layer optimized), most fragile first")
     for row in result["sensitivity"]:
         levels = ", ".join(f"{v['setting']} {v['quality']:.1%}" for v in row["levels"])
@@ -461,7 +465,7 @@ def print_finetune(result: dict[str, Any]) -> None:
     print(f"{'':<14} {'accuracy':>9} {'gzip bytes':>11} {'packed bytes':>13}")
     for key in ("baseline", "post_training", "finetuned"):
         d = result[key]
-        about = "" if d["gzip_exact"] else "  (gzip estimated from a sample)"
+        about = "" if d["gzip_exact"] else f"  (gzip {ESTIMATED})"
         print(
             f"{key:<14} {d['accuracy']:>9.2%} {d['gzip_bytes']:>11,} {d['packed_bytes']:>13,}{about}"
         )
@@ -486,7 +490,7 @@ def print_summary(result: dict[str, Any]) -> None:
         ("entropy_bytes", "entropy"),
     ]:
         ratio = base[key] / opt[key] if opt[key] else float("nan")
-        about = "" if key != "gzip_bytes" or opt["gzip_exact"] else ", estimated from a sample"
+        about = "" if key != "gzip_bytes" or opt["gzip_exact"] else f", {ESTIMATED}"
         print(
             f"{label:<10} {base[key]:>10,} -> {opt[key]:>10,} bytes  ({ratio:.2f}x smaller{about})"
         )
