@@ -7,8 +7,9 @@ memory. Run as ``python -m bench.browser [--pause S] [--timeline FILE] [ROOT]`` 
 an older checkout served instead, the baseline of the same run; ``S``: seconds on Explore after
 the last move, as a user reading the answer spends them, before opening Download; ``FILE``:
 the server's timeline, ``bench/timeline/sitecustomize.py``, whose calls from the click on
-Download to the first file offered are printed) or ``python -m bench.browser samples [ROOT]``
-(a sample's Download page); ``make bench`` runs it too. Needs Debian's chromium
+Download to the first file offered are printed) or ``python -m bench.browser samples [--pause S]
+[ROOT]`` (a sample's Download page, opened ``S`` seconds after Explore's cards show the answer);
+``make bench`` runs it too. Needs Debian's chromium
 (``make chromium``).
 """
 
@@ -198,10 +199,13 @@ def sample_download_row(
     query: str = "sample=digits_cnn&sparsity=0.5&clusters=16&bits=4",
     repeats: int = 3,
     root: Path | None = None,
+    pause: float = 0.0,
 ) -> dict:
     """The Download page of a bundled sample, timed as ``download_times`` times it, each repeat
-    on a fresh server (nothing converted before), after the Explore page's answer is drawn;
-    ``root`` serves another checkout of the app (an older commit, to compare in the same run)."""
+    on a fresh server (nothing converted before), ``pause`` seconds after the Explore page's
+    cards show its answer (chromium draws its charts for a second or so after them, and takes
+    a click only then); ``root`` serves another checkout of the app (an older commit, to
+    compare in the same run)."""
     from playwright.sync_api import sync_playwright
 
     rows = []
@@ -213,10 +217,12 @@ def sample_download_row(
                 page.set_default_timeout(600_000)
                 page.goto(f"{url}/explore?{query}")
                 answered(page, None, measured=True)
+                time.sleep(pause)
                 rows.append(download_times(page))
                 page.context.close()
         browser.close()
-    return {"query": query} | {k: statistics.median(r[k] for r in rows) for k in rows[0]}
+    medians = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
+    return {"query": query, "pause_s": pause} | medians
 
 
 if __name__ == "__main__":
@@ -229,11 +235,11 @@ if __name__ == "__main__":
     args = parser.parse_args()
     samples = args.what[:1] == ["samples"]
     roots = args.what[samples:]
-    if len(roots) > 1 or (samples and (args.pause or args.timeline)):
-        parser.error("give [samples] [ROOT], and --pause or --timeline for the ResNet50 row only")
+    if len(roots) > 1 or (samples and args.timeline):
+        parser.error("give [samples] [ROOT], and --timeline for the ResNet50 row only")
     root = Path(roots[0]) if roots else None
     if samples:
-        print(json.dumps(sample_download_row(root=root)))
+        print(json.dumps(sample_download_row(root=root, pause=args.pause)))
     else:
         row = browser_row(root=root, pause=args.pause, timeline=args.timeline)
         if args.timeline:
