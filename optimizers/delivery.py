@@ -148,6 +148,17 @@ def gzip_meanwhile(exported: Exported) -> Gzipping:
     return Gzipping(exported.data, SPARE.submit(gzip_size, exported.data))
 
 
+def gzip_so_far(exported: Exported, gzipping: Gzipping | None) -> Exported:
+    """``exported`` with its gzip size once ``gzipping`` (``gzip_meanwhile``'s, for these very
+    bytes) has measured it, so that it can be shown before the timing; as it is otherwise."""
+    if gzipping is None or gzipping.data is not exported.data or exported.gzip_bytes is not None:
+        return exported
+    future = gzipping.future
+    if not future.done() or future.cancelled() or future.exception() is not None:
+        return exported
+    return replace(exported, gzip_bytes=future.result())
+
+
 def time_exports(
     prepared: Prepared,
     files: Mapping[str, Exported],

@@ -139,7 +139,8 @@ drawn = None
 for drawing in itertools.count():
     seen = services.CONVERSIONS.finished
     exports, waiting = services.exports(state.session_id(session), model, config, formats)
-    now = (tuple(exports), tuple(waiting.items()))  # what is ready, what the rest wait for
+    # What is ready (and its gzip size, measured meanwhile), what the rest wait for.
+    now = tuple((f, getattr(e, "gzip_bytes", None)) for f, e in exports.items()), waiting
     if now != drawn:
         drawn = now
         with area.container():

@@ -151,6 +151,17 @@ def test_gzip_sizes_measured_meanwhile_are_taken_and_the_others_measured(monkeyp
     stale = gzipping(bytes(bytearray(files["keras"].data)), 6_789)  # another copy's
     meanwhile = {"tflite-int4": measured, "tflite-int8-dynamic": finishing, "keras": stale}
     meanwhile |= {"tflite-float32": waiting, "tflite-float16": starved}
+    # Until the timing, a size measured for the very bytes is shown; nothing else is.
+    int4 = files["tflite-int4"]
+    assert delivery.gzip_so_far(int4, measured).gzip_bytes == 12_345
+    assert delivery.gzip_so_far(int4, None) is int4
+    cancelled: Future[int] = Future()
+    cancelled.cancel()
+    unfinished = (gzipping(int4.data, 1, after=5), delivery.Gzipping(int4.data, Future()))
+    for gz in (*unfinished, delivery.Gzipping(int4.data, cancelled)):
+        assert delivery.gzip_so_far(int4, gz) is int4
+    copy = delivery.Gzipping(bytes(bytearray(int4.data)), real.future)  # another copy's size
+    assert delivery.gzip_so_far(int4, copy) is int4
     timed = delivery.time_exports(prepared, files, meanwhile)
     assert timed["tflite-int4"].gzip_bytes == 12_345
     assert timed["tflite-int8-dynamic"].gzip_bytes == 23_456

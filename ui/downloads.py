@@ -32,15 +32,21 @@ def export_rows(
     made = {f: e for f, e in exports.items() if isinstance(e, Exported)}
     float32 = made["tflite-float32"].size_bytes if "tflite-float32" in made else None
 
-    def column(cell: Callable[[Exported], str], timing: bool = False) -> list[str]:
+    def column(
+        cell: Callable[[Exported], str], pending: Callable[[Exported], bool] | None = None
+    ) -> list[str]:
+        """``cell`` of each made file; what it waits for where its figure is ``pending``."""
         return [
             waiting[f]
-            if timing and f in made and f in waiting
+            if f in made and f in waiting and pending is not None and pending(made[f])
             else cell(made[f])
             if f in made
             else "—"
             for f in formats
         ]
+
+    def untimed(e: Exported) -> bool:
+        return e.latency is None
 
     def acc(value: float | None) -> str:
         return "—" if value is None else percent(value)
@@ -57,18 +63,20 @@ def export_rows(
         {
             "format": [FORMAT_NAMES[f] for f in formats],
             "size": column(lambda e: format_bytes(e.size_bytes)),
-            "download (gzip)": column(lambda e: format_bytes(e.gzip_bytes), timing=True),
+            "download (gzip)": column(
+                lambda e: format_bytes(e.gzip_bytes), lambda e: e.gzip_bytes is None
+            ),
             "vs float32": column(lambda e: size_words(float32, e.size_bytes)),
             "accuracy (preview)": column(lambda e: acc(e.preview_accuracy)),
             "accuracy (file)": column(lambda e: acc(e.file_accuracy)),
-            "speed": column(lambda e: timed(e, lambda t: t.median_ms), timing=True),
+            "speed": column(lambda e: timed(e, lambda t: t.median_ms), untimed),
             "vs original": column(
-                lambda e: latency.speed_words(e.latency, e.baseline_latency), timing=True
+                lambda e: latency.speed_words(e.latency, e.baseline_latency), untimed
             ),
-            "all cores": column(lambda e: timed(e, lambda t: t.threads_ms), timing=True),
+            "all cores": column(lambda e: timed(e, lambda t: t.threads_ms), untimed),
             "activations": column(
                 lambda e: format_bytes(None if e.latency is None else e.latency.activation_bytes),
-                timing=True,
+                untimed,
             ),
             "check": [check(f) for f in formats],
         }

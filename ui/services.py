@@ -438,7 +438,8 @@ FILES = ByteCache[Files](768 * MB, lambda f: f.nbytes)
 
 CONVERSIONS = Conversions()
 # The gzip sizes of one setting's files being measured while its next files are made, by
-# format (``_gzip_meanwhile``). Only the conversion thread (``CONVERSIONS``) uses it.
+# format (``_gzip_meanwhile``). Only the conversion thread (``CONVERSIONS``) changes it; a page
+# looks a finished size up in it (``exports``).
 GZIPPING: dict[Hashable, dict[str, delivery.Gzipping]] = {}
 
 
@@ -502,6 +503,11 @@ def exports(
         return found.made, {}
     outcome = measured(model, config)
     files = {f: found.made[f] for f in formats if f in found.made}
+    measuring = GZIPPING.get(key, {})  # a gzip size measured meanwhile is shown before the timing
+    files = {
+        f: delivery.gzip_so_far(e, measuring.get(f)) if isinstance(e, delivery.Exported) else e
+        for f, e in files.items()
+    }
     wanted: dict[Hashable, Job] = {}
     for position, fmt in enumerate(f for f in formats if f not in files):
 
