@@ -7,9 +7,9 @@ memory. Run as ``python -m bench.browser [--pause S] [--timeline FILE] [ROOT]`` 
 an older checkout served instead, the baseline of the same run; ``S``: seconds on Explore after
 the last move, as a user reading the answer spends them, before opening Download; ``FILE``:
 the server's timeline, ``bench/timeline/sitecustomize.py``, whose calls from the click on
-Download to the first file offered are printed) or ``python -m bench.browser samples [--pause S]
-[ROOT]`` (a sample's Download page, opened ``S`` seconds after Explore's cards show the answer);
-``make bench`` runs it too. Needs Debian's chromium
+Download to the first file offered are printed; ``make bench`` runs this row too) or ``python
+-m bench.browser samples [--pause S] [ROOT]`` (a sample's Download page, opened ``S`` seconds
+after Explore's cards show the answer). Needs Debian's chromium
 (``make chromium``).
 """
 

@@ -5,7 +5,8 @@ clone of the model of its own, ``export_clone``) and runs that file on the evalu
 accuracy beside the preview's, and how often the two agree. ``time_exports`` then measures the
 files' gzip sizes (or takes those ``gzip_meanwhile`` measured while the next files were made)
 and times the LiteRT ones with the original model's float32 file, in one run
-(``latency.time_files``). ``warm_exports`` converts a model ahead, so that its first file is a
+(``latency.time_files``); ``gzip_so_far`` gives a size measured meanwhile before that run.
+``warm_exports`` converts a model ahead, so that its first file is a
 rewrite of that conversion. The app's Download page and the CLI's ``export`` call these, so a
 file's figures are the same in both.
 """

@@ -5,6 +5,7 @@ from datetime import datetime
 
 import streamlit as st
 
+from optimizers.delivery import Exported
 from ui import downloads, explain, links, loading, report, services, settings, state, views
 
 POLL_SECONDS = 0.25  # the page looks again this often, and as soon as a file is made
@@ -140,7 +141,8 @@ for drawing in itertools.count():
     seen = services.CONVERSIONS.finished
     exports, waiting = services.exports(state.session_id(session), model, config, formats)
     # What is ready (and its gzip size, measured meanwhile), what the rest wait for.
-    now = tuple((f, getattr(e, "gzip_bytes", None)) for f, e in exports.items()), waiting
+    sizes = [e.gzip_bytes if isinstance(e, Exported) else e for e in exports.values()]
+    now = tuple(zip(exports, sizes, strict=True)), waiting
     if now != drawn:
         drawn = now
         with area.container():

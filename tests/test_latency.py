@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -157,9 +158,15 @@ def test_gzip_sizes_measured_meanwhile_are_taken_and_the_others_measured(monkeyp
     assert delivery.gzip_so_far(int4, None) is int4
     cancelled: Future[int] = Future()
     cancelled.cancel()
+    failed: Future[int] = Future()
+    failed.set_exception(MemoryError())
     unfinished = (gzipping(int4.data, 1, after=5), delivery.Gzipping(int4.data, Future()))
-    for gz in (*unfinished, delivery.Gzipping(int4.data, cancelled)):
+    for future in (cancelled, failed):
+        unfinished += (delivery.Gzipping(int4.data, future),)
+    for gz in unfinished:
         assert delivery.gzip_so_far(int4, gz) is int4
+    sized = replace(int4, gzip_bytes=99)  # a size already known stays
+    assert delivery.gzip_so_far(sized, delivery.Gzipping(int4.data, real.future)) is sized
     copy = delivery.Gzipping(bytes(bytearray(int4.data)), real.future)  # another copy's size
     assert delivery.gzip_so_far(int4, copy) is int4
     timed = delivery.time_exports(prepared, files, meanwhile)

@@ -283,6 +283,53 @@ def test_files_on_their_way_say_what_they_wait_for(made) -> None:
     assert later_row["check"] == "converting and verifying…"
     assert (later_row.drop(["format", "check"], errors="ignore") == "—").all(), later_row
     gzipped = replace(untimed, gzip_bytes=exports[ready].gzip_bytes)
+    waiting[ready] = "measuring speed…"
     row = downloads.export_rows({ready: gzipped}, waiting).set_index("format").iloc[0]
     assert row["download (gzip)"] == explain.format_bytes(exports[ready].gzip_bytes)
-    assert row["speed"] == "measuring gzip and speed…"
+    for column in ("speed", "vs original", "all cores", "activations"):
+        assert row[column] == "measuring speed…", column
+
+
+def test_a_gzip_size_measured_meanwhile_is_shown_before_the_timing(made, monkeypatch) -> None:
+    """``services.exports`` gives a file the gzip size measured for its very bytes while the
+    next files were made, and says it waits for its speed only; the cache keeps the file as it
+    was until it is timed, and a setting left behind keeps the sizes measured for it."""
+    from concurrent.futures import Future
+
+    model, _, exports, _ = made
+    key = (model.key, CONFIG)
+    untimed = {
+        f: replace(e, gzip_bytes=None, latency=None, baseline_latency=None)
+        for f, e in exports.items()
+        if isinstance(e, delivery.Exported)
+    }
+    measured: Future[int] = Future()
+    measured.set_result(1234)
+    int4, float32 = untimed["tflite-int4"].data, untimed["tflite-float32"].data
+    monkeypatch.setattr(
+        services, "FILES", services.ByteCache(services.FILES.budget, services.FILES.size)
+    )
+    monkeypatch.setattr(services, "GZIPPING", {})
+    services.FILES.put(key, services.Files(untimed))
+    services.GZIPPING[key] = {  # the float32 size is another copy's
+        "tflite-int4": delivery.Gzipping(int4, measured),
+        "tflite-float32": delivery.Gzipping(bytes(bytearray(float32)), measured),
+    }
+
+    class Timing:  # the timing running, as the conversion thread would report it
+        def ask(self, owner, wanted):
+            return {k: services.TIMING for k in wanted}
+
+    monkeypatch.setattr(services, "CONVERSIONS", Timing())
+    files, waiting = services.exports("a session", model, CONFIG, list(untimed))
+    assert files["tflite-int4"].gzip_bytes == 1234 and files["tflite-float32"].gzip_bytes is None
+    assert waiting == {
+        "keras": services.TIMING,
+        "tflite-float32": services.TIMING,
+        "tflite-int4": "measuring speed…",
+    }
+    assert services.FILES.get(key).made["tflite-int4"].gzip_bytes is None
+    services._measuring((model.key, PINNED))  # another setting's files are made now
+    assert key not in services.GZIPPING
+    kept = services.FILES.get(key).made
+    assert kept["tflite-int4"].gzip_bytes == 1234 and kept["tflite-float32"].gzip_bytes is None

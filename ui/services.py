@@ -29,7 +29,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Generic, TypeVar
@@ -443,12 +443,27 @@ CONVERSIONS = Conversions()
 GZIPPING: dict[Hashable, dict[str, delivery.Gzipping]] = {}
 
 
+def _with_sizes(
+    made: Mapping[str, delivery.Exported | str], sizes: Mapping[str, delivery.Gzipping]
+) -> dict[str, delivery.Exported | str]:
+    """``made`` with the gzip sizes that ``sizes`` measured meanwhile (``gzip_so_far``)."""
+    return {
+        f: delivery.gzip_so_far(e, sizes.get(f)) if isinstance(e, delivery.Exported) else e
+        for f, e in made.items()
+    }
+
+
 def _measuring(key: Hashable) -> dict[str, delivery.Gzipping]:
-    """The gzip sizes of setting ``key``'s files being measured meanwhile; those of every other
-    setting that have not started are dropped (left behind, their files need not stay)."""
+    """The gzip sizes of setting ``key``'s files being measured meanwhile. Every other
+    setting's are dropped (left behind, their files need not stay): those not started are
+    cancelled, those measured kept with its files."""
     for other in [k for k in GZIPPING if k != key]:
-        for gzipping in GZIPPING.pop(other).values():
+        sizes = GZIPPING.pop(other)
+        for gzipping in sizes.values():
             gzipping.future.cancel()
+        left = FILES.get(other)
+        if left is not None:
+            FILES.put(other, Files(_with_sizes(left.made, sizes), left.timed))
     return GZIPPING.setdefault(key, {})
 
 
@@ -460,6 +475,8 @@ def _gzip_meanwhile(key: Hashable, exported: delivery.Exported) -> None:
         mine[exported.fmt].future.cancel()
     mine[exported.fmt] = delivery.gzip_meanwhile(exported)
 
+
+TIMING = "measuring gzip and speed…"  # what a setting's verified files wait for last
 
 # Full-integer int8 is a conversion of its own, with calibration, where each other format is a
 # rewrite of the model's converted file: on ResNet50 (25.6 M parameters) 26 s and about 1 GB
@@ -494,20 +511,18 @@ def exports(
     owner: str, model: KerasModel, config: OptimizationConfig, formats: Sequence[str]
 ) -> tuple[dict[str, delivery.Exported | str], dict[str, str]]:
     """Every file of ``formats`` that is ready (verified, then timed too), or why it cannot be
-    made; and what the others wait for ("queued", "converting and verifying…", "measuring gzip
-    and speed…").
+    made; and what the others wait for ("queued", "converting and verifying…", ``TIMING``, or
+    "measuring speed…" once a file's gzip size is known).
     What is missing is asked for in the background (``CONVERSIONS``), the first format first."""
     key = (model.key, config)
     found = FILES.get(key) or Files({})
     if found.timed and set(formats) <= set(found.made):
         return found.made, {}
     outcome = measured(model, config)
-    files = {f: found.made[f] for f in formats if f in found.made}
-    measuring = GZIPPING.get(key, {})  # a gzip size measured meanwhile is shown before the timing
-    files = {
-        f: delivery.gzip_so_far(e, measuring.get(f)) if isinstance(e, delivery.Exported) else e
-        for f, e in files.items()
-    }
+    # A gzip size measured meanwhile is shown before the timing.
+    files = _with_sizes(
+        {f: found.made[f] for f in formats if f in found.made}, GZIPPING.get(key, {})
+    )
     wanted: dict[Hashable, Job] = {}
     for position, fmt in enumerate(f for f in formats if f not in files):
 
@@ -533,15 +548,19 @@ def exports(
             except Exception:  # a bug: the files stay offered, untimed, and it is not retried
                 log.exception("timing the files failed")
                 done = made
-            GZIPPING.pop(key, None)  # taken
             FILES.put(key, Files({f: done.get(f, e) for f, e in files.items()}, timed=True))
+            GZIPPING.pop(key, None)  # taken, and shown from FILES now
 
-        wanted[key] = Job(time_all, (1, 0), "measuring gzip and speed…", {})
+        wanted[key] = Job(time_all, (1, 0), TIMING, {})
     statuses = CONVERSIONS.ask(owner, wanted)
     waiting = {key[2]: status for key, status in statuses.items() if len(key) == 3}
     if not waiting:
         status = next(iter(statuses.values())).replace("queued", "to be measured")
-        waiting = {f: status for f, e in files.items() if isinstance(e, delivery.Exported)}
+        waiting = {
+            f: "measuring speed…" if status == TIMING and e.gzip_bytes is not None else status
+            for f, e in files.items()
+            if isinstance(e, delivery.Exported)
+        }
     return files, waiting
 
 
