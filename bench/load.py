@@ -1,14 +1,16 @@
 """Real browsers against one server: N chromium sessions (one browser, N contexts, each its own
-Streamlit session) open Explore on the bundled digits CNN and move the pruning slider, all at
-once. Each move is timed twice: from the key press to the answer drawn (the sparsity card shows
-the new value and no card still says "measuring…", checked inside the page), and on the wire
-(the browser's own timestamps, from the frame carrying the new value to the answer's last
-frame: the server's part). Where the machine has more than one core, the server runs on the
-first and the browser, every renderer included, on the others, from their start, so that the
-N pages' drawing is not counted as the server's. Reports first render, both answer times at
-p50/p95 and the server's peak resident memory.
+Streamlit session) open Explore on the bundled digits CNN and, once every page is open, move the
+pruning slider, all at once. Each move is timed twice: from the key press to the answer drawn
+(the sparsity card shows the new value and no card still says "measuring…", checked inside the
+page), and on the wire (the browser's own timestamps, from the frame carrying the new value to
+the answer's last frame: the server's part). Where the machine has more than one core, the
+server runs on the first and the browser, every renderer included, on the others, from their
+start, so that the N pages' drawing is not counted as the server's. Reports first render, both
+answer times at p50/p95 and the server's peak resident memory. With ``--think S`` each user
+reads each answer for about ``S`` seconds (0.5 to 1.5 times, drawn per move) before moving
+again, as a class does; without it they move as soon as the answer is drawn.
 
-Run: ``python -m bench.load [--sessions 10 20] [--moves 6] [--root OLD_CHECKOUT]``, or
+Run: ``python -m bench.load [--sessions 10 20] [--moves 6] [--think S] [--root OLD]``, or
 ``python -m bench.load --cost`` for what one move costs chromium and the server in CPU, and
 the messages it sends the page; ``--root`` also serves another checkout of the app (an older
 commit) in the same run, for a baseline.
@@ -20,6 +22,7 @@ import argparse
 import asyncio
 import json
 import os
+import random
 import statistics
 import tempfile
 import time
@@ -58,11 +61,17 @@ async def explore_page(browser, url: str):
     return page, slider, time.perf_counter() - start
 
 
-async def session(browser, url: str, moves: int) -> tuple[float, list[float], list[float]]:
-    """First render, then per move: seconds to the answer drawn, and seconds on the wire (the
-    browser's own timestamps, from the frame carrying the new value to the answer's last frame:
-    the server's part, without the browser's drawing)."""
+async def session(
+    browser, url: str, moves: int, opened: asyncio.Barrier, think: float = 0.0, seed: int = 0
+) -> tuple[float, list[float], list[float]]:
+    """First render, then, once every session's page is open (``opened``), per move: seconds
+    to the answer drawn, and seconds on the wire (the browser's own timestamps, from the frame
+    carrying the new value to the answer's last frame: the server's part, without the
+    browser's drawing). Before each move the user reads for ``think`` seconds times a factor
+    from 0.5 to 1.5 (drawn with ``seed``)."""
+    rng = random.Random(seed)
     page, slider, first_render = await explore_page(browser, url)
+    await opened.wait()  # no move is timed beside another page's first drawing
     frames: list[tuple[str, float]] = []
     cdp = await page.context.new_cdp_session(page)
     for kind in ("Sent", "Received"):
@@ -72,6 +81,7 @@ async def session(browser, url: str, moves: int) -> tuple[float, list[float], li
     await cdp.send("Network.enable")
     drawn, wire = [], []
     for step in range(1, moves + 1):
+        await asyncio.sleep(think * rng.uniform(0.5, 1.5))
         await slider.focus()
         start = time.perf_counter()
         frames.clear()
@@ -90,12 +100,15 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-async def run(url: str, sessions: int, moves: int) -> dict:
+async def run(url: str, sessions: int, moves: int, think: float = 0.0) -> dict:
     from playwright.async_api import async_playwright
 
     async with async_playwright() as p:
         browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        results = await asyncio.gather(*(session(browser, url, moves) for _ in range(sessions)))
+        opened = asyncio.Barrier(sessions)
+        results = await asyncio.gather(
+            *(session(browser, url, moves, opened, think, seed) for seed in range(sessions))
+        )
         await browser.close()
     answers = [t for _, ts, _ in results for t in ts]
     wire = [t for _, _, ts in results for t in ts]
@@ -103,6 +116,7 @@ async def run(url: str, sessions: int, moves: int) -> dict:
     return {
         "sessions": sessions,
         "moves": moves,
+        "think_s": think,
         "first_render_p50_s": statistics.median(renders),
         "answer_p50_s": statistics.median(answers),
         "answer_p95_s": percentile(answers, 0.95),
@@ -180,7 +194,9 @@ async def move_cost(url: str, server: int, moves: int) -> dict:
     }
 
 
-def load_rows(session_counts: list[int], moves: int, root: Path | None = None) -> list[dict]:
+def load_rows(
+    session_counts: list[int], moves: int, root: Path | None = None, think: float = 0.0
+) -> list[dict]:
     """One row per count of sessions. Where the machine has more than one core, the server
     runs on the first and the browser (started by this process, which it inherits from) on
     the others: every thread and every renderer of each, from their start."""
@@ -195,7 +211,7 @@ def load_rows(session_counts: list[int], moves: int, root: Path | None = None) -
                 if server_cores:
                     os.sched_setaffinity(0, cores[1:])
                 try:
-                    row = asyncio.run(run(url, n, moves))
+                    row = asyncio.run(run(url, n, moves, think))
                 finally:
                     os.sched_setaffinity(0, cores)
                 row["server_peak_mb"] = peak_mb(pid)
@@ -214,6 +230,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sessions", type=int, nargs="+", default=[10, 20])
     parser.add_argument("--moves", type=int, default=6)
+    parser.add_argument(
+        "--think", type=float, default=0.0, metavar="S", help="seconds each user reads an answer"
+    )
     parser.add_argument("--root", type=Path, help="also serve this checkout, as the baseline")
     parser.add_argument(
         "--cost",
@@ -225,7 +244,7 @@ def main() -> None:
         rows = (
             [cost_row(args.moves, root)]
             if args.cost
-            else load_rows(args.sessions, args.moves, root)
+            else load_rows(args.sessions, args.moves, root, args.think)
         )
         for row in rows:
             print(json.dumps({"app": str(root or "this checkout")} | row))
