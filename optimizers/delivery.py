@@ -141,6 +141,10 @@ class Gzipping:
     data: bytes
     future: Future[int]
 
+    def measures(self, exported: Exported) -> bool:
+        """Whether this measures ``exported``'s very bytes (not another copy's), still unsized."""
+        return self.data is exported.data and exported.gzip_bytes is None
+
 
 def gzip_meanwhile(exported: Exported) -> Gzipping:
     """The gzip size of ``exported``'s file, measured for ``time_exports`` on the spare thread
@@ -152,7 +156,7 @@ def gzip_meanwhile(exported: Exported) -> Gzipping:
 def gzip_so_far(exported: Exported, gzipping: Gzipping | None) -> Exported:
     """``exported`` with its gzip size once ``gzipping`` (``gzip_meanwhile``'s, for these very
     bytes) has measured it, so that it can be shown before the timing; as it is otherwise."""
-    if gzipping is None or gzipping.data is not exported.data or exported.gzip_bytes is not None:
+    if gzipping is None or not gzipping.measures(exported):
         return exported
     future = gzipping.future
     if not future.done() or future.cancelled() or future.exception() is not None:
@@ -177,7 +181,7 @@ def time_exports(
     for f, gzipping in (meanwhile or {}).items():
         if gzipping.future.cancel():  # not started: measured with the others
             continue
-        if f in files and files[f].data is gzipping.data and files[f].gzip_bytes is None:
+        if f in files and gzipping.measures(files[f]):
             started[f] = gzipping.future
     missing = [f for f, e in files.items() if e.gzip_bytes is None and f not in started]
     sizes = dict(zip(missing, POOL.map(gzip_size, [files[f].data for f in missing]), strict=True))
