@@ -33,12 +33,12 @@ def export_rows(
     float32 = made["tflite-float32"].size_bytes if "tflite-float32" in made else None
 
     def column(
-        cell: Callable[[Exported], str], pending: Callable[[Exported], bool] | None = None
+        cell: Callable[[Exported], str], pending: Callable[[Exported], bool] = lambda e: False
     ) -> list[str]:
         """``cell`` of each made file; what it waits for where its figure is ``pending``."""
         return [
             waiting[f]
-            if f in made and f in waiting and pending is not None and pending(made[f])
+            if f in made and f in waiting and pending(made[f])
             else cell(made[f])
             if f in made
             else "—"
